@@ -1,0 +1,20 @@
+//! ringledger: an LMAX-style engine for wallets and share trading.
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
+pub mod ledger;
+pub mod money;
+pub mod outcome;
+mod prefetch;
+pub mod rebate;
+pub mod request;
+
+pub use ledger::{Applied, Ledger, LedgerConfig};
+pub use money::{Scale, Units};
+pub use outcome::{Entry, EntryKind, ErrorCode, InstrumentView, Outcome, Reject, Reply};
+pub use rebate::{RateRebate, RebateJob, RebatePolicy};
+pub use request::{
+    AccountId, InstrumentId, Request, ReservationId, SessionId, Stamp, Stamped, Symbol,
+};

@@ -1,0 +1,212 @@
+//! The Ledger's invariants and its digest: the two ways the rest of the
+//! system (tests, replay, debug builds) checks that state is right.
+
+use xxhash_rust::xxh3::Xxh3;
+
+use super::Ledger;
+#[cfg(debug_assertions)]
+use crate::request::Request;
+
+/// Above this many accounts plus reservations, debug builds check only what
+/// a request touched after each apply instead of the whole state.
+#[cfg(debug_assertions)]
+const FULL_CHECK_SIZE_MAX: usize = 4_096;
+
+impl Ledger {
+    /// Checks every invariant over the whole state, O(state):
+    /// - money is conserved: Σ balances + Σ sale proceeds == deposited − withdrawn + rebated;
+    /// - no balance, hold or available amount is negative;
+    /// - each account's hold equals the cost of its open reservations;
+    /// - per instrument, available + reserved + sold == supply, reserved equals
+    ///   the open reservations' shares and sold equals the shares held;
+    /// - every reservation with a TTL is in the expiry index and vice versa;
+    /// - the count of pending rebates matches the queue.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut held = vec![0i128; self.accounts.len()];
+        let mut reserved = vec![0u128; self.instruments.len()];
+        let mut timed = 0usize;
+        for (&id, r) in &self.reservations {
+            held[r.account_index as usize] += i128::from(r.cost);
+            reserved[r.instrument.0 as usize] += u128::from(r.qty);
+            if r.expires_at_ms != u64::MAX {
+                timed += 1;
+                if !self.expiries.contains(&(r.expires_at_ms, id)) {
+                    return Err(format!("reservation {id} is missing from the expiry index"));
+                }
+            }
+        }
+        if timed != self.expiries.len() {
+            return Err(format!(
+                "expiry index has {} entries for {timed} timed reservations",
+                self.expiries.len()
+            ));
+        }
+        let mut cash = 0i128;
+        for (i, (a, id)) in self
+            .accounts
+            .cash
+            .iter()
+            .zip(&self.accounts.ids)
+            .enumerate()
+        {
+            if a.balance < 0 || a.held < 0 || a.held > a.balance {
+                return Err(format!(
+                    "account {id}: balance {} held {} breaks 0 <= held <= balance",
+                    a.balance, a.held
+                ));
+            }
+            if i128::from(a.held) != held[i] {
+                return Err(format!(
+                    "account {id}: held {} but open reservations hold {}",
+                    a.held, held[i]
+                ));
+            }
+            cash += i128::from(a.balance);
+        }
+        let mut sold = vec![0u128; self.instruments.len()];
+        for (&(_, id), &qty) in &self.holdings {
+            sold[id.0 as usize] += u128::from(qty);
+        }
+        for (i, inst) in self.instruments.iter().enumerate() {
+            let total =
+                u128::from(inst.available) + u128::from(inst.reserved) + u128::from(inst.sold);
+            if total != u128::from(inst.supply) {
+                return Err(format!(
+                    "instrument {}: available {} + reserved {} + sold {} != supply {}",
+                    inst.symbol, inst.available, inst.reserved, inst.sold, inst.supply
+                ));
+            }
+            if u128::from(inst.reserved) != reserved[i] || u128::from(inst.sold) != sold[i] {
+                return Err(format!(
+                    "instrument {}: reserved {} sold {} but reservations hold {} and accounts hold {}",
+                    inst.symbol, inst.reserved, inst.sold, reserved[i], sold[i]
+                ));
+            }
+            cash += inst.proceeds;
+        }
+        let t = self.totals;
+        if cash != t.deposited - t.withdrawn + t.rebated {
+            return Err(format!(
+                "money not conserved: balances + proceeds = {cash}, deposited {} - withdrawn {} + rebated {}",
+                t.deposited, t.withdrawn, t.rebated
+            ));
+        }
+        let pending = self.rebates.iter().filter(|r| !r.credited).count();
+        if pending != self.rebates_pending {
+            return Err(format!(
+                "{pending} rebates pending but the count says {}",
+                self.rebates_pending
+            ));
+        }
+        Ok(())
+    }
+
+    /// In debug builds: the whole state while it is small, otherwise the
+    /// accounts the request named.
+    #[cfg(debug_assertions)]
+    pub(super) fn debug_check(&self, request: &Request) {
+        if self.accounts.len() + self.reservations.len() <= FULL_CHECK_SIZE_MAX {
+            if let Err(broken) = self.check_invariants() {
+                panic!("ledger invariant broken after {request:?}: {broken}");
+            }
+            return;
+        }
+        for account in request.accounts().into_iter().flatten() {
+            if let Ok(i) = self.index_of(account) {
+                let a = &self.accounts.cash[i];
+                assert!(
+                    0 <= a.held && a.held <= a.balance,
+                    "account {account}: balance {} held {} after {request:?}",
+                    a.balance,
+                    a.held
+                );
+            }
+        }
+    }
+
+    /// A stable 64-bit hash (XXH3) of the whole business state, fed in a
+    /// defined order (accounts in opening order, maps sorted by key), so two
+    /// ledgers that applied the same requests agree regardless of hash-map
+    /// layout. The sequence number and clock are not part of it.
+    pub fn digest(&self) -> u64 {
+        let mut h = Xxh3::new();
+        let mut put = |v: u64| h.update(&v.to_le_bytes());
+        put(u64::from(self.config.history_per_account_max));
+        put(self.accounts.len() as u64);
+        let accounts = &self.accounts;
+        for ((&id, cash), history) in accounts
+            .ids
+            .iter()
+            .zip(&accounts.cash)
+            .zip(&accounts.histories)
+        {
+            put(id);
+            put(cash.balance as u64);
+            put(cash.held as u64);
+            put(history.len() as u64);
+            for e in history.newest() {
+                put(e.seq);
+                put(e.time_ms);
+                put(e.kind as u64);
+                put(e.amount as u64);
+                put(e.balance as u64);
+            }
+        }
+        put(self.instruments.len() as u64);
+        for inst in &self.instruments {
+            for chunk in inst.symbol.bytes().chunks(8) {
+                put(u64::from_le_bytes(chunk.try_into().expect("8-byte chunk")));
+            }
+            put(inst.supply);
+            put(inst.available);
+            put(inst.reserved);
+            put(inst.sold);
+            put(inst.price as u64);
+            put(inst.proceeds as u64);
+            put((inst.proceeds >> 64) as u64);
+        }
+        let mut open: Vec<_> = self.reservations.iter().collect();
+        open.sort_unstable_by_key(|(&id, _)| id);
+        put(open.len() as u64);
+        for (&id, r) in open {
+            put(id);
+            put(self.accounts.ids[r.account_index as usize]);
+            put(u64::from(r.instrument.0));
+            put(r.qty);
+            put(r.cost as u64);
+            put(r.expires_at_ms);
+        }
+        let mut closed: Vec<_> = self.closed_reservations.iter().collect();
+        closed.sort_unstable_by_key(|(&id, _)| id);
+        put(closed.len() as u64);
+        for (&id, &how) in closed {
+            put(id);
+            put(how as u64);
+        }
+        put(self.holdings.len() as u64);
+        for (&(account, id), &qty) in &self.holdings {
+            put(account);
+            put(u64::from(id.0));
+            put(qty);
+        }
+        let mut sessions: Vec<_> = self.sessions.iter().collect();
+        sessions.sort_unstable();
+        put(sessions.len() as u64);
+        for (&session, &last) in sessions {
+            put(session);
+            put(last);
+        }
+        put(self.rebates_pending as u64);
+        for job in self.pending_rebates() {
+            put(job.deposit_seq);
+            put(job.account);
+            put(job.amount as u64);
+        }
+        let t = self.totals;
+        for total in [t.deposited, t.withdrawn, t.rebated] {
+            put(total as u64);
+            put((total >> 64) as u64);
+        }
+        h.digest()
+    }
+}

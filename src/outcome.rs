@@ -1,0 +1,277 @@
+//! What applying a request produces: a reply, or a rejection that names one
+//! of the error codes of the public contract and changed nothing.
+
+use std::fmt;
+
+use bincode::{Decode, Encode};
+
+use crate::money::Units;
+use crate::request::{AccountId, InstrumentId, ReservationId, Symbol};
+
+/// The error codes of the public contract, spelled exactly as on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    Malformed,
+    UnknownAccount,
+    AccountExists,
+    InvalidAmount,
+    InsufficientFunds,
+    Overflow,
+    UnknownInstrument,
+    InstrumentExists,
+    InsufficientShares,
+    UnknownReservation,
+    ReservationExists,
+    ReservationExpired,
+    Duplicate,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 13] = [
+        ErrorCode::Malformed,
+        ErrorCode::UnknownAccount,
+        ErrorCode::AccountExists,
+        ErrorCode::InvalidAmount,
+        ErrorCode::InsufficientFunds,
+        ErrorCode::Overflow,
+        ErrorCode::UnknownInstrument,
+        ErrorCode::InstrumentExists,
+        ErrorCode::InsufficientShares,
+        ErrorCode::UnknownReservation,
+        ErrorCode::ReservationExists,
+        ErrorCode::ReservationExpired,
+        ErrorCode::Duplicate,
+    ];
+
+    /// The snake_case code as it appears in `{"error": "..."}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::UnknownAccount => "unknown_account",
+            ErrorCode::AccountExists => "account_exists",
+            ErrorCode::InvalidAmount => "invalid_amount",
+            ErrorCode::InsufficientFunds => "insufficient_funds",
+            ErrorCode::Overflow => "overflow",
+            ErrorCode::UnknownInstrument => "unknown_instrument",
+            ErrorCode::InstrumentExists => "instrument_exists",
+            ErrorCode::InsufficientShares => "insufficient_shares",
+            ErrorCode::UnknownReservation => "unknown_reservation",
+            ErrorCode::ReservationExists => "reservation_exists",
+            ErrorCode::ReservationExpired => "reservation_expired",
+            ErrorCode::Duplicate => "duplicate",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a reservation that is no longer open ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Closure {
+    Confirmed,
+    Cancelled,
+    Expired,
+}
+
+/// A refused request, with what the caller needs to understand why. A
+/// rejected request changed nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    UnknownAccount(AccountId),
+    AccountExists(AccountId),
+    /// Amounts, quantities, supplies and prices must be greater than zero.
+    InvalidAmount(&'static str),
+    InsufficientFunds {
+        account: AccountId,
+        available: Units,
+        requested: Units,
+    },
+    /// Checked arithmetic would leave the representable range.
+    Overflow(&'static str),
+    UnknownInstrument(InstrumentId),
+    InstrumentExists(Symbol),
+    InsufficientShares {
+        instrument: InstrumentId,
+        available: u64,
+        requested: u64,
+    },
+    /// Never reserved, or already confirmed or cancelled (`closed`).
+    UnknownReservation {
+        reservation: ReservationId,
+        closed: Option<Closure>,
+    },
+    ReservationExists(ReservationId),
+    ReservationExpired(ReservationId),
+    /// The session already used this request number (the last applied is `last`).
+    Duplicate {
+        req: u64,
+        last: u64,
+    },
+}
+
+impl Reject {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Reject::UnknownAccount(_) => ErrorCode::UnknownAccount,
+            Reject::AccountExists(_) => ErrorCode::AccountExists,
+            Reject::InvalidAmount(_) => ErrorCode::InvalidAmount,
+            Reject::InsufficientFunds { .. } => ErrorCode::InsufficientFunds,
+            Reject::Overflow(_) => ErrorCode::Overflow,
+            Reject::UnknownInstrument(_) => ErrorCode::UnknownInstrument,
+            Reject::InstrumentExists(_) => ErrorCode::InstrumentExists,
+            Reject::InsufficientShares { .. } => ErrorCode::InsufficientShares,
+            Reject::UnknownReservation { .. } => ErrorCode::UnknownReservation,
+            Reject::ReservationExists(_) => ErrorCode::ReservationExists,
+            Reject::ReservationExpired(_) => ErrorCode::ReservationExpired,
+            Reject::Duplicate { .. } => ErrorCode::Duplicate,
+        }
+    }
+}
+
+/// Human text for a rejection. Amounts are in minor units here; the edges
+/// that know the scale (the `run` command) print them as decimals themselves.
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Reject::UnknownAccount(a) => write!(f, "account {a} does not exist"),
+            Reject::AccountExists(a) => write!(f, "account {a} is already open"),
+            Reject::InvalidAmount(why) => f.write_str(why),
+            Reject::InsufficientFunds {
+                account,
+                available,
+                requested,
+            } => write!(
+                f,
+                "account {account} has {available} minor units available, {requested} requested"
+            ),
+            Reject::Overflow(what) => write!(f, "{what} would overflow"),
+            Reject::UnknownInstrument(i) => write!(f, "instrument #{} is not listed", i.0),
+            Reject::InstrumentExists(s) => write!(f, "instrument {s} is already listed"),
+            Reject::InsufficientShares {
+                instrument,
+                available,
+                requested,
+            } => write!(
+                f,
+                "instrument #{} has {available} shares available, {requested} requested",
+                instrument.0
+            ),
+            Reject::UnknownReservation {
+                reservation,
+                closed: None,
+            } => write!(f, "reservation {reservation} does not exist"),
+            Reject::UnknownReservation {
+                reservation,
+                closed: Some(how),
+            } => write!(
+                f,
+                "reservation {reservation} is no longer open (it was {})",
+                match how {
+                    Closure::Confirmed => "confirmed",
+                    Closure::Cancelled => "cancelled",
+                    Closure::Expired => "expired",
+                }
+            ),
+            Reject::ReservationExists(r) => write!(f, "reservation {r} already exists"),
+            Reject::ReservationExpired(r) => write!(f, "reservation {r} has expired"),
+            Reject::Duplicate { req, last } => write!(
+                f,
+                "request number {req} was already applied in this session (last applied: {last})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Reject {}
+
+/// What kind of balance change a history entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+pub enum EntryKind {
+    Deposit,
+    Withdrawal,
+    TransferOut,
+    TransferIn,
+    Rebate,
+    /// Cash paid when a reservation is confirmed.
+    Purchase,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Deposit => "deposit",
+            EntryKind::Withdrawal => "withdrawal",
+            EntryKind::TransferOut => "transfer_out",
+            EntryKind::TransferIn => "transfer_in",
+            EntryKind::Rebate => "rebate",
+            EntryKind::Purchase => "purchase",
+        }
+    }
+}
+
+/// One balance change of one account (the transaction record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Entry {
+    /// Sequence number of the request that made the change.
+    pub seq: u64,
+    pub time_ms: u64,
+    pub account: AccountId,
+    pub kind: EntryKind,
+    /// Always positive; `kind` says which way the money went.
+    pub amount: Units,
+    /// The balance right after the change.
+    pub balance: Units,
+}
+
+/// A listed instrument's figures; `available + reserved + sold == supply`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstrumentView {
+    pub id: InstrumentId,
+    pub symbol: Symbol,
+    pub supply: u64,
+    pub available: u64,
+    pub reserved: u64,
+    pub sold: u64,
+    pub price: Units,
+}
+
+/// A successful answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Opened, transferred, confirmed, cancelled, ticked.
+    Done,
+    /// Deposit or withdrawal applied; the balance after it.
+    Moved {
+        balance: Units,
+    },
+    Balance {
+        balance: Units,
+        held: Units,
+        available: Units,
+    },
+    /// Newest first.
+    History(Vec<Entry>),
+    Listed {
+        instrument: InstrumentId,
+    },
+    Instrument(InstrumentView),
+    /// Shares actually reserved (fewer than asked only with `partial`).
+    Reserved {
+        qty: u64,
+    },
+    /// Shares held per instrument, in listing order.
+    Holdings(Vec<(Symbol, u64)>),
+    Digest(u64),
+    /// Whether this credit was the one that settled the deposit's rebate; a
+    /// repeated or unknown credit changes nothing and says `false`.
+    RebateCredited {
+        credited: bool,
+    },
+}
+
+/// The result of applying one request.
+pub type Outcome = Result<Reply, Reject>;
