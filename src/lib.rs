@@ -10,6 +10,7 @@ pub mod outcome;
 mod prefetch;
 pub mod rebate;
 pub mod request;
+pub mod ring;
 
 pub use ledger::{Applied, Ledger, LedgerConfig};
 pub use money::{Scale, Units};
