@@ -4,6 +4,7 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod engine;
 pub mod ledger;
 pub mod money;
 pub mod outcome;
@@ -12,6 +13,7 @@ pub mod rebate;
 pub mod request;
 pub mod ring;
 
+pub use engine::{Client, Engine, EngineBuilder, EngineError};
 pub use ledger::{Applied, Ledger, LedgerConfig};
 pub use money::{Scale, Units};
 pub use outcome::{Entry, EntryKind, ErrorCode, InstrumentView, Outcome, Reject, Reply};

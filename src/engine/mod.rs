@@ -1,0 +1,354 @@
+//! The runtime: gateway [`Client`]s push requests into the lock-free ring,
+//! one business thread (optionally pinned) stamps, applies and answers them,
+//! and a side thread computes rebates and sends them back as ordinary
+//! requests.
+//!
+//! ```
+//! use ringledger::{Engine, Reply, Request};
+//!
+//! let engine = Engine::builder().start().unwrap();
+//! let mut client = engine.client().unwrap();
+//! client.call(Request::OpenAccount { account: 1 }).unwrap().unwrap();
+//! client.call(Request::Deposit { account: 1, amount: 10_000 }).unwrap().unwrap();
+//! client.barrier().unwrap(); // the 1% rebate is credited
+//! let balance = client.call(Request::Balance { account: 1 }).unwrap();
+//! assert_eq!(balance, Ok(Reply::Balance { balance: 10_100, held: 0, available: 10_100 }));
+//! let ledger = engine.shutdown().unwrap();
+//! assert_eq!(ledger.pending_rebates_len(), 0);
+//! ```
+
+mod business;
+mod client;
+mod clock;
+mod rebater;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap;
+
+pub use self::client::Client;
+pub use self::clock::{Clock, ManualClock, WallClock};
+use crate::ledger::{Ledger, LedgerConfig};
+use crate::money::Scale;
+use crate::outcome::Outcome;
+use crate::rebate::{RateRebate, RebatePolicy};
+use crate::request::{InstrumentId, Request, SessionId, Symbol};
+use crate::ring::{self, Producer, WaitStrategy};
+
+/// Why the engine could not do what was asked.
+#[derive(Debug)]
+pub enum EngineError {
+    /// The engine has shut down (or is shutting down): nothing more is accepted.
+    Stopped,
+    /// The business or rebate thread panicked; the message says where.
+    Failed(String),
+    /// `recv` with nothing in flight would wait forever.
+    NothingInFlight,
+    /// A builder setting that cannot work.
+    Config(String),
+    /// Starting a thread failed.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineError::Stopped => {
+                f.write_str("the engine has stopped and accepts no more requests")
+            }
+            EngineError::Failed(why) => write!(f, "the engine failed: {why}"),
+            EngineError::NothingInFlight => {
+                f.write_str("recv called with no request in flight: send one first")
+            }
+            EngineError::Config(why) => write!(f, "invalid engine configuration: {why}"),
+            EngineError::Io(e) => write!(f, "engine I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+/// What gateways put in the ring: a request plus who sent it under which number.
+#[derive(Clone, Copy, Debug)]
+struct Envelope {
+    /// The client's response queue.
+    client: u32,
+    session: SessionId,
+    req: u64,
+    request: Request,
+}
+
+/// State shared by the engine, its clients and its threads. Nothing here is
+/// touched per request except the rebate counters (plain stores).
+struct Shared {
+    scale: Scale,
+    requests: Mutex<Option<Producer<Envelope>>>,
+    /// Response producers of newly created clients, waiting for the business
+    /// thread to adopt them (locked only when a client is created).
+    registrations: Mutex<Vec<(u32, Producer<Outcome>)>>,
+    next_client: AtomicU32,
+    next_session: AtomicU64,
+    response_capacity: usize,
+    wait: WaitStrategy,
+    /// Symbol → id, updated by the business thread when a listing succeeds.
+    directory: RwLock<FxHashMap<Symbol, InstrumentId>>,
+    /// Rebate jobs handed to the side thread so far / credits applied so far.
+    rebates_dispatched: AtomicU64,
+    rebates_answered: AtomicU64,
+    /// The session the rebate side thread uses, so its credits are counted.
+    rebate_session: AtomicU64,
+    failure: Mutex<Option<String>>,
+    failed: AtomicBool,
+}
+
+impl Shared {
+    fn fail(&self, why: String) {
+        let mut failure = self.failure.lock();
+        if failure.is_none() {
+            *failure = Some(why);
+        }
+        self.failed.store(true, Ordering::Release);
+    }
+
+    fn error(&self) -> EngineError {
+        if self.failed.load(Ordering::Acquire) {
+            EngineError::Failed(self.failure.lock().clone().unwrap_or_default())
+        } else {
+            EngineError::Stopped
+        }
+    }
+}
+
+/// How to build an [`Engine`]; every setting has a default that behaves on a
+/// small machine.
+pub struct EngineBuilder {
+    ring_capacity: usize,
+    batch_max: usize,
+    response_capacity: usize,
+    wait: WaitStrategy,
+    pin_core: Option<usize>,
+    scale: Scale,
+    ledger_config: LedgerConfig,
+    accounts_hint: usize,
+    rebate_policy: Box<dyn RebatePolicy>,
+    clock: Arc<dyn Clock>,
+    ledger: Option<Ledger>,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        EngineBuilder {
+            ring_capacity: 1 << 14,
+            batch_max: 256,
+            response_capacity: 1 << 12,
+            wait: WaitStrategy::default(),
+            pin_core: None,
+            scale: Scale::default(),
+            ledger_config: LedgerConfig::default(),
+            accounts_hint: 0,
+            rebate_policy: Box::new(RateRebate::default()),
+            clock: Arc::new(WallClock),
+            ledger: None,
+        }
+    }
+}
+
+impl EngineBuilder {
+    /// Slots in the request ring (rounded up to a power of two).
+    pub fn ring_capacity(mut self, slots: usize) -> Self {
+        self.ring_capacity = slots;
+        self
+    }
+
+    /// Most requests the business thread takes in one batch.
+    pub fn batch_max(mut self, requests: usize) -> Self {
+        self.batch_max = requests;
+        self
+    }
+
+    /// Slots in each client's response queue: the most requests one client
+    /// can have in flight before `send` first collects answers.
+    pub fn response_capacity(mut self, slots: usize) -> Self {
+        self.response_capacity = slots;
+        self
+    }
+
+    /// How idle threads wait: `Block` (the default) parks them, which is
+    /// what a machine with few cores needs; `Spin` and `Yield` trade CPU for
+    /// latency and only pay off with a core per busy thread.
+    pub fn wait(mut self, wait: WaitStrategy) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Pins the business thread to this core (an index into the cores the
+    /// process may use). A core that does not exist is reported and ignored.
+    pub fn pin_core(mut self, core: Option<usize>) -> Self {
+        self.pin_core = core;
+        self
+    }
+
+    pub fn scale(mut self, scale: Scale) -> Self {
+        self.scale = scale;
+        self
+    }
+
+    pub fn ledger_config(mut self, config: LedgerConfig) -> Self {
+        self.ledger_config = config;
+        self
+    }
+
+    /// Accounts to make room for up front, so opening them does not
+    /// reallocate on the business thread.
+    pub fn accounts_hint(mut self, accounts: usize) -> Self {
+        self.accounts_hint = accounts;
+        self
+    }
+
+    pub fn rebate_policy(mut self, policy: impl RebatePolicy) -> Self {
+        self.rebate_policy = Box::new(policy);
+        self
+    }
+
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Starts from an existing Ledger (e.g. one recovered from a journal)
+    /// instead of an empty one. Its owed rebates are dispatched again.
+    pub fn ledger(mut self, ledger: Ledger) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// Starts the business and rebate threads.
+    pub fn start(self) -> Result<Engine, EngineError> {
+        if self.batch_max == 0 || self.ring_capacity < 2 || self.response_capacity < 2 {
+            return Err(EngineError::Config(
+                "batch_max must be at least 1 and capacities at least 2".into(),
+            ));
+        }
+        // Read the cores before pinning anything: a pinned thread sees only its own.
+        let core = match self.pin_core {
+            None => None,
+            Some(index) => {
+                let cores = core_affinity::get_core_ids().unwrap_or_default();
+                match cores.get(index) {
+                    Some(&core) => Some(core),
+                    None => {
+                        eprintln!(
+                            "ringledger: cannot pin the business thread to core {index}: this process may use {} core(s); running unpinned",
+                            cores.len()
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let ledger = self
+            .ledger
+            .unwrap_or_else(|| Ledger::with_capacity(self.ledger_config, self.accounts_hint));
+        let (producer, consumer) = ring::channel(self.ring_capacity, self.wait);
+        let directory = ledger.instruments().map(|i| (i.symbol, i.id)).collect();
+        let shared = Arc::new(Shared {
+            scale: self.scale,
+            requests: Mutex::new(Some(producer)),
+            registrations: Mutex::new(Vec::new()),
+            next_client: AtomicU32::new(0),
+            next_session: AtomicU64::new(ledger.session_max() + 1),
+            response_capacity: self.response_capacity,
+            wait: self.wait,
+            directory: RwLock::new(directory),
+            rebates_dispatched: AtomicU64::new(0),
+            rebates_answered: AtomicU64::new(0),
+            rebate_session: AtomicU64::new(0),
+            failure: Mutex::new(None),
+            failed: AtomicBool::new(false),
+        });
+        let (jobs_tx, jobs_rx) = crossbeam::channel::unbounded();
+        let rebate_client = Client::new(&shared)?;
+        shared
+            .rebate_session
+            .store(rebate_client.session(), Ordering::Release);
+        let business = business::spawn(business::Business {
+            shared: Arc::clone(&shared),
+            consumer,
+            ledger,
+            clock: self.clock,
+            batch_max: self.batch_max,
+            core,
+            jobs: jobs_tx,
+        })?;
+        let rebater = rebater::spawn(
+            Arc::clone(&shared),
+            rebate_client,
+            self.rebate_policy,
+            jobs_rx,
+        )?;
+        Ok(Engine {
+            shared,
+            business: Some(business),
+            rebater: Some(rebater),
+        })
+    }
+}
+
+/// A running engine. Create one [`Client`] per gateway thread.
+pub struct Engine {
+    shared: Arc<Shared>,
+    business: Option<JoinHandle<Ledger>>,
+    rebater: Option<JoinHandle<()>>,
+}
+
+/// How long shutdown waits for owed rebates before closing anyway (they stay
+/// owed in the Ledger and are dispatched again on the next start).
+const SHUTDOWN_REBATE_WAIT: Duration = Duration::from_secs(5);
+
+impl Engine {
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// A new gateway handle with its own session and response queue.
+    pub fn client(&self) -> Result<Client, EngineError> {
+        Client::new(&self.shared)
+    }
+
+    pub fn scale(&self) -> Scale {
+        self.shared.scale
+    }
+
+    /// Stops accepting requests, answers everything already accepted, waits
+    /// (briefly) for owed rebates, joins every thread and hands back the
+    /// final Ledger.
+    pub fn shutdown(mut self) -> Result<Ledger, EngineError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<Ledger, EngineError> {
+        let Some(business) = self.business.take() else {
+            return Err(EngineError::Stopped);
+        };
+        let _ = client::wait_for_rebates(&self.shared, SHUTDOWN_REBATE_WAIT);
+        if let Some(requests) = self.shared.requests.lock().take() {
+            requests.close();
+        }
+        let ledger = business.join();
+        if let Some(rebater) = self.rebater.take() {
+            let _ = rebater.join();
+        }
+        ledger.map_err(|_| self.shared.error())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
