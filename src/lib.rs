@@ -4,6 +4,7 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod cli;
 pub mod engine;
 pub mod ledger;
 pub mod money;

@@ -1,0 +1,4 @@
+//! The command-line front ends, thin over the library: argument parsing lives
+//! in `main.rs`, behaviour here where it can be tested.
+
+pub mod run;

@@ -1,0 +1,354 @@
+//! `ringledger run`: the JSON-lines contract. One object per input line in,
+//! exactly one object per line out, in the same order; a malformed line is
+//! answered and skipped. Amounts travel as strings and are converted at this
+//! edge; instrument symbols are resolved to ids here.
+
+use std::io::{self, BufRead, Write};
+
+use serde_json::{json, Map, Value};
+
+use crate::engine::{Client, EngineError, ManualClock};
+use crate::money::{AmountError, Scale};
+use crate::outcome::{Closure, ErrorCode, Outcome, Reject, Reply};
+use crate::request::{InstrumentId, Request, Symbol};
+
+/// The id sent for a symbol that is not listed: the Ledger answers
+/// `unknown_instrument` and the request still uses up its number.
+const UNLISTED: InstrumentId = InstrumentId(u32::MAX);
+
+/// Answers every line of `input` on `output`, flushing after each so the
+/// command can be driven interactively through pipes.
+pub fn serve(
+    client: &mut Client,
+    manual_clock: Option<&ManualClock>,
+    input: impl BufRead,
+    mut output: impl Write,
+) -> io::Result<()> {
+    let mut session = Session {
+        client,
+        manual_clock,
+    };
+    for line in input.lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let answer = session.answer(&line).map_err(io::Error::other)?;
+        serde_json::to_writer(&mut output, &answer)?;
+        output.write_all(b"\n")?;
+        output.flush()?;
+    }
+    Ok(())
+}
+
+struct Session<'a> {
+    client: &'a mut Client,
+    manual_clock: Option<&'a ManualClock>,
+}
+
+/// A failed line: the wire code and a message for a person.
+struct Failure {
+    code: ErrorCode,
+    message: String,
+}
+
+/// Why a line got no answer at all: the engine itself is gone.
+enum Fatal {
+    Line(Failure),
+    Engine(EngineError),
+}
+
+impl From<Failure> for Fatal {
+    fn from(f: Failure) -> Fatal {
+        Fatal::Line(f)
+    }
+}
+
+impl From<AmountError> for Fatal {
+    fn from(e: AmountError) -> Fatal {
+        Fatal::Line(e.into())
+    }
+}
+
+fn malformed(message: impl Into<String>) -> Failure {
+    Failure {
+        code: ErrorCode::Malformed,
+        message: message.into(),
+    }
+}
+
+impl From<AmountError> for Failure {
+    fn from(e: AmountError) -> Failure {
+        let code = match e {
+            AmountError::Invalid(_) => ErrorCode::InvalidAmount,
+            AmountError::Overflow(_) => ErrorCode::Overflow,
+        };
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl Session<'_> {
+    fn answer(&mut self, line: &str) -> Result<Value, EngineError> {
+        match self.try_answer(line) {
+            Ok(mut fields) => {
+                fields.insert("ok".into(), Value::Bool(true));
+                Ok(Value::Object(fields))
+            }
+            Err(Fatal::Line(f)) => {
+                Ok(json!({"ok": false, "error": f.code.as_str(), "message": f.message}))
+            }
+            Err(Fatal::Engine(e)) => Err(e),
+        }
+    }
+
+    fn try_answer(&mut self, line: &str) -> Result<Map<String, Value>, Fatal> {
+        let value: Value =
+            serde_json::from_str(line).map_err(|e| malformed(format!("not valid JSON: {e}")))?;
+        let Value::Object(fields) = value else {
+            return Err(malformed("each line must be a JSON object").into());
+        };
+        let f = Fields(&fields);
+        let op = f.str("op")?;
+        let scale = self.client.scale();
+        let request = match op {
+            "open_account" => Request::OpenAccount {
+                account: f.u64("account")?,
+            },
+            "deposit" => Request::Deposit {
+                account: f.u64("account")?,
+                amount: f.amount("amount", scale)?,
+            },
+            "withdraw" => Request::Withdraw {
+                account: f.u64("account")?,
+                amount: f.amount("amount", scale)?,
+            },
+            "transfer" => Request::Transfer {
+                from: f.u64("from")?,
+                to: f.u64("to")?,
+                amount: f.amount("amount", scale)?,
+            },
+            "balance" => Request::Balance {
+                account: f.u64("account")?,
+            },
+            "history" => Request::History {
+                account: f.u64("account")?,
+                limit: f.u64("limit")?.min(u64::from(u32::MAX)) as u32,
+            },
+            "list_instrument" => Request::ListInstrument {
+                symbol: f.symbol("instrument")?,
+                supply: f.u64("shares")?,
+                price: f.amount("price", scale)?,
+            },
+            "instrument" => {
+                let symbol = f.symbol("instrument")?;
+                let instrument = self.client.instrument_id(&symbol).ok_or_else(|| Failure {
+                    code: ErrorCode::UnknownInstrument,
+                    message: format!("instrument {symbol} is not listed"),
+                })?;
+                Request::Instrument { instrument }
+            }
+            "reserve" => {
+                let symbol = f.symbol("instrument")?;
+                Request::Reserve {
+                    reservation: f.u64("reservation")?,
+                    account: f.u64("account")?,
+                    instrument: self.client.instrument_id(&symbol).unwrap_or(UNLISTED),
+                    qty: f.u64("qty")?,
+                    ttl_ms: f.opt_u64("ttl_ms")?.unwrap_or(0),
+                    partial: f.opt_bool("partial")?.unwrap_or(false),
+                }
+            }
+            "confirm" => Request::Confirm {
+                reservation: f.u64("reservation")?,
+            },
+            "cancel" => Request::Cancel {
+                reservation: f.u64("reservation")?,
+            },
+            "holdings" => Request::Holdings {
+                account: f.u64("account")?,
+            },
+            "tick" => {
+                let now_ms = f.u64("now_ms")?;
+                let clock = self.manual_clock.ok_or_else(|| {
+                    malformed("tick needs the manual clock: start with --clock manual")
+                })?;
+                clock.advance_to(now_ms);
+                Request::Tick
+            }
+            "barrier" => {
+                self.client.barrier().map_err(Fatal::Engine)?;
+                return Ok(Map::new());
+            }
+            "digest" => Request::Digest,
+            other => return Err(malformed(format!("unknown op {other:?}")).into()),
+        };
+        let outcome = match f.opt_u64("req")? {
+            Some(0) => return Err(malformed("req must be 1 or more").into()),
+            Some(req) if request.is_numbered() => self.client.call_numbered(request, req),
+            _ => self.client.call(request),
+        }
+        .map_err(Fatal::Engine)?;
+        Ok(self.render(&fields, outcome)?)
+    }
+
+    fn render(
+        &self,
+        fields: &Map<String, Value>,
+        outcome: Outcome,
+    ) -> Result<Map<String, Value>, Failure> {
+        let scale = self.client.scale();
+        let money = |units| Value::String(scale.format(units));
+        let reply = outcome.map_err(|reject| Failure {
+            code: reject.code(),
+            message: describe(&reject, fields, scale),
+        })?;
+        let answer = match reply {
+            Reply::Done | Reply::Listed { .. } | Reply::RebateCredited { .. } => json!({}),
+            Reply::Moved { balance } => json!({"balance": money(balance)}),
+            Reply::Balance {
+                balance,
+                held,
+                available,
+            } => {
+                json!({"balance": money(balance), "held": money(held), "available": money(available)})
+            }
+            Reply::History(entries) => {
+                let entries: Vec<Value> = entries
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "seq": e.seq,
+                            "time_ms": e.time_ms,
+                            "kind": e.kind.as_str(),
+                            "amount": money(e.amount),
+                            "balance": money(e.balance),
+                        })
+                    })
+                    .collect();
+                json!({"entries": entries})
+            }
+            Reply::Instrument(view) => json!({
+                "supply": view.supply,
+                "available": view.available,
+                "reserved": view.reserved,
+                "sold": view.sold,
+                "price": money(view.price),
+            }),
+            Reply::Reserved { qty } => json!({"qty": qty}),
+            Reply::Holdings(shares) => {
+                let shares: Map<String, Value> = shares
+                    .iter()
+                    .map(|(s, q)| (s.as_str().to_string(), json!(q)))
+                    .collect();
+                json!({"shares": shares})
+            }
+            Reply::Digest(digest) => json!({"digest": format!("{digest:016x}")}),
+        };
+        let Value::Object(fields) = answer else {
+            unreachable!("every answer above is an object")
+        };
+        Ok(fields)
+    }
+}
+
+/// A rejection in the caller's terms: decimal amounts, instrument symbols.
+fn describe(reject: &Reject, fields: &Map<String, Value>, scale: Scale) -> String {
+    let symbol = || {
+        fields
+            .get("instrument")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string()
+    };
+    match *reject {
+        Reject::InsufficientFunds {
+            account,
+            available,
+            requested,
+        } => format!(
+            "account {account} has {} available, {} needed",
+            scale.format(available),
+            scale.format(requested)
+        ),
+        Reject::UnknownInstrument(_) => format!("instrument {} is not listed", symbol()),
+        Reject::InsufficientShares {
+            available,
+            requested,
+            ..
+        } => {
+            format!(
+                "instrument {} has {available} shares available, {requested} requested",
+                symbol()
+            )
+        }
+        Reject::UnknownReservation {
+            reservation,
+            closed: Some(Closure::Confirmed),
+        } => {
+            format!("reservation {reservation} was already confirmed")
+        }
+        Reject::UnknownReservation {
+            reservation,
+            closed: Some(Closure::Cancelled),
+        } => {
+            format!("reservation {reservation} was cancelled")
+        }
+        _ => reject.to_string(),
+    }
+}
+
+/// Typed access to a line's fields; anything missing or mistyped is malformed.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn get(&self, name: &str) -> Result<&Value, Failure> {
+        self.0
+            .get(name)
+            .ok_or_else(|| malformed(format!("missing field `{name}`")))
+    }
+
+    fn str(&self, name: &str) -> Result<&str, Failure> {
+        self.get(name)?
+            .as_str()
+            .ok_or_else(|| malformed(format!("field `{name}` must be a string")))
+    }
+
+    fn u64(&self, name: &str) -> Result<u64, Failure> {
+        self.get(name)?
+            .as_u64()
+            .ok_or_else(|| malformed(format!("field `{name}` must be a non-negative integer")))
+    }
+
+    fn opt_u64(&self, name: &str) -> Result<Option<u64>, Failure> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => self.u64(name).map(Some),
+        }
+    }
+
+    fn opt_bool(&self, name: &str) -> Result<Option<bool>, Failure> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| malformed(format!("field `{name}` must be true or false"))),
+        }
+    }
+
+    fn amount(&self, name: &str, scale: Scale) -> Result<i64, Failure> {
+        let text = self.get(name)?.as_str().ok_or_else(|| {
+            malformed(format!(
+                "field `{name}` must be a string such as \"10.50\" (amounts travel as strings)"
+            ))
+        })?;
+        Ok(scale.parse(text)?)
+    }
+
+    fn symbol(&self, name: &str) -> Result<Symbol, Failure> {
+        Symbol::new(self.str(name)?).map_err(malformed)
+    }
+}
