@@ -120,6 +120,26 @@ const YIELD_ROUNDS: u32 = 16;
 #[cfg(loom)]
 const YIELD_ROUNDS: u32 = 0;
 
+/// One round of waiting, producer or consumer alike.
+enum Pause {
+    Spin,
+    Yield,
+    Park,
+}
+
+/// What the `round`-th consecutive wait does under `wait`.
+// Under loom the spin and yield phases are empty on purpose (see SPIN_ROUNDS).
+#[cfg_attr(loom, allow(clippy::absurd_extreme_comparisons))]
+fn pause(wait: WaitStrategy, round: u32) -> Pause {
+    match wait {
+        WaitStrategy::Spin => Pause::Spin,
+        _ if round < SPIN_ROUNDS => Pause::Spin,
+        WaitStrategy::Yield => Pause::Yield,
+        WaitStrategy::Block if round < SPIN_ROUNDS + YIELD_ROUNDS => Pause::Yield,
+        WaitStrategy::Block => Pause::Park,
+    }
+}
+
 /// How a waiting thread spends its time. Chosen at construction because the
 /// right answer depends on how many cores there are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -496,15 +516,10 @@ impl<T: Send> Producer<T> {
             if seq < consumed + shared.capacity() {
                 return true;
             }
-            match shared.wait {
-                WaitStrategy::Spin => sync::spin_loop(),
-                WaitStrategy::Yield if round < SPIN_ROUNDS => sync::spin_loop(),
-                WaitStrategy::Yield => sync::thread::yield_now(),
-                WaitStrategy::Block if round < SPIN_ROUNDS => sync::spin_loop(),
-                WaitStrategy::Block if round < SPIN_ROUNDS + YIELD_ROUNDS => {
-                    sync::thread::yield_now()
-                }
-                WaitStrategy::Block => shared.park_for_space(seq),
+            match pause(shared.wait, round) {
+                Pause::Spin => sync::spin_loop(),
+                Pause::Yield => sync::thread::yield_now(),
+                Pause::Park => shared.park_for_space(seq),
             }
             round = round.saturating_add(1);
         }
@@ -652,15 +667,10 @@ impl<T: Send> Consumer<T> {
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Ok(0);
             }
-            match self.shared.wait {
-                WaitStrategy::Spin => sync::spin_loop(),
-                WaitStrategy::Yield if round < SPIN_ROUNDS => sync::spin_loop(),
-                WaitStrategy::Yield => sync::thread::yield_now(),
-                WaitStrategy::Block if round < SPIN_ROUNDS => sync::spin_loop(),
-                WaitStrategy::Block if round < SPIN_ROUNDS + YIELD_ROUNDS => {
-                    sync::thread::yield_now()
-                }
-                WaitStrategy::Block => self.shared.park_consumer(self.next, deadline),
+            match pause(self.shared.wait, round) {
+                Pause::Spin => sync::spin_loop(),
+                Pause::Yield => sync::thread::yield_now(),
+                Pause::Park => self.shared.park_consumer(self.next, deadline),
             }
             round = round.saturating_add(1);
         }
@@ -769,10 +779,11 @@ mod tests {
                     }
                 });
                 let mut expected = 0u64;
-                while let Ok(_) = consumer.wait_drain(3, |v| {
+                let mut check = |v| {
                     assert_eq!(v, expected);
                     expected += 1;
-                }) {}
+                };
+                while consumer.wait_drain(3, &mut check).is_ok() {}
                 sender.join().unwrap();
                 assert_eq!(expected, 50_000);
             }
@@ -1026,7 +1037,7 @@ mod tests {
     }
 }
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
     use loom::thread;
