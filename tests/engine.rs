@@ -184,7 +184,7 @@ fn thousand_buyers_race_for_a_hundred_shares() {
         .collect();
     let reserved: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert!(
-        reserved <= 100 && reserved >= 98,
+        (98..=100).contains(&reserved),
         "all-or-nothing leaves at most 2 unsold: {reserved}"
     );
     let view = admin.call(Request::Instrument { instrument }).unwrap();
