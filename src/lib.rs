@@ -6,6 +6,7 @@ pub struct ReadmeDoctests;
 
 pub mod cli;
 pub mod engine;
+pub mod journal;
 pub mod ledger;
 pub mod money;
 pub mod outcome;

@@ -1,0 +1,263 @@
+//! The bytes on disk: segment and snapshot headers, batch frames, and the one
+//! bincode configuration every record goes through. See `journal/README.md`.
+
+use crate::request::Stamped;
+
+/// Fixed-width little-endian integers: a record's size depends only on its
+/// variant, and decoding never has to guess a varint's length.
+pub(crate) const BINCODE: bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Fixint,
+    bincode::config::NoLimit,
+> = bincode::config::standard().with_fixed_int_encoding();
+
+/// The on-disk format this build writes and the only one it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"RLJSEG\0\0";
+pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"RLJSNAP\0";
+
+/// Segment header: magic, version, reserved, first seq, CRC-32C of the first
+/// 24 bytes, reserved.
+pub(crate) const SEGMENT_HEADER_BYTES: usize = 32;
+/// Snapshot header: magic, version, reserved, last seq, payload length,
+/// CRC-32C of the payload, CRC-32C of the first 36 header bytes.
+pub(crate) const SNAPSHOT_HEADER_BYTES: usize = 40;
+
+/// Frame header: body length (u32), CRC-32C of the body (u32); the body then
+/// starts with record count (u32), reserved zero (u32), first seq (u64).
+pub(crate) const FRAME_HEADER_BYTES: usize = 24;
+/// The part of the header covered by the CRC (count, reserved, first seq).
+pub(crate) const FRAME_BODY_HEADER_BYTES: usize = 16;
+/// Frames start on 8-byte boundaries, so a scan for good frames after a bad
+/// one only has to try one offset in eight.
+pub(crate) const FRAME_ALIGN: usize = 8;
+/// The largest frame body a reader accepts. A length field above this is
+/// damage, not a batch, and must not make the reader allocate or skip far.
+pub const FRAME_BODY_BYTES_MAX: usize = 1 << 30;
+/// The smallest encoded `Stamped` (stamp 32 bytes + variant tag 4 bytes), used
+/// to reject record counts that cannot fit in a frame's length.
+pub(crate) const RECORD_BYTES_MIN: usize = 36;
+
+pub(crate) fn align_up(n: usize) -> usize {
+    (n + FRAME_ALIGN - 1) & !(FRAME_ALIGN - 1)
+}
+
+pub(crate) fn u32_at(buf: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&buf[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+pub(crate) fn u64_at(buf: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+pub(crate) fn segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    let mut h = [0u8; SEGMENT_HEADER_BYTES];
+    h[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[16..24].copy_from_slice(&first_seq.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..24]);
+    h[24..28].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// What a header check found wrong, before the caller adds the file name.
+#[derive(Debug)]
+pub(crate) enum HeaderError {
+    Short(usize),
+    Magic([u8; 8]),
+    Version(u32),
+    Crc,
+}
+
+/// Checks a header's magic and version in that order, so a file from another
+/// program or a newer build is named as such rather than as "corrupt".
+pub(crate) fn check_magic_version(
+    buf: &[u8],
+    magic: [u8; 8],
+    header_bytes: usize,
+) -> Result<(), HeaderError> {
+    if buf.len() < header_bytes {
+        return Err(HeaderError::Short(buf.len()));
+    }
+    let mut found = [0u8; 8];
+    found.copy_from_slice(&buf[0..8]);
+    if found != magic {
+        return Err(HeaderError::Magic(found));
+    }
+    let version = u32_at(buf, 8);
+    if version != FORMAT_VERSION {
+        return Err(HeaderError::Version(version));
+    }
+    Ok(())
+}
+
+/// Returns the segment's first seq.
+pub(crate) fn parse_segment_header(buf: &[u8]) -> Result<u64, HeaderError> {
+    check_magic_version(buf, SEGMENT_MAGIC, SEGMENT_HEADER_BYTES)?;
+    if crc32c::crc32c(&buf[0..24]) != u32_at(buf, 24) {
+        return Err(HeaderError::Crc);
+    }
+    Ok(u64_at(buf, 16))
+}
+
+pub(crate) fn snapshot_header(last_seq: u64, payload: &[u8]) -> [u8; SNAPSHOT_HEADER_BYTES] {
+    let mut h = [0u8; SNAPSHOT_HEADER_BYTES];
+    h[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[16..24].copy_from_slice(&last_seq.to_le_bytes());
+    h[24..32].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    h[32..36].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..36]);
+    h[36..40].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// A snapshot header's fields once its own CRC holds.
+pub(crate) struct SnapshotHeader {
+    pub last_seq: u64,
+    pub payload_bytes: u64,
+    pub payload_crc: u32,
+}
+
+pub(crate) fn parse_snapshot_header(buf: &[u8]) -> Result<SnapshotHeader, HeaderError> {
+    check_magic_version(buf, SNAPSHOT_MAGIC, SNAPSHOT_HEADER_BYTES)?;
+    if crc32c::crc32c(&buf[0..36]) != u32_at(buf, 36) {
+        return Err(HeaderError::Crc);
+    }
+    Ok(SnapshotHeader {
+        last_seq: u64_at(buf, 16),
+        payload_bytes: u64_at(buf, 24),
+        payload_crc: u32_at(buf, 32),
+    })
+}
+
+/// Encodes `batch` as one frame into `buf` (cleared first, capacity kept), so
+/// the writer hands the kernel one contiguous buffer and allocates nothing
+/// once `buf` has grown to the largest batch.
+pub(crate) fn encode_frame(batch: &[Stamped], buf: &mut Vec<u8>) -> Result<(), String> {
+    buf.clear();
+    buf.resize(FRAME_HEADER_BYTES, 0);
+    for stamped in batch {
+        bincode::encode_into_std_write(stamped, buf, BINCODE)
+            .map_err(|e| format!("cannot encode seq {}: {e}", stamped.stamp.seq))?;
+    }
+    let body_bytes = buf.len() - 8;
+    if body_bytes > FRAME_BODY_BYTES_MAX {
+        return Err(format!(
+            "batch of {} records encodes to {body_bytes} bytes, above the frame limit of {FRAME_BODY_BYTES_MAX}; split it",
+            batch.len()
+        ));
+    }
+    let count = u32::try_from(batch.len()).map_err(|_| "batch has more than u32::MAX records")?;
+    let first_seq = batch.first().map_or(0, |s| s.stamp.seq);
+    buf[8..12].copy_from_slice(&count.to_le_bytes());
+    buf[16..24].copy_from_slice(&first_seq.to_le_bytes());
+    let crc = crc32c::crc32c(&buf[8..]);
+    buf[0..4].copy_from_slice(&(body_bytes as u32).to_le_bytes());
+    buf[4..8].copy_from_slice(&crc.to_le_bytes());
+    buf.resize(align_up(buf.len()), 0);
+    Ok(())
+}
+
+/// A frame whose header and CRC hold. Offsets are into the segment buffer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Frame {
+    pub offset: usize,
+    pub count: u32,
+    pub first_seq: u64,
+    /// Byte range of the encoded records.
+    pub records: (usize, usize),
+    /// Offset of the next frame (aligned).
+    pub next: usize,
+}
+
+impl Frame {
+    pub fn last_seq(&self) -> u64 {
+        self.first_seq + u64::from(self.count) - 1
+    }
+}
+
+/// What is at an offset of a segment.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    Frame(Frame),
+    /// Length zero (preallocated space) or end of file: no more data here.
+    End,
+    /// Not a valid frame; the reason says why.
+    Bad(String),
+}
+
+/// Reads the frame at `offset`, checking everything that can be checked
+/// without decoding records: length bounds, count plausibility, reserved
+/// field, CRC, and that the seqs it claims do not overflow.
+pub(crate) fn parse_frame(buf: &[u8], offset: usize) -> Parsed {
+    let left = buf.len().saturating_sub(offset);
+    if left < 4 {
+        return if buf[offset.min(buf.len())..].iter().all(|&b| b == 0) {
+            Parsed::End
+        } else {
+            Parsed::Bad(format!("{left} stray bytes at end of file"))
+        };
+    }
+    let body_bytes = u32_at(buf, offset) as usize;
+    if body_bytes == 0 {
+        return Parsed::End;
+    }
+    if left < 8 + FRAME_BODY_HEADER_BYTES {
+        return Parsed::Bad(format!("frame header cut short: {left} bytes left in file"));
+    }
+    if !(FRAME_BODY_HEADER_BYTES + RECORD_BYTES_MIN..=FRAME_BODY_BYTES_MAX).contains(&body_bytes) {
+        return Parsed::Bad(format!("implausible frame length {body_bytes}"));
+    }
+    if body_bytes > left - 8 {
+        return Parsed::Bad(format!(
+            "frame of {body_bytes} bytes cut short: only {} bytes left in file",
+            left - 8
+        ));
+    }
+    let body = &buf[offset + 8..offset + 8 + body_bytes];
+    if crc32c::crc32c(body) != u32_at(buf, offset + 4) {
+        return Parsed::Bad("frame checksum mismatch".to_string());
+    }
+    let count = u32_at(body, 0);
+    let reserved = u32_at(body, 4);
+    let first_seq = u64_at(body, 8);
+    let records_bytes = body_bytes - FRAME_BODY_HEADER_BYTES;
+    if count == 0 || reserved != 0 || (count as usize) > records_bytes / RECORD_BYTES_MIN {
+        return Parsed::Bad(format!(
+            "frame header fields invalid despite a good checksum (count {count}, reserved {reserved})"
+        ));
+    }
+    if first_seq == 0 || first_seq.checked_add(u64::from(count)).is_none() {
+        return Parsed::Bad(format!("frame first seq {first_seq} out of range"));
+    }
+    let start = offset + FRAME_HEADER_BYTES;
+    Parsed::Frame(Frame {
+        offset,
+        count,
+        first_seq,
+        records: (start, offset + 8 + body_bytes),
+        next: align_up(offset + 8 + body_bytes),
+    })
+}
+
+/// The first offset at or after `from` (8-aligned) where a whole valid frame
+/// sits. A bad frame followed by such a frame is corruption, not a torn tail:
+/// the writer only ever appends, so data after a torn write cannot be valid.
+pub(crate) fn find_valid_frame(buf: &[u8], from: usize) -> Option<usize> {
+    let mut at = align_up(from);
+    while at + FRAME_HEADER_BYTES <= buf.len() {
+        if u32_at(buf, at) != 0 {
+            if let Parsed::Frame(_) = parse_frame(buf, at) {
+                return Some(at);
+            }
+        }
+        at += FRAME_ALIGN;
+    }
+    None
+}

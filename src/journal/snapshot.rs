@@ -1,0 +1,184 @@
+//! Snapshots: the whole Ledger at a seq, so recovery replays only the tail.
+//! Written to a temp file, fsynced, renamed and the directory fsynced, so a
+//! `.snap` file either is complete or does not exist.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::error::JournalError;
+use super::format::{
+    parse_snapshot_header, snapshot_header, HeaderError, BINCODE, SNAPSHOT_HEADER_BYTES,
+};
+use super::scan::{list_numbered, list_segments};
+use crate::ledger::{Ledger, LedgerConfig};
+
+pub(crate) fn snapshot_name(last_seq: u64) -> String {
+    format!("{last_seq:020}.snap")
+}
+
+/// Makes a rename or removal in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `ledger` as `<dir>/<last_seq:020>.snap` and returns its path.
+///
+/// Call [`super::JournalWriter::sync`] first: a snapshot that is durable while
+/// the journal records it covers are still in the page cache is still
+/// correct (recovery starts from it), but the journal then has a hole that
+/// only this snapshot covers.
+pub fn write_snapshot(dir: impl AsRef<Path>, ledger: &Ledger) -> io::Result<PathBuf> {
+    let dir = dir.as_ref();
+    fs::create_dir_all(dir)?;
+    let payload = bincode::encode_to_vec(ledger, BINCODE).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("cannot encode the ledger: {e}"),
+        )
+    })?;
+    let header = snapshot_header(ledger.last_seq(), &payload);
+    let name = snapshot_name(ledger.last_seq());
+    let path = dir.join(&name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    file.write_all(&header)?;
+    file.write_all(&payload)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, &path)?;
+    sync_dir(dir)?;
+    Ok(path)
+}
+
+/// Why a snapshot file was passed over; fatal kinds are returned as errors.
+enum Rejected {
+    Skip(String),
+    Fatal(JournalError),
+}
+
+/// Reads and fully checks one snapshot: header, payload CRC, decode, seq
+/// agreement and the Ledger's own invariants.
+fn load(path: &Path, name_seq: u64) -> Result<Ledger, Rejected> {
+    let bytes =
+        fs::read(path).map_err(|e| Rejected::Fatal(JournalError::io(path, "read snapshot", e)))?;
+    let header = match parse_snapshot_header(&bytes) {
+        Ok(h) => h,
+        Err(e @ (HeaderError::Magic(_) | HeaderError::Version(_))) => {
+            return Err(Rejected::Fatal(JournalError::header(path, e)))
+        }
+        Err(HeaderError::Short(len)) => {
+            return Err(Rejected::Skip(format!("only {len} bytes long")))
+        }
+        Err(HeaderError::Crc) => return Err(Rejected::Skip("header checksum mismatch".into())),
+    };
+    let payload = &bytes[SNAPSHOT_HEADER_BYTES..];
+    if header.last_seq != name_seq {
+        return Err(Rejected::Skip(format!(
+            "header says seq {}, name says {name_seq}",
+            header.last_seq
+        )));
+    }
+    if header.payload_bytes != payload.len() as u64 {
+        return Err(Rejected::Skip(format!(
+            "payload is {} bytes, header says {}",
+            payload.len(),
+            header.payload_bytes
+        )));
+    }
+    if crc32c::crc32c(payload) != header.payload_crc {
+        return Err(Rejected::Skip("payload checksum mismatch".into()));
+    }
+    let (ledger, used): (Ledger, usize) = bincode::decode_from_slice(payload, BINCODE)
+        .map_err(|e| Rejected::Skip(format!("payload does not decode: {e}")))?;
+    if used != payload.len() {
+        return Err(Rejected::Skip(format!(
+            "{} unexplained bytes after the ledger",
+            payload.len() - used
+        )));
+    }
+    if ledger.last_seq() != header.last_seq {
+        return Err(Rejected::Skip(format!(
+            "ledger inside is at seq {}, header says {}",
+            ledger.last_seq(),
+            header.last_seq
+        )));
+    }
+    ledger
+        .check_invariants()
+        .map_err(|e| Rejected::Skip(format!("ledger inside breaks an invariant: {e}")))?;
+    Ok(ledger)
+}
+
+/// The newest snapshot that passes every check, or a fresh Ledger. Each
+/// snapshot passed over adds a warning naming it and why.
+pub(crate) fn load_newest(
+    dir: &Path,
+    config: LedgerConfig,
+    warnings: &mut Vec<String>,
+) -> Result<(Ledger, u64), JournalError> {
+    for (seq, path) in list_numbered(dir, ".snap")?.into_iter().rev() {
+        match load(&path, seq) {
+            Ok(ledger) => {
+                if ledger.config() != config {
+                    warnings.push(format!(
+                        "snapshot {} was taken with {:?}; it keeps that configuration, not the requested {:?}",
+                        path.display(),
+                        ledger.config(),
+                        config
+                    ));
+                }
+                return Ok((ledger, seq));
+            }
+            Err(Rejected::Skip(why)) => warnings.push(format!(
+                "snapshot {} skipped: {why}; falling back to an older snapshot or the full journal",
+                path.display()
+            )),
+            Err(Rejected::Fatal(e)) => return Err(e),
+        }
+    }
+    Ok((Ledger::new(config), 0))
+}
+
+/// Removes journal segments whose every record is at or below `upto_seq`,
+/// once a valid snapshot at or above `upto_seq` is confirmed on disk. The
+/// last segment is always kept (the writer appends to it). Returns the
+/// removed paths.
+///
+/// Recovery falls back to an older snapshot if the newest is damaged; that
+/// fallback needs the segments after the older one, so prune to the
+/// second-newest snapshot's seq if you want that safety net.
+pub fn prune(dir: impl AsRef<Path>, upto_seq: u64) -> Result<Vec<PathBuf>, JournalError> {
+    let dir = dir.as_ref();
+    let covered = list_numbered(dir, ".snap")?
+        .into_iter()
+        .rev()
+        .filter(|(seq, _)| *seq >= upto_seq)
+        .any(|(seq, path)| load(&path, seq).is_ok());
+    if !covered {
+        return Err(JournalError::Refused {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "no valid snapshot at seq {upto_seq} or later; refusing to prune journal segments recovery would need. \
+                 Write a snapshot first"
+            ),
+        });
+    }
+    let segments = list_segments(dir)?;
+    let mut removed = Vec::new();
+    for pair in segments.windows(2) {
+        if pair[1].first_seq <= upto_seq.saturating_add(1) {
+            fs::remove_file(&pair[0].path)
+                .map_err(|e| JournalError::io(&pair[0].path, "remove segment", e))?;
+            removed.push(pair[0].path.clone());
+        }
+    }
+    if !removed.is_empty() {
+        sync_dir(dir).map_err(|e| JournalError::io(dir, "sync the journal directory", e))?;
+    }
+    Ok(removed)
+}

@@ -1,0 +1,288 @@
+//! The append side: one frame per drained batch, one `pwrite` per frame into
+//! a preallocated segment, `fdatasync` on demand.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::error::JournalError;
+use super::format::{encode_frame, segment_header, SEGMENT_HEADER_BYTES};
+use super::scan::{list_segments, segment_name, Scanner};
+use super::snapshot::sync_dir;
+use super::{Durability, JournalConfig};
+use crate::request::Stamped;
+
+/// Smallest accepted `segment_bytes`: room for the header and a few frames.
+pub const SEGMENT_BYTES_MIN: u64 = 512;
+
+/// Appends batches to the journal in `dir`. Owned by the business thread.
+///
+/// In [`Durability::None`] mode it touches no files and every call is a
+/// no-op, so the engine can hold one unconditionally.
+#[derive(Debug)]
+pub struct JournalWriter {
+    dir: PathBuf,
+    config: JournalConfig,
+    segment: Option<(File, PathBuf)>,
+    /// Where the next frame goes in the current segment.
+    write_at: u64,
+    /// The seq the next batch must start at (None: no segment yet).
+    next_seq: Option<u64>,
+    /// Whether the current segment has bytes not yet fdatasync'ed.
+    dirty: bool,
+    frame: Vec<u8>,
+    /// Set after a failed write or sync: the file's state is unknown (and on
+    /// Linux a failed fsync may not be retried meaningfully), so the writer
+    /// refuses further work until the journal is recovered.
+    poisoned: Option<String>,
+}
+
+impl JournalWriter {
+    /// Opens the journal in `dir` (created if missing) for appending after
+    /// its last valid record. Refuses a journal whose tail is torn: run
+    /// [`super::recover`] first, which truncates it.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        config: JournalConfig,
+    ) -> Result<JournalWriter, JournalError> {
+        let dir = dir.as_ref().to_path_buf();
+        let mut writer = JournalWriter {
+            dir,
+            config,
+            segment: None,
+            write_at: 0,
+            next_seq: None,
+            dirty: false,
+            frame: Vec::new(),
+            poisoned: None,
+        };
+        if config.durability == Durability::None {
+            return Ok(writer);
+        }
+        if config.segment_bytes < SEGMENT_BYTES_MIN {
+            return Err(JournalError::io(
+                &writer.dir,
+                "open journal",
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "segment size {} bytes is below the minimum of {SEGMENT_BYTES_MIN}",
+                        config.segment_bytes
+                    ),
+                ),
+            ));
+        }
+        fs::create_dir_all(&writer.dir)
+            .map_err(|e| JournalError::io(&writer.dir, "create journal directory", e))?;
+        let Some(last) = list_segments(&writer.dir)?.pop() else {
+            return Ok(writer);
+        };
+        let mut scanner = Scanner::new(vec![last.clone()], 0);
+        let mut write_at = SEGMENT_HEADER_BYTES as u64;
+        let mut next_seq = last.first_seq;
+        while let Some(frame) = scanner.next_frame()? {
+            write_at = frame.next as u64;
+            next_seq = frame.last_seq() + 1;
+        }
+        if let Some(torn) = &scanner.torn {
+            return Err(JournalError::io(
+                &last.path,
+                "append to",
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}; run recovery first, it truncates the torn tail",
+                        torn.describe()
+                    ),
+                ),
+            ));
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&last.path)
+            .map_err(|e| JournalError::io(&last.path, "open segment for appending", e))?;
+        writer.segment = Some((file, last.path));
+        writer.write_at = write_at;
+        writer.next_seq = Some(next_seq);
+        Ok(writer)
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.config.durability
+    }
+
+    /// The seq the next appended batch must start with, once known.
+    pub fn next_seq(&self) -> Option<u64> {
+        self.next_seq
+    }
+
+    /// The segment being appended to.
+    pub fn segment_path(&self) -> Option<&Path> {
+        self.segment.as_ref().map(|(_, p)| p.as_path())
+    }
+
+    /// Writes `batch` as one frame to the OS page cache (the `async` promise:
+    /// it survives a process crash, not a power loss).
+    ///
+    /// Seqs must be consecutive and start at [`Self::next_seq`]. A batch
+    /// starting later (the Ledger was restored from a snapshot newer than
+    /// the journal) opens a new segment at its seq; one starting earlier is
+    /// refused, since it would write a seq twice.
+    pub fn append(&mut self, batch: &[Stamped]) -> io::Result<()> {
+        let Some(first) = batch.first().map(|s| s.stamp.seq) else {
+            return Ok(());
+        };
+        if self.config.durability == Durability::None {
+            return Ok(());
+        }
+        self.check_usable()?;
+        check_batch_seqs(batch, first, self.next_seq)?;
+        encode_frame(batch, &mut self.frame)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let frame_bytes = self.frame.len() as u64;
+        let full = self.write_at > SEGMENT_HEADER_BYTES as u64
+            && self.write_at + frame_bytes > self.config.segment_bytes;
+        if self.segment.is_none() || self.next_seq != Some(first) || full {
+            self.roll(first)?;
+        }
+        let written = match &self.segment {
+            Some((file, _)) => file.write_all_at(&self.frame, self.write_at),
+            None => Err(io::Error::other("no open segment after roll")),
+        };
+        if let Err(e) = written {
+            return Err(self.poison("write", e));
+        }
+        self.write_at += frame_bytes;
+        self.next_seq = Some(first + batch.len() as u64);
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// fdatasync of the current segment (the `sync` promise: everything
+    /// appended so far survives power loss). Call once per batch for group
+    /// commit. Cheap when nothing was appended since the last call.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.check_usable()?;
+        if !self.dirty {
+            return Ok(());
+        }
+        if let Some((file, _)) = &self.segment {
+            if let Err(e) = file.sync_data() {
+                return Err(self.poison("fdatasync", e));
+            }
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// [`Self::append`], then [`Self::sync`] if the durability mode is `sync`:
+    /// after it returns, the batch's outcomes may be released.
+    pub fn commit(&mut self, batch: &[Stamped]) -> io::Result<()> {
+        self.append(batch)?;
+        if self.config.durability == Durability::Sync {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn check_usable(&self) -> io::Result<()> {
+        match &self.poisoned {
+            Some(why) => Err(io::Error::other(format!(
+                "journal writer stopped after an earlier failure ({why}); recover the journal before writing again"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn poison(&mut self, action: &str, e: io::Error) -> io::Error {
+        let path = self
+            .segment_path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let message = format!("{action} {path} failed: {e}");
+        self.poisoned = Some(message.clone());
+        io::Error::new(e.kind(), message)
+    }
+
+    /// Starts a new segment at `first_seq`: created under a temp name,
+    /// header written and the rest zero-filled, fsynced, renamed, directory
+    /// fsynced. Zero-filling up front is what makes later fdatasyncs cheap:
+    /// overwriting allocated blocks changes no file metadata, while
+    /// appending (or filling a sparse hole) does.
+    fn roll(&mut self, first_seq: u64) -> io::Result<()> {
+        if self.dirty {
+            self.sync()?;
+        }
+        let name = segment_name(first_seq);
+        let path = self.dir.join(&name);
+        if path.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "segment {} already exists; refusing to overwrite it",
+                    path.display()
+                ),
+            ));
+        }
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        file.write_all_at(&segment_header(first_seq), 0)?;
+        zero_fill(
+            &file,
+            SEGMENT_HEADER_BYTES as u64,
+            self.config.segment_bytes,
+        )?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        sync_dir(&self.dir)?;
+        self.segment = Some((file, path));
+        self.write_at = SEGMENT_HEADER_BYTES as u64;
+        self.next_seq = Some(first_seq);
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+fn check_batch_seqs(batch: &[Stamped], first: u64, next_seq: Option<u64>) -> io::Result<()> {
+    let invalid = |m: String| Err(io::Error::new(io::ErrorKind::InvalidInput, m));
+    if first == 0 {
+        return invalid("seq 0 is not a valid sequence number; seqs start at 1".into());
+    }
+    if let Some(next) = next_seq {
+        if first < next {
+            return invalid(format!(
+                "batch starts at seq {first} but the journal already holds up to {}; refusing to write a seq twice",
+                next - 1
+            ));
+        }
+    }
+    for (i, s) in batch.iter().enumerate() {
+        if s.stamp.seq != first + i as u64 {
+            return invalid(format!(
+                "batch seqs must be consecutive: position {i} has seq {}, expected {}",
+                s.stamp.seq,
+                first + i as u64
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes real zeros (not a sparse hole) over `[from, to)`.
+fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
+    const CHUNK_BYTES: u64 = 1 << 20;
+    let zeros = vec![0u8; CHUNK_BYTES.min(to.saturating_sub(from)) as usize];
+    let mut at = from;
+    while at < to {
+        let n = CHUNK_BYTES.min(to - at) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
