@@ -2,14 +2,16 @@
 //! behaviour lives in the library.
 
 use std::io;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ringledger::engine::{Clock, ManualClock, WallClock};
+use ringledger::journal::{self, Durability};
 use ringledger::ring::WaitStrategy;
-use ringledger::{Engine, RateRebate, Scale};
+use ringledger::{Engine, LedgerConfig, RateRebate, Scale};
 use rust_decimal::Decimal;
 
 #[derive(Parser)]
@@ -33,6 +35,12 @@ enum ClockArg {
 enum Command {
     /// Serve JSON-lines requests from stdin, one answer per line on stdout.
     Run {
+        /// Where inputs are journaled; an existing journal there is recovered first.
+        #[arg(long, default_value = "journal")]
+        journal_dir: PathBuf,
+        /// none (no journal), async (survives a process crash) or sync (survives power loss).
+        #[arg(long, default_value = "async")]
+        durability: String,
         /// Where time comes from: the wall clock, or `tick` lines.
         #[arg(long, value_enum, default_value = "wall")]
         clock: ClockArg,
@@ -46,17 +54,106 @@ enum Command {
         #[arg(long, default_value = "block")]
         wait: String,
     },
+    /// Rebuild the state from a journal and report how fast and to what digest.
+    Replay {
+        #[arg(long)]
+        journal_dir: PathBuf,
+        /// Start from the newest valid snapshot instead of the whole journal.
+        #[arg(long)]
+        from_snapshot: bool,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print journal records as JSON lines, each with the outcome it had.
+    Inspect {
+        #[arg(long)]
+        journal_dir: PathBuf,
+        /// First sequence number to print.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Most records to print.
+        #[arg(long, default_value_t = u64::MAX)]
+        limit: u64,
+        /// Decimal places of money in the journal's ledger.
+        #[arg(long, default_value_t = 2)]
+        scale: u32,
+    },
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run {
+            journal_dir,
+            durability,
             clock,
             scale,
             rebate_rate,
             wait,
-        } => run(clock, scale, &rebate_rate, &wait),
+        } => run(journal_dir, &durability, clock, scale, &rebate_rate, &wait),
+        Command::Replay {
+            journal_dir,
+            from_snapshot,
+            json,
+        } => replay(&journal_dir, from_snapshot, json),
+        Command::Inspect {
+            journal_dir,
+            from,
+            limit,
+            scale,
+        } => match Scale::new(scale) {
+            Err(e) => fail(e),
+            Ok(scale) => {
+                let out = io::stdout().lock();
+                match ringledger::cli::inspect::inspect(
+                    &journal_dir,
+                    from,
+                    limit,
+                    scale,
+                    LedgerConfig::default(),
+                    out,
+                ) {
+                    Ok(_) => ExitCode::SUCCESS,
+                    Err(e) => fail(e),
+                }
+            }
+        },
     }
+}
+
+fn replay(dir: &std::path::Path, from_snapshot: bool, json: bool) -> ExitCode {
+    let show_progress = std::io::IsTerminal::is_terminal(&io::stderr());
+    if show_progress {
+        eprintln!("ringledger: replaying {} ...", dir.display());
+    }
+    let replayed = match journal::replay(dir, LedgerConfig::default(), from_snapshot) {
+        Ok(replayed) => replayed,
+        Err(e) => return fail(e),
+    };
+    for warning in &replayed.recovered.warnings {
+        eprintln!("ringledger: {warning}");
+    }
+    let ledger = &replayed.recovered.ledger;
+    if json {
+        let report = serde_json::json!({
+            "records": replayed.recovered.records_replayed,
+            "snapshot_seq": replayed.recovered.snapshot_seq,
+            "last_seq": ledger.last_seq(),
+            "seconds": replayed.elapsed.as_secs_f64(),
+            "records_per_sec": replayed.records_per_sec(),
+            "journal_bytes": replayed.journal_bytes,
+            "digest": format!("{:016x}", ledger.digest()),
+        });
+        println!("{report}");
+    } else {
+        println!("records applied  {}", replayed.recovered.records_replayed);
+        println!("from snapshot at {}", replayed.recovered.snapshot_seq);
+        println!("last seq         {}", ledger.last_seq());
+        println!("seconds          {:.3}", replayed.elapsed.as_secs_f64());
+        println!("records/s        {:.0}", replayed.records_per_sec());
+        println!("digest           {:016x}", ledger.digest());
+    }
+    ExitCode::SUCCESS
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -64,7 +161,18 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn run(clock: ClockArg, scale: u32, rebate_rate: &str, wait: &str) -> ExitCode {
+fn run(
+    journal_dir: PathBuf,
+    durability: &str,
+    clock: ClockArg,
+    scale: u32,
+    rebate_rate: &str,
+    wait: &str,
+) -> ExitCode {
+    let durability = match Durability::from_str(durability) {
+        Ok(durability) => durability,
+        Err(e) => return fail(e),
+    };
     let scale = match Scale::new(scale) {
         Ok(scale) => scale,
         Err(e) => return fail(e),
@@ -90,6 +198,7 @@ fn run(clock: ClockArg, scale: u32, rebate_rate: &str, wait: &str) -> ExitCode {
         .rebate_policy(policy)
         .clock(engine_clock)
         .wait(wait)
+        .journal(journal_dir, durability)
         .start()
     {
         Ok(engine) => engine,

@@ -13,6 +13,7 @@ fn ringledger() -> Command {
 fn run_script(args: &[&str], script: &str) -> Vec<Value> {
     let mut child = ringledger()
         .arg("run")
+        .args(["--durability", "none"])
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -209,7 +210,7 @@ fn request_numbers_make_retries_duplicates() {
 #[test]
 fn answers_stream_line_by_line_through_pipes() {
     let mut child = ringledger()
-        .arg("run")
+        .args(["run", "--durability", "none"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -1,4 +1,5 @@
 //! The command-line front ends, thin over the library: argument parsing lives
 //! in `main.rs`, behaviour here where it can be tested.
 
+pub mod inspect;
 pub mod run;

@@ -23,6 +23,7 @@ mod clock;
 mod rebater;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,6 +34,7 @@ use rustc_hash::FxHashMap;
 
 pub use self::client::Client;
 pub use self::clock::{Clock, ManualClock, WallClock};
+use crate::journal::{self, Durability, JournalConfig, JournalError, JournalWriter};
 use crate::ledger::{Ledger, LedgerConfig};
 use crate::money::Scale;
 use crate::outcome::Outcome;
@@ -53,6 +55,8 @@ pub enum EngineError {
     Config(String),
     /// Starting a thread failed.
     Io(std::io::Error),
+    /// The journal could not be recovered or opened.
+    Journal(JournalError),
 }
 
 impl fmt::Display for EngineError {
@@ -67,6 +71,7 @@ impl fmt::Display for EngineError {
             }
             EngineError::Config(why) => write!(f, "invalid engine configuration: {why}"),
             EngineError::Io(e) => write!(f, "engine I/O error: {e}"),
+            EngineError::Journal(e) => write!(f, "{e}"),
         }
     }
 }
@@ -138,6 +143,8 @@ pub struct EngineBuilder {
     rebate_policy: Box<dyn RebatePolicy>,
     clock: Arc<dyn Clock>,
     ledger: Option<Ledger>,
+    journal: Option<(PathBuf, JournalConfig)>,
+    snapshot_every: Option<u64>,
 }
 
 impl Default for EngineBuilder {
@@ -154,6 +161,8 @@ impl Default for EngineBuilder {
             rebate_policy: Box::new(RateRebate::default()),
             clock: Arc::new(WallClock),
             ledger: None,
+            journal: None,
+            snapshot_every: None,
         }
     }
 }
@@ -227,6 +236,36 @@ impl EngineBuilder {
         self
     }
 
+    /// Journals every input to `dir` with the given durability (`None`
+    /// turns journaling off). If `dir` already holds a journal, the engine
+    /// first recovers from it (newest valid snapshot + journal tail) and
+    /// dispatches again every rebate still owed.
+    pub fn journal(mut self, dir: impl Into<PathBuf>, durability: Durability) -> Self {
+        self.journal = (durability != Durability::None).then(|| {
+            let config = JournalConfig {
+                durability,
+                ..JournalConfig::default()
+            };
+            (dir.into(), config)
+        });
+        self
+    }
+
+    /// Journal segment size (bytes preallocated per segment file).
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        if let Some((_, config)) = &mut self.journal {
+            config.segment_bytes = bytes;
+        }
+        self
+    }
+
+    /// Writes a snapshot after every `requests` journaled requests (and
+    /// always at a clean shutdown), so recovery replays only the tail.
+    pub fn snapshot_every(mut self, requests: u64) -> Self {
+        self.snapshot_every = Some(requests.max(1));
+        self
+    }
+
     /// Starts the business and rebate threads.
     pub fn start(self) -> Result<Engine, EngineError> {
         if self.batch_max == 0 || self.ring_capacity < 2 || self.response_capacity < 2 {
@@ -251,9 +290,36 @@ impl EngineBuilder {
                 }
             }
         };
-        let ledger = self
-            .ledger
-            .unwrap_or_else(|| Ledger::with_capacity(self.ledger_config, self.accounts_hint));
+        let (ledger, journal) = match (&self.journal, self.ledger) {
+            (Some(_), Some(_)) => {
+                return Err(EngineError::Config(
+                    "give the engine either a Ledger or a journal to recover from, not both".into(),
+                ))
+            }
+            (None, ledger) => (
+                ledger.unwrap_or_else(|| {
+                    Ledger::with_capacity(self.ledger_config, self.accounts_hint)
+                }),
+                None,
+            ),
+            (Some((dir, config)), None) => {
+                let recovered =
+                    journal::recover(dir, self.ledger_config).map_err(EngineError::Journal)?;
+                for warning in &recovered.warnings {
+                    eprintln!("ringledger: journal recovery: {warning}");
+                }
+                let writer = JournalWriter::open(dir, *config).map_err(EngineError::Journal)?;
+                (recovered.ledger, Some((dir.clone(), writer)))
+            }
+        };
+        // Rebates still owed (after recovery) are dispatched before any
+        // client exists, so a first barrier already waits for them.
+        let (jobs_tx, jobs_rx) = crossbeam::channel::unbounded();
+        let mut owed = 0u64;
+        for job in ledger.pending_rebates() {
+            owed += 1;
+            let _ = jobs_tx.send(job);
+        }
         let (producer, consumer) = ring::channel(self.ring_capacity, self.wait);
         let directory = ledger.instruments().map(|i| (i.symbol, i.id)).collect();
         let shared = Arc::new(Shared {
@@ -265,13 +331,12 @@ impl EngineBuilder {
             response_capacity: self.response_capacity,
             wait: self.wait,
             directory: RwLock::new(directory),
-            rebates_dispatched: AtomicU64::new(0),
+            rebates_dispatched: AtomicU64::new(owed),
             rebates_answered: AtomicU64::new(0),
             rebate_session: AtomicU64::new(0),
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
         });
-        let (jobs_tx, jobs_rx) = crossbeam::channel::unbounded();
         let rebate_client = Client::new(&shared)?;
         shared
             .rebate_session
@@ -284,6 +349,8 @@ impl EngineBuilder {
             batch_max: self.batch_max,
             core,
             jobs: jobs_tx,
+            journal,
+            snapshot_every: self.snapshot_every,
         })?;
         let rebater = rebater::spawn(
             Arc::clone(&shared),

@@ -1,0 +1,150 @@
+//! `ringledger inspect`: the journal as JSON lines, each input with the
+//! outcome it had. The journal holds inputs only; outcomes come from
+//! replaying it from the start, which is exactly how they were made.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::journal::{read_records, JournalError};
+use crate::ledger::{Ledger, LedgerConfig};
+use crate::money::Scale;
+use crate::outcome::Reply;
+use crate::request::Request;
+
+/// Prints up to `limit` records with seq >= `from_seq`.
+pub fn inspect(
+    dir: &Path,
+    from_seq: u64,
+    limit: u64,
+    scale: Scale,
+    config: LedgerConfig,
+    mut out: impl Write,
+) -> Result<u64, InspectError> {
+    let mut ledger = Ledger::new(config);
+    let mut printed = 0u64;
+    let records = read_records(dir, 1).map_err(InspectError::Journal)?;
+    for (i, record) in records.enumerate() {
+        let stamped = record.map_err(InspectError::Journal)?;
+        if i == 0 && stamped.stamp.seq != 1 {
+            return Err(InspectError::Pruned(stamped.stamp.seq));
+        }
+        let applied = ledger.apply(&stamped);
+        if stamped.stamp.seq < from_seq {
+            continue;
+        }
+        if printed == limit {
+            break;
+        }
+        let mut line = request_json(&stamped.request, scale);
+        let fields = line.as_object_mut().expect("request_json makes objects");
+        fields.insert("seq".into(), json!(stamped.stamp.seq));
+        fields.insert("time_ms".into(), json!(stamped.stamp.time_ms));
+        fields.insert("session".into(), json!(stamped.stamp.session));
+        if stamped.stamp.req != 0 {
+            fields.insert("req".into(), json!(stamped.stamp.req));
+        }
+        match &applied.outcome {
+            Ok(reply) => {
+                fields.insert("ok".into(), json!(true));
+                match reply {
+                    Reply::Moved { balance } => {
+                        fields.insert("balance".into(), json!(scale.format(*balance)));
+                    }
+                    Reply::Reserved { qty } => {
+                        fields.insert("reserved".into(), json!(qty));
+                    }
+                    Reply::RebateCredited { credited } => {
+                        fields.insert("credited".into(), json!(credited));
+                    }
+                    _ => {}
+                }
+            }
+            Err(reject) => {
+                fields.insert("ok".into(), json!(false));
+                fields.insert("error".into(), json!(reject.code().as_str()));
+            }
+        }
+        serde_json::to_writer(&mut out, &line).map_err(|e| InspectError::Output(e.into()))?;
+        out.write_all(b"\n").map_err(InspectError::Output)?;
+        printed += 1;
+    }
+    Ok(printed)
+}
+
+fn request_json(request: &Request, scale: Scale) -> Value {
+    let money = |units: i64| json!(scale.format(units));
+    match *request {
+        Request::OpenAccount { account } => json!({"op": "open_account", "account": account}),
+        Request::Deposit { account, amount } => {
+            json!({"op": "deposit", "account": account, "amount": money(amount)})
+        }
+        Request::Withdraw { account, amount } => {
+            json!({"op": "withdraw", "account": account, "amount": money(amount)})
+        }
+        Request::Transfer { from, to, amount } => {
+            json!({"op": "transfer", "from": from, "to": to, "amount": money(amount)})
+        }
+        Request::Balance { account } => json!({"op": "balance", "account": account}),
+        Request::History { account, limit } => {
+            json!({"op": "history", "account": account, "limit": limit})
+        }
+        Request::ListInstrument {
+            symbol,
+            supply,
+            price,
+        } => {
+            json!({"op": "list_instrument", "instrument": symbol.as_str(), "shares": supply, "price": money(price)})
+        }
+        Request::Instrument { instrument } => {
+            json!({"op": "instrument", "instrument_id": instrument.0})
+        }
+        Request::Reserve {
+            reservation,
+            account,
+            instrument,
+            qty,
+            ttl_ms,
+            partial,
+        } => json!({
+            "op": "reserve", "reservation": reservation, "account": account,
+            "instrument_id": instrument.0, "qty": qty, "ttl_ms": ttl_ms, "partial": partial,
+        }),
+        Request::Confirm { reservation } => json!({"op": "confirm", "reservation": reservation}),
+        Request::Cancel { reservation } => json!({"op": "cancel", "reservation": reservation}),
+        Request::Holdings { account } => json!({"op": "holdings", "account": account}),
+        Request::Tick => json!({"op": "tick"}),
+        Request::Digest => json!({"op": "digest"}),
+        Request::CreditRebate {
+            deposit_seq,
+            amount,
+        } => {
+            json!({"op": "credit_rebate", "deposit_seq": deposit_seq, "amount": money(amount)})
+        }
+    }
+}
+
+/// Why inspect stopped.
+#[derive(Debug)]
+pub enum InspectError {
+    Journal(JournalError),
+    /// The journal no longer starts at seq 1 (segments were pruned after a snapshot).
+    Pruned(u64),
+    Output(io::Error),
+}
+
+impl std::fmt::Display for InspectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InspectError::Journal(e) => write!(f, "{e}"),
+            InspectError::Pruned(first) => write!(
+                f,
+                "the journal starts at seq {first}: earlier segments were pruned, so outcomes cannot be replayed from the start"
+            ),
+            InspectError::Output(e) => write!(f, "writing output: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for InspectError {}
