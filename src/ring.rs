@@ -19,7 +19,14 @@
 //! * closing sets a bit on the claim cursor with `fetch_or`: each producer's
 //!   own `fetch_add` result tells it whether it claimed before or after the
 //!   close, and the consumer drains exactly up to the claim value the close
-//!   saw.
+//!   saw;
+//! * under `WaitStrategy::Block` both sides end up parked, not spinning: the
+//!   consumer until the next push, a producer facing a full ring until the
+//!   consumer frees a batch. Each side announces itself (a flag, a waiter
+//!   count), issues a SeqCst fence and re-checks before parking; the waking
+//!   side publishes, fences and checks the announcement (the eventcount
+//!   pattern), so nothing is lost and nobody makes a syscall while the other
+//!   side is awake.
 //!
 //! All `unsafe` of the crate lives in this module.
 //!
@@ -107,14 +114,15 @@ const CLOSED: u64 = 1 << 63;
 const NOT_CLOSED: u64 = u64::MAX;
 
 /// Busy-wait rounds before yielding. Short: on a 2-core machine the thread
-/// we wait for often needs our core. Loom explores every interleaving of
-/// each round, so the models skip straight to the interesting path.
+/// we wait for often needs our core. Loom would explore every interleaving
+/// of each round, so the models skip straight to parking, the path whose
+/// lost wake-ups they exist to rule out.
 #[cfg(not(loom))]
 const SPIN_ROUNDS: u32 = 64;
 #[cfg(loom)]
 const SPIN_ROUNDS: u32 = 0;
 
-/// Yields before a `Block` waiter parks or sleeps.
+/// Yields before a `Block` waiter parks.
 #[cfg(not(loom))]
 const YIELD_ROUNDS: u32 = 16;
 #[cfg(loom)]
@@ -702,6 +710,13 @@ mod tests {
         let mut out = Vec::new();
         consumer.drain(usize::MAX, |v| out.push(v));
         out
+    }
+
+    #[test]
+    fn handles_can_move_to_other_threads() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Producer<Vec<u8>>>();
+        assert_send::<Consumer<Vec<u8>>>();
     }
 
     #[test]
