@@ -144,7 +144,7 @@ impl Ledger {
             put(cash.balance as u64);
             put(cash.held as u64);
             put(history.len() as u64);
-            for e in history.newest() {
+            for e in history.newest(id) {
                 put(e.seq);
                 put(e.time_ms);
                 put(e.kind as u64);

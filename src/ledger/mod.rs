@@ -435,7 +435,7 @@ impl Ledger {
             amount,
             balance,
         };
-        self.accounts.histories[index].push(entry, history_max);
+        self.accounts.histories[index].push(&entry, history_max);
     }
 
     fn balance(&self, account: AccountId) -> Outcome {
@@ -449,7 +449,7 @@ impl Ledger {
 
     fn history(&self, account: AccountId, limit: u32) -> Outcome {
         let history = &self.accounts.histories[self.index_of(account)?];
-        let entries = history.newest().take(limit as usize).copied().collect();
+        let entries = history.newest(account).take(limit as usize).collect();
         Ok(Reply::History(entries))
     }
 
