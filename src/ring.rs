@@ -470,6 +470,17 @@ impl<T: Send> Producer<T> {
     /// overwritten). Gives the value back if the ring was closed before this
     /// claim, or if the consumer is gone.
     pub fn push(&self, value: T) -> Result<(), Closed<T>> {
+        self.push_deferring_wake(value)?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Like [`Producer::push`], but leaves waking a parked consumer to a
+    /// later [`Producer::wake`]. A producer that publishes a burst (the
+    /// business thread answering a batch) then pays the wake-up check, a
+    /// SeqCst fence, once per burst instead of once per item. The consumer
+    /// may sleep until `wake` is called, so call it once the burst is done.
+    pub fn push_deferring_wake(&self, value: T) -> Result<(), Closed<T>> {
         let shared = &*self.shared;
         // Relaxed: which side of a close the claim falls on is decided by the
         // claim cursor's modification order alone; the slot hand-off is
@@ -491,10 +502,15 @@ impl<T: Send> Producer<T> {
         slot.value
             .with_mut(|cell| unsafe { cell.write(MaybeUninit::new(value)) });
         slot.stamp.store(seq + 1, Ordering::Release);
-        if shared.wait == WaitStrategy::Block {
-            shared.wake_consumer();
-        }
         Ok(())
+    }
+
+    /// Wakes the consumer if it parked (Block strategy); see
+    /// [`Producer::push_deferring_wake`]. Costs one fence and one load.
+    pub fn wake(&self) {
+        if self.shared.wait == WaitStrategy::Block {
+            self.shared.wake_consumer();
+        }
     }
 
     /// Refuses new pushes from now on, on every handle; everything claimed
@@ -830,6 +846,24 @@ mod tests {
             assert_eq!(collect(&mut consumer), vec![2]);
             assert_eq!(consumer.wait_drain(1, |_| {}), Err(Disconnected));
         }
+    }
+
+    #[test]
+    fn deferred_pushes_reach_a_parked_consumer_once_woken() {
+        let (producer, mut consumer) = channel::<u32>(64, WaitStrategy::Block);
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while got.len() < 10 {
+                consumer.wait_drain(64, |v| got.push(v)).unwrap();
+            }
+            got
+        });
+        std::thread::sleep(Duration::from_millis(20)); // let it park
+        for v in 0..10 {
+            producer.push_deferring_wake(v).unwrap();
+        }
+        producer.wake();
+        assert_eq!(reader.join().unwrap(), (0..10).collect::<Vec<_>>());
     }
 
     #[test]

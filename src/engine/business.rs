@@ -63,6 +63,10 @@ impl Business {
             }
         }
         let mut responses: Vec<Option<Producer<Outcome>>> = Vec::new();
+        // Clients answered in the current batch, woken once each at its end.
+        let mut answered_in_batch: Vec<u32> = Vec::with_capacity(self.batch_max);
+        let mut batch_number = 0u64;
+        let mut last_answered_batch: Vec<u64> = Vec::new();
         let mut envelopes: Vec<Envelope> = Vec::with_capacity(self.batch_max);
         let mut batch: Vec<Stamped> = Vec::with_capacity(self.batch_max);
         let mut seq = self.ledger.last_seq();
@@ -109,6 +113,10 @@ impl Business {
                 )
             }));
             adopt_new_clients(&shared, &mut responses, &envelopes);
+            if last_answered_batch.len() < responses.len() {
+                last_answered_batch.resize(responses.len(), 0);
+            }
+            batch_number += 1;
 
             // Durable before applied: no outcome of this batch is released
             // unless its inputs reached the journal (async: page cache; sync:
@@ -142,16 +150,25 @@ impl Business {
                     }
                     _ => {}
                 }
-                let slot = &mut responses[envelope.client as usize];
+                let client = envelope.client as usize;
+                let slot = &mut responses[client];
                 if let Some(producer) = slot {
                     // The client keeps no more in flight than its queue
                     // holds, so this never waits; a dropped client's queue
                     // is closed and forgotten.
-                    if producer.push(applied.outcome).is_err() {
+                    if producer.push_deferring_wake(applied.outcome).is_err() {
                         *slot = None;
+                    } else if last_answered_batch[client] != batch_number {
+                        last_answered_batch[client] = batch_number;
+                        answered_in_batch.push(envelope.client);
                     }
                 }
             });
+            for client in answered_in_batch.drain(..) {
+                if let Some(producer) = &responses[client as usize] {
+                    producer.wake();
+                }
+            }
             if let (Some(every), Some((dir, _))) = (self.snapshot_every, &self.journal) {
                 if seq - last_snapshot_seq >= every {
                     last_snapshot_seq = seq;
