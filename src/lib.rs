@@ -4,6 +4,7 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod baseline;
 pub mod ledger;
 pub mod money;
 pub mod outcome;
