@@ -5,6 +5,7 @@
 pub struct ReadmeDoctests;
 
 pub mod baseline;
+pub mod bench;
 pub mod cli;
 pub mod engine;
 pub mod journal;

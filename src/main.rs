@@ -1,13 +1,15 @@
 //! The `ringledger` command: argument parsing and printing only; the
 //! behaviour lives in the library.
 
-use std::io;
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use ringledger::bench::{self, EngineKind, Scenario};
 use ringledger::engine::{Clock, ManualClock, WallClock};
 use ringledger::journal::{self, Durability};
 use ringledger::ring::WaitStrategy;
@@ -33,6 +35,50 @@ enum ClockArg {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Measure ops/s and latency percentiles of a scenario on the engine or
+    /// a lock-based baseline.
+    Bench {
+        /// deposit, mixed, hot-wallet or share-sale.
+        #[arg(long, default_value = "deposit")]
+        scenario: Scenario,
+        /// lmax (the engine), mutex (a lock per wallet) or optimistic (CAS with retry).
+        #[arg(long, default_value = "lmax")]
+        engine: EngineKind,
+        /// Threads submitting requests.
+        #[arg(long, default_value_t = 2)]
+        gateways: usize,
+        /// Operations measured, over all gateways (set-up excluded).
+        #[arg(long, default_value_t = 2_000_000)]
+        ops: u64,
+        /// Wallets opened and funded before the run.
+        #[arg(long, default_value_t = 10_000)]
+        accounts: u64,
+        /// none (no journal), async (page cache) or sync (fdatasync); every engine journals alike.
+        #[arg(long, default_value = "none")]
+        durability: Durability,
+        /// Parent of the throw-away journal directory (made fresh, removed after).
+        #[arg(long)]
+        journal_dir: Option<PathBuf>,
+        /// How the engine's idle threads wait: spin, yield or block (lmax only).
+        #[arg(long, default_value = "block")]
+        wait: WaitStrategy,
+        /// Pin the engine's business thread to the last core (lmax only).
+        #[arg(long)]
+        pin: bool,
+        /// Open loop: this many ops/s over all gateways, latency counted from
+        /// each request's scheduled send time.
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Requests one gateway keeps in flight (lmax only; baselines call synchronously).
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Also write the latency percentile distribution (.hgrm text, µs) to this file.
+        #[arg(long)]
+        hgrm: Option<PathBuf>,
+    },
     /// Serve JSON-lines requests from stdin, one answer per line on stdout.
     Run {
         /// Where inputs are journaled; an existing journal there is recovered first.
@@ -83,6 +129,36 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Bench {
+            scenario,
+            engine,
+            gateways,
+            ops,
+            accounts,
+            durability,
+            journal_dir,
+            wait,
+            pin,
+            rate,
+            window,
+            json,
+            hgrm,
+        } => {
+            let config = bench::Config {
+                scenario,
+                engine,
+                gateways,
+                ops,
+                accounts,
+                durability,
+                journal_dir,
+                wait,
+                pin,
+                rate,
+                window,
+            };
+            run_bench(&config, json, hgrm.as_deref())
+        }
         Command::Run {
             journal_dir,
             durability,
@@ -118,6 +194,29 @@ fn main() -> ExitCode {
                 }
             }
         },
+    }
+}
+
+fn run_bench(config: &bench::Config, json: bool, hgrm: Option<&Path>) -> ExitCode {
+    let run = match bench::run(config, io::stderr().is_terminal()) {
+        Ok(run) => run,
+        Err(e) => return fail(e),
+    };
+    if json {
+        println!("{}", run.report.to_json());
+    } else {
+        print!("{}", run.report.to_table());
+    }
+    if let Some(path) = hgrm {
+        let written = File::create(path)
+            .and_then(|file| bench::write_hgrm(&run.histogram, BufWriter::new(file)));
+        if let Err(e) = written {
+            return fail(format!("writing --hgrm {}: {e}", path.display()));
+        }
+    }
+    match &run.report.invariants_error {
+        None => ExitCode::SUCCESS,
+        Some(why) => fail(format!("invariants broken: {why}")),
     }
 }
 

@@ -1,0 +1,253 @@
+//! The gateway threads' loops: closed loop (as fast as answers come back,
+//! pipelined for the engine) or open loop (each request has a scheduled send
+//! time and its latency counts from that time, so a stall is charged to
+//! every request it delayed — coordinated omission is not hidden).
+//!
+//! Each gateway records into its own histogram; they are merged after the
+//! run, so measuring adds no shared write per operation.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::workload::{Op, Workload};
+use crate::baseline::Bank;
+use crate::engine::{Client, EngineError};
+use crate::outcome::{Outcome, Reject};
+use crate::request::{InstrumentId, Request};
+
+/// Largest latency the histograms hold (longer ones are clamped to it).
+const LATENCY_NS_MAX: u64 = 60_000_000_000;
+/// Operations a gateway completes between updates of the shared progress
+/// counter: one atomic add per this many operations.
+const PROGRESS_EVERY: u64 = 4_096;
+/// An open-loop gateway sleeps when its next send is further away than
+/// this, and spins/yields when it is closer (sleep overshoots by ~50µs).
+const SLEEP_THRESHOLD: Duration = Duration::from_micros(200);
+
+/// When requests go out.
+#[derive(Clone, Copy, Debug)]
+pub enum Pace {
+    /// Each gateway sends as soon as its window has room.
+    Closed,
+    /// Gateway requests are due every `interval_ns`, from the run's start.
+    Open { interval_ns: f64 },
+}
+
+/// What one gateway saw.
+pub struct Tally {
+    pub histogram: Histogram<u64>,
+    pub accepted: u64,
+    pub rejected: u64,
+    /// Shares of the confirmations answered with success.
+    pub sold: u64,
+}
+
+impl Tally {
+    pub fn new() -> Tally {
+        Tally {
+            histogram: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
+                .expect("the bounds are valid"),
+            accepted: 0,
+            rejected: 0,
+            sold: 0,
+        }
+    }
+
+    fn count(&mut self, op: &Op, accepted: bool, latency_ns: u64) {
+        self.histogram.saturating_record(latency_ns.max(1));
+        if accepted {
+            self.accepted += 1;
+            if let Op::Confirm { qty, .. } = op {
+                self.sold += qty;
+            }
+        } else {
+            self.rejected += 1;
+        }
+    }
+
+    pub fn merge(&mut self, other: &Tally) {
+        self.histogram
+            .add(&other.histogram)
+            .expect("histograms share their bounds");
+        self.accepted += other.accepted;
+        self.rejected += other.rejected;
+        self.sold += other.sold;
+    }
+}
+
+/// What a gateway needs besides its engine handle.
+pub struct Gateway<'a> {
+    pub workload: Workload,
+    pub index: usize,
+    pub count: u64,
+    pub pace: Pace,
+    /// Time zero of the run: every timestamp is nanoseconds since it.
+    pub base: Instant,
+    pub progress: &'a AtomicU64,
+    pub instrument: InstrumentId,
+}
+
+impl Gateway<'_> {
+    fn now_ns(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    /// When request `i` is due (open loop); `None` in a closed loop.
+    fn due_ns(&self, i: u64) -> Option<u64> {
+        match self.pace {
+            Pace::Closed => None,
+            Pace::Open { interval_ns } => Some((i as f64 * interval_ns) as u64),
+        }
+    }
+
+    /// Waits until `due_ns`: sleeps while it is far, yields when it is near.
+    fn wait_until(&self, due_ns: u64) {
+        loop {
+            let now = self.now_ns();
+            if now >= due_ns {
+                return;
+            }
+            let left = Duration::from_nanos(due_ns - now);
+            if left > SLEEP_THRESHOLD {
+                std::thread::sleep(left - SLEEP_THRESHOLD / 2);
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn progressed(&self, done: u64) {
+        if done % PROGRESS_EVERY == 0 {
+            self.progress.fetch_add(PROGRESS_EVERY, Ordering::Relaxed);
+        }
+    }
+
+    fn finished(&self) {
+        self.progress
+            .fetch_add(self.count % PROGRESS_EVERY, Ordering::Relaxed);
+    }
+
+    /// The engine's request for `op`.
+    fn request(&self, op: Op) -> Request {
+        match op {
+            Op::Deposit { account, amount } => Request::Deposit { account, amount },
+            Op::Withdraw { account, amount } => Request::Withdraw { account, amount },
+            Op::Transfer { from, to, amount } => Request::Transfer { from, to, amount },
+            Op::Balance { account } => Request::Balance { account },
+            Op::Reserve {
+                reservation,
+                account,
+                qty,
+            } => Request::Reserve {
+                reservation,
+                account,
+                instrument: self.instrument,
+                qty,
+                ttl_ms: 0,
+                partial: false,
+            },
+            Op::Confirm { reservation, .. } => Request::Confirm { reservation },
+            Op::Cancel { reservation } => Request::Cancel { reservation },
+        }
+    }
+
+    /// Drives the lmax engine through `client`, keeping up to `window`
+    /// requests in flight and receiving the oldest answer when it is full.
+    pub fn run_lmax(&self, client: &mut Client, window: usize) -> Result<Tally, EngineError> {
+        let mut tally = Tally::new();
+        // (op, the time its latency counts from), oldest first.
+        let mut in_flight: VecDeque<(Op, u64)> = VecDeque::with_capacity(window);
+        let mut done = 0u64;
+        let mut receive =
+            |tally: &mut Tally, in_flight: &mut VecDeque<(Op, u64)>, outcome: Outcome| {
+                let (op, from_ns) = in_flight.pop_front().expect("an answer follows a request");
+                tally.count(&op, outcome.is_ok(), self.now_ns().saturating_sub(from_ns));
+                done += 1;
+                self.progressed(done);
+            };
+        let mut sent = 0u64;
+        while sent < self.count {
+            let op = self.workload.op(self.index, sent);
+            let from_ns = match self.due_ns(sent) {
+                None => {
+                    if in_flight.len() >= window {
+                        let outcome = client.recv()?;
+                        receive(&mut tally, &mut in_flight, outcome);
+                    }
+                    self.now_ns()
+                }
+                Some(due_ns) => {
+                    // Collect answers while waiting for the send time; a full
+                    // window makes the request late, and the lateness counts.
+                    loop {
+                        while let Some(outcome) = client.try_recv()? {
+                            receive(&mut tally, &mut in_flight, outcome);
+                        }
+                        if in_flight.len() >= window {
+                            let outcome = client.recv()?;
+                            receive(&mut tally, &mut in_flight, outcome);
+                        } else if self.now_ns() >= due_ns {
+                            break;
+                        } else if in_flight.is_empty() {
+                            self.wait_until(due_ns);
+                        } else {
+                            std::thread::yield_now();
+                        }
+                    }
+                    due_ns
+                }
+            };
+            client.send(self.request(op))?;
+            in_flight.push_back((op, from_ns));
+            sent += 1;
+        }
+        while !in_flight.is_empty() {
+            let outcome = client.recv()?;
+            receive(&mut tally, &mut in_flight, outcome);
+        }
+        self.finished();
+        Ok(tally)
+    }
+
+    /// Drives a baseline: one synchronous call per operation (a window of
+    /// one by nature), timed from the call (closed) or its due time (open).
+    pub fn run_bank(&self, bank: &dyn Bank) -> Tally {
+        let mut tally = Tally::new();
+        for i in 0..self.count {
+            let op = self.workload.op(self.index, i);
+            let from_ns = match self.due_ns(i) {
+                None => self.now_ns(),
+                Some(due_ns) => {
+                    self.wait_until(due_ns);
+                    due_ns
+                }
+            };
+            let accepted = call_bank(bank, self.instrument, op).is_ok();
+            tally.count(&op, accepted, self.now_ns().saturating_sub(from_ns));
+            self.progressed(i + 1);
+        }
+        self.finished();
+        tally
+    }
+}
+
+fn call_bank(bank: &dyn Bank, instrument: InstrumentId, op: Op) -> Result<(), Reject> {
+    match op {
+        Op::Deposit { account, amount } => bank.deposit(account, amount).map(drop),
+        Op::Withdraw { account, amount } => bank.withdraw(account, amount).map(drop),
+        Op::Transfer { from, to, amount } => bank.transfer(from, to, amount),
+        Op::Balance { account } => bank.balance(account).map(drop),
+        Op::Reserve {
+            reservation,
+            account,
+            qty,
+        } => bank
+            .reserve(reservation, account, instrument, qty, false)
+            .map(drop),
+        Op::Confirm { reservation, .. } => bank.confirm(reservation),
+        Op::Cancel { reservation } => bank.cancel(reservation),
+    }
+}
