@@ -45,8 +45,8 @@ pub struct Tally {
     pub sold: u64,
 }
 
-impl Tally {
-    pub fn new() -> Tally {
+impl Default for Tally {
+    fn default() -> Tally {
         Tally {
             histogram: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
                 .expect("the bounds are valid"),
@@ -55,7 +55,9 @@ impl Tally {
             sold: 0,
         }
     }
+}
 
+impl Tally {
     fn count(&mut self, op: &Op, accepted: bool, latency_ns: u64) {
         self.histogram.saturating_record(latency_ns.max(1));
         if accepted {
@@ -157,7 +159,7 @@ impl Gateway<'_> {
     /// Drives the lmax engine through `client`, keeping up to `window`
     /// requests in flight and receiving the oldest answer when it is full.
     pub fn run_lmax(&self, client: &mut Client, window: usize) -> Result<Tally, EngineError> {
-        let mut tally = Tally::new();
+        let mut tally = Tally::default();
         // (op, the time its latency counts from), oldest first.
         let mut in_flight: VecDeque<(Op, u64)> = VecDeque::with_capacity(window);
         let mut done = 0u64;
@@ -215,7 +217,7 @@ impl Gateway<'_> {
     /// Drives a baseline: one synchronous call per operation (a window of
     /// one by nature), timed from the call (closed) or its due time (open).
     pub fn run_bank(&self, bank: &dyn Bank) -> Tally {
-        let mut tally = Tally::new();
+        let mut tally = Tally::default();
         for i in 0..self.count {
             let op = self.workload.op(self.index, i);
             let from_ns = match self.due_ns(i) {

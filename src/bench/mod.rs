@@ -560,7 +560,7 @@ fn drive<S: Send>(
             .map(|h| h.join().expect("a gateway thread panicked"))
             .collect::<Vec<_>>()
     });
-    let mut tally = Tally::new();
+    let mut tally = Tally::default();
     let mut elapsed = Duration::ZERO;
     for (result, finished) in results {
         tally.merge(&result?);
