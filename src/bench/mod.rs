@@ -118,6 +118,9 @@ pub struct Config {
 /// Most requests one lmax gateway may keep in flight: the engine's
 /// response queue per client holds 4096 answers.
 pub const WINDOW_MAX: usize = 4_096;
+/// Most wallets a run sets up: a baseline preallocates a 128-byte slot per
+/// wallet, so this bound keeps set-up around a gigabyte at most.
+pub const ACCOUNTS_MAX: u64 = 10_000_000;
 /// Most gateway threads a run may start.
 pub const GATEWAYS_MAX: usize = 1_024;
 
@@ -160,9 +163,9 @@ impl Config {
                 "--scenario mixed transfers between accounts: --accounts must be at least 2".into(),
             );
         }
-        if self.accounts > 100_000_000 {
+        if self.accounts > ACCOUNTS_MAX {
             return fail(format!(
-                "--accounts {} is more than this benchmark sets up (100000000 at most)",
+                "--accounts {} is more than this benchmark sets up ({ACCOUNTS_MAX} at most)",
                 self.accounts
             ));
         }
@@ -255,6 +258,7 @@ pub fn run(config: &Config, progress: bool) -> Result<Run, BenchError> {
         scenario: config.scenario.to_string(),
         engine: config.engine.to_string(),
         gateways: config.gateways,
+        accounts: workload.accounts,
         ops: answered,
         durability: config.durability.to_string(),
         load: if config.rate.is_some() {

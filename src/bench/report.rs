@@ -43,6 +43,8 @@ pub struct Report {
     pub scenario: String,
     pub engine: String,
     pub gateways: usize,
+    /// Wallets set up (1 for the hot wallet, whatever `--accounts` says).
+    pub accounts: u64,
     /// Operations measured (set-up excluded), every one answered.
     pub ops: u64,
     pub durability: String,
