@@ -4,6 +4,7 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod baseline;
 pub mod cli;
 pub mod engine;
 pub mod journal;

@@ -151,7 +151,7 @@ impl Default for EngineBuilder {
     fn default() -> Self {
         EngineBuilder {
             ring_capacity: 1 << 14,
-            batch_max: 256,
+            batch_max: 4096,
             response_capacity: 1 << 12,
             wait: WaitStrategy::default(),
             pin_core: None,

@@ -1,0 +1,350 @@
+//! The pessimistic baseline: a mutex per wallet and per instrument, held
+//! across check and update, like `SELECT … FOR UPDATE` in a database.
+//!
+//! Global lock order (the proof that nothing deadlocks): an instrument,
+//! then wallets by ascending account id, then a reservation shard, then the
+//! journal. No path takes a lock earlier in that order while holding a later
+//! one; reservation shards and the journal are leaves. The set-up locks
+//! (opening accounts, listing instruments) come before all of these and are
+//! never taken while a business lock is held.
+
+use crossbeam::utils::CachePadded;
+use parking_lot::Mutex;
+
+use super::directory::{Catalog, Directory};
+use super::journal::{BaselineJournal, Op, Record};
+use super::reservations::{Held, Reservations};
+use super::{check_books, positive, take_shares, Bank, BankConfig, StockFigures, WalletFigures};
+use crate::money::Units;
+use crate::outcome::{Closure, InstrumentView, Reject};
+use crate::request::{AccountId, InstrumentId, ReservationId, Symbol};
+
+#[derive(Debug, Default)]
+struct Wallet {
+    balance: Units,
+    /// Cash held by open reservations; `available = balance − held`.
+    held: Units,
+    /// Deposits − withdrawals, wrapping; only for the invariant check.
+    net: i64,
+}
+
+impl Wallet {
+    fn available(&self) -> Units {
+        self.balance - self.held
+    }
+
+    fn debitable(&self, account: AccountId, amount: Units) -> Result<Units, Reject> {
+        if amount > self.available() {
+            return Err(Reject::InsufficientFunds {
+                account,
+                available: self.available(),
+                requested: amount,
+            });
+        }
+        Ok(self.balance - amount)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Stock {
+    available: u64,
+    reserved: u64,
+    sold: u64,
+}
+
+/// The lock-per-record bank. See the [module docs](super).
+pub struct MutexBank {
+    directory: Directory,
+    /// By slot; padded so two wallets' locks never share a cache line.
+    wallets: Box<[CachePadded<Mutex<Wallet>>]>,
+    catalog: Catalog,
+    /// By instrument id.
+    stocks: Box<[CachePadded<Mutex<Stock>>]>,
+    reservations: Reservations,
+    journal: Option<BaselineJournal>,
+}
+
+impl MutexBank {
+    /// A bank with every table allocated for `config`, journaling to
+    /// `journal` if given.
+    pub fn new(config: BankConfig, journal: Option<BaselineJournal>) -> MutexBank {
+        let directory = Directory::new(config.accounts_max);
+        MutexBank {
+            wallets: (0..directory.capacity())
+                .map(|_| CachePadded::new(Mutex::new(Wallet::default())))
+                .collect(),
+            directory,
+            catalog: Catalog::new(config.instruments_max),
+            stocks: (0..config.instruments_max)
+                .map(|_| CachePadded::new(Mutex::new(Stock::default())))
+                .collect(),
+            reservations: Reservations::new(config.reservation_shards),
+            journal,
+        }
+    }
+
+    pub fn journal(&self) -> Option<&BaselineJournal> {
+        self.journal.as_ref()
+    }
+
+    /// Appends while the caller still holds the business locks, so the
+    /// journal order is the order the locks serialized the operations in.
+    fn log(&self, record: Record) -> Option<u64> {
+        self.journal.as_ref().map(|journal| journal.append(record))
+    }
+
+    /// Waits for durability after the locks are released: a later record is
+    /// durable only once every earlier one is, so nobody can act on state
+    /// whose record could be lost while theirs survives.
+    fn settle(&self, ticket: Option<u64>) {
+        if let (Some(journal), Some(seq)) = (&self.journal, ticket) {
+            journal.make_durable(seq);
+        }
+    }
+
+    fn reserve_claimed(
+        &self,
+        reservation: ReservationId,
+        account: AccountId,
+        instrument: InstrumentId,
+        qty: u64,
+        partial: bool,
+    ) -> Result<(u64, Option<u64>), Reject> {
+        let slot = self.directory.slot(account)?;
+        let listing = self.catalog.get(instrument)?;
+        if qty == 0 {
+            return Err(Reject::InvalidAmount(
+                "the quantity must be greater than zero",
+            ));
+        }
+        let mut stock = self.stocks[instrument.0 as usize].lock();
+        let (taken, cost) = take_shares(instrument, listing, stock.available, qty, partial)?;
+        let mut wallet = self.wallets[slot].lock();
+        if cost > wallet.available() {
+            return Err(Reject::InsufficientFunds {
+                account,
+                available: wallet.available(),
+                requested: cost,
+            });
+        }
+        stock.available -= taken;
+        stock.reserved += taken;
+        wallet.held += cost;
+        let ticket = self.log(Record {
+            partial,
+            instrument: instrument.0,
+            qty: taken,
+            ..Record::new(Op::Reserve, reservation, account, cost)
+        });
+        self.reservations.open(
+            reservation,
+            Held {
+                slot,
+                instrument,
+                qty: taken,
+                cost,
+            },
+        );
+        Ok((taken, ticket))
+    }
+
+    /// Ends an open reservation: `Confirmed` sells the shares and debits the
+    /// cash, `Cancelled` returns both.
+    fn close(&self, reservation: ReservationId, how: Closure) -> Result<(), Reject> {
+        let held = self.reservations.close(reservation, how)?;
+        let ticket = {
+            let mut stock = self.stocks[held.instrument.0 as usize].lock();
+            let mut wallet = self.wallets[held.slot].lock();
+            stock.reserved -= held.qty;
+            wallet.held -= held.cost;
+            let op = if how == Closure::Confirmed {
+                stock.sold += held.qty;
+                wallet.balance -= held.cost;
+                Op::Confirm
+            } else {
+                stock.available += held.qty;
+                Op::Cancel
+            };
+            self.log(Record::new(op, reservation, 0, 0))
+        };
+        self.settle(ticket);
+        Ok(())
+    }
+}
+
+impl Bank for MutexBank {
+    fn open_account(&self, account: AccountId) -> Result<(), Reject> {
+        let mut ticket = None;
+        self.directory.open(account, |_| {
+            ticket = self.log(Record::new(Op::OpenAccount, account, 0, 0));
+        })?;
+        self.settle(ticket);
+        Ok(())
+    }
+
+    fn deposit(&self, account: AccountId, amount: Units) -> Result<Units, Reject> {
+        let slot = self.directory.slot(account)?;
+        positive(amount)?;
+        let (balance, ticket) = {
+            let mut wallet = self.wallets[slot].lock();
+            let balance = wallet
+                .balance
+                .checked_add(amount)
+                .ok_or(Reject::Overflow("the balance"))?;
+            wallet.balance = balance;
+            wallet.net = wallet.net.wrapping_add(amount);
+            (
+                balance,
+                self.log(Record::new(Op::Deposit, account, 0, amount)),
+            )
+        };
+        self.settle(ticket);
+        Ok(balance)
+    }
+
+    fn withdraw(&self, account: AccountId, amount: Units) -> Result<Units, Reject> {
+        let slot = self.directory.slot(account)?;
+        positive(amount)?;
+        let (balance, ticket) = {
+            let mut wallet = self.wallets[slot].lock();
+            let balance = wallet.debitable(account, amount)?;
+            wallet.balance = balance;
+            wallet.net = wallet.net.wrapping_sub(amount);
+            (
+                balance,
+                self.log(Record::new(Op::Withdraw, account, 0, amount)),
+            )
+        };
+        self.settle(ticket);
+        Ok(balance)
+    }
+
+    /// A transfer to the same account is accepted as a no-op once the
+    /// account and amount check out, as in the Ledger.
+    fn transfer(&self, from: AccountId, to: AccountId, amount: Units) -> Result<(), Reject> {
+        let from_slot = self.directory.slot(from)?;
+        let to_slot = self.directory.slot(to)?;
+        positive(amount)?;
+        let record = Record::new(Op::Transfer, from, to, amount);
+        if from_slot == to_slot {
+            let ticket = {
+                let wallet = self.wallets[from_slot].lock();
+                wallet.debitable(from, amount)?;
+                self.log(record)
+            };
+            self.settle(ticket);
+            return Ok(());
+        }
+        let ticket = {
+            // Lowest account id first, whichever way the money goes.
+            let (mut sender, mut receiver) = if from < to {
+                let sender = self.wallets[from_slot].lock();
+                (sender, self.wallets[to_slot].lock())
+            } else {
+                let receiver = self.wallets[to_slot].lock();
+                (self.wallets[from_slot].lock(), receiver)
+            };
+            let sender_balance = sender.debitable(from, amount)?;
+            let receiver_balance = receiver
+                .balance
+                .checked_add(amount)
+                .ok_or(Reject::Overflow("the receiving balance"))?;
+            sender.balance = sender_balance;
+            receiver.balance = receiver_balance;
+            self.log(record)
+        };
+        self.settle(ticket);
+        Ok(())
+    }
+
+    fn balance(&self, account: AccountId) -> Result<(Units, Units), Reject> {
+        let wallet = self.wallets[self.directory.slot(account)?].lock();
+        Ok((wallet.balance, wallet.held))
+    }
+
+    fn list_instrument(
+        &self,
+        symbol: Symbol,
+        supply: u64,
+        price: Units,
+    ) -> Result<InstrumentId, Reject> {
+        let mut ticket = None;
+        let id = self.catalog.list(symbol, supply, price, |id| {
+            self.stocks[id.0 as usize].lock().available = supply;
+            ticket = self.log(Record::listing(id, symbol, supply, price));
+        })?;
+        self.settle(ticket);
+        Ok(id)
+    }
+
+    fn reserve(
+        &self,
+        reservation: ReservationId,
+        account: AccountId,
+        instrument: InstrumentId,
+        qty: u64,
+        partial: bool,
+    ) -> Result<u64, Reject> {
+        self.reservations.claim(reservation)?;
+        match self.reserve_claimed(reservation, account, instrument, qty, partial) {
+            Ok((taken, ticket)) => {
+                self.settle(ticket);
+                Ok(taken)
+            }
+            Err(reject) => {
+                self.reservations.release_claim(reservation);
+                Err(reject)
+            }
+        }
+    }
+
+    fn confirm(&self, reservation: ReservationId) -> Result<(), Reject> {
+        self.close(reservation, Closure::Confirmed)
+    }
+
+    fn cancel(&self, reservation: ReservationId) -> Result<(), Reject> {
+        self.close(reservation, Closure::Cancelled)
+    }
+
+    fn instrument(&self, instrument: InstrumentId) -> Result<InstrumentView, Reject> {
+        let listing = self.catalog.get(instrument)?;
+        let stock = self.stocks[instrument.0 as usize].lock();
+        Ok(InstrumentView {
+            id: instrument,
+            symbol: listing.symbol,
+            supply: listing.supply,
+            available: stock.available,
+            reserved: stock.reserved,
+            sold: stock.sold,
+            price: listing.price,
+        })
+    }
+
+    fn check_invariants(&self) -> Result<(), String> {
+        let wallets: Vec<WalletFigures> = (0..self.directory.len())
+            .map(|slot| {
+                let wallet = self.wallets[slot].lock();
+                WalletFigures {
+                    account: self.directory.id(slot),
+                    balance: wallet.balance,
+                    held: wallet.held,
+                    net: wallet.net,
+                }
+            })
+            .collect();
+        let stocks: Vec<StockFigures> = self
+            .catalog
+            .iter()
+            .map(|(id, _)| {
+                let stock = self.stocks[id.0 as usize].lock();
+                StockFigures {
+                    available: stock.available,
+                    reserved: stock.reserved,
+                    sold: stock.sold,
+                }
+            })
+            .collect();
+        let listings = self.catalog.iter().map(|(id, listing)| (id, *listing));
+        check_books(&wallets, &stocks, listings, &self.reservations)
+    }
+}
