@@ -55,7 +55,12 @@ fn start(wait: WaitStrategy, durability: Durability, dir: &std::path::Path) -> E
     let mut admin = engine.client().unwrap();
     for account in 0..ACCOUNTS {
         admin.send(Request::OpenAccount { account }).unwrap();
-        admin.send(Request::Deposit { account, amount: i64::MAX / 4 }).unwrap();
+        admin
+            .send(Request::Deposit {
+                account,
+                amount: i64::MAX / 4,
+            })
+            .unwrap();
     }
     while admin.in_flight() > 0 {
         admin.recv().unwrap().unwrap();
@@ -67,7 +72,9 @@ fn start(wait: WaitStrategy, durability: Durability, dir: &std::path::Path) -> E
 fn engine_end_to_end(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine_pipelined");
     g.throughput(Throughput::Elements(1));
-    g.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
     let only: Option<String> = std::env::var("DURABILITY").ok();
     for durability in [Durability::None, Durability::Async, Durability::Sync] {
         if only.as_deref().is_some_and(|d| d != durability.to_string()) {
@@ -75,7 +82,8 @@ fn engine_end_to_end(c: &mut Criterion) {
         }
         for wait in [WaitStrategy::Block, WaitStrategy::Yield] {
             // The journal goes to the repository's journal/ (a real disk; /tmp may be tmpfs).
-            let dir = tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/journal")).unwrap();
+            let dir =
+                tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/journal")).unwrap();
             let engine = start(wait, durability, dir.path());
             for gateways in [1, 2] {
                 g.bench_function(format!("{gateways}_gateway_{wait}_{durability}"), |b| {
