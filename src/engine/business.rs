@@ -153,8 +153,13 @@ impl Business {
                 }
             }
         }
-        if let Some((dir, _)) = &self.journal {
-            if !shared.failed.load(Ordering::Acquire) && self.ledger.last_seq() > last_snapshot_seq
+        // Queues of clients registered too late to be adopted close now, so
+        // those clients get an error instead of waiting.
+        drop(shared.registrations.lock().drain(..));
+        if let Some((dir, writer)) = &mut self.journal {
+            if !shared.failed.load(Ordering::Acquire)
+                && self.ledger.last_seq() > last_snapshot_seq
+                && writer.sync().is_ok()
             {
                 if let Err(e) = journal::write_snapshot(dir, &self.ledger) {
                     eprintln!("ringledger: shutdown snapshot failed (the journal still has everything): {e}");
@@ -194,6 +199,9 @@ impl Business {
         true
     }
 }
+
+/// `last_release` of a client id whose queue has not been adopted yet.
+const NOT_ADOPTED: u64 = u64::MAX;
 
 /// Outcomes waiting to be released, and the inputs they wait on.
 struct Outbox {
@@ -267,9 +275,10 @@ impl Outbox {
             let id = id as usize;
             if self.responses.len() <= id {
                 self.responses.resize_with(id + 1, || None);
-                self.last_release.resize(id + 1, 0);
+                self.last_release.resize(id + 1, NOT_ADOPTED);
             }
             self.responses[id] = Some(producer);
+            self.last_release[id] = 0;
         }
     }
 }
