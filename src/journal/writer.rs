@@ -127,6 +127,7 @@ impl JournalWriter {
         writer.segment = Some((file, last.path));
         writer.write_at = write_at;
         writer.next_seq = Some(next_seq);
+        writer.start_spare();
         Ok(writer)
     }
 
@@ -282,13 +283,19 @@ impl JournalWriter {
         self.write_at = SEGMENT_HEADER_BYTES as u64;
         self.next_seq = Some(first_seq);
         self.dirty = false;
+        self.start_spare();
+        Ok(())
+    }
+
+    /// Starts preparing the next segment on a helper thread. If the thread
+    /// cannot start, the next roll makes the spare inline.
+    fn start_spare(&mut self) {
+        let path = self.dir.join(SPARE_NAME);
         let config = self.config;
-        // If the thread cannot start, the next roll makes the spare inline.
         self.spare = thread::Builder::new()
             .name("journal-spare".into())
-            .spawn(move || make_spare(&spare_path, config))
+            .spawn(move || make_spare(&path, config))
             .ok();
-        Ok(())
     }
 }
 
