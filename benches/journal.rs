@@ -301,6 +301,20 @@ fn replay_bench(c: &mut Criterion) {
             assert_eq!(last, REPLAY_RECORDS);
         })
     });
+    let records: Vec<Stamped> = read_records(dir.path(), 1)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    g.bench_function("apply_only", |b| {
+        b.iter(|| {
+            let mut ledger = ringledger::Ledger::new(LedgerConfig::default());
+            for batch in records.chunks(BATCH) {
+                ledger.apply_batch(batch, |_, _| {});
+            }
+            assert_eq!(ledger.last_seq(), REPLAY_RECORDS);
+        })
+    });
+    drop(records);
     g.bench_function("read_decode_apply", |b| {
         b.iter(|| {
             let r = replay(dir.path(), LedgerConfig::default(), false).unwrap();
