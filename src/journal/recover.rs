@@ -5,14 +5,11 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::thread;
 use std::time::{Duration, Instant};
-
-use crossbeam::channel::{Receiver, Sender};
 
 use super::error::JournalError;
 use super::format::Frame;
-use super::scan::{decode_frame, list_segments, Scanner, SegmentFile, TornTail};
+use super::scan::{decode_frame, list_segments, Scanner, TornTail};
 use super::snapshot::load_newest;
 use crate::ledger::{Ledger, LedgerConfig};
 use crate::request::Stamped;
@@ -87,18 +84,15 @@ pub fn replay(
     })
 }
 
-/// Records per message from the reading thread to the applying one: enough
-/// to make channel costs vanish, few enough to stay in L2.
-const CHUNK_RECORDS: usize = 4096;
-
-/// Chunks in flight between the two threads: reading runs ahead, but only
-/// a little, so memory stays bounded however long the journal is.
-const CHUNKS_IN_FLIGHT: usize = 4;
-
-/// Reads and decodes on a helper thread while this thread applies: the two
-/// halves cost about the same per record (read + CRC + decode ~70 ns, apply
-/// ~90-100 ns in `benches/journal.rs`), so with two free cores a rebuild
-/// takes about as long as the slower half instead of their sum.
+/// Reads, checks and applies frame by frame on the calling thread.
+///
+/// Reading + CRC + decode (~70-85 ns per record in `benches/journal.rs`) and
+/// applying (~90 ns) cost about the same, so a reader thread could in theory
+/// halve a rebuild on two idle cores. Tried (commit cb47c7b on branch
+/// `journal`): on this shared 2-core machine (load 8-11) the two were within
+/// noise of each other (this loop 5.1-5.7, the reader thread 5.2-6.0 M
+/// records/s in alternating runs), so the simpler loop stays until a quiet
+/// machine shows otherwise.
 fn rebuild(
     dir: &Path,
     config: LedgerConfig,
@@ -110,30 +104,24 @@ fn rebuild(
     } else {
         (Ledger::new(config), 0)
     };
-    let segments = list_segments(dir)?;
-    let have = ledger.last_seq();
-    let (full_tx, full_rx) = crossbeam::channel::bounded::<Vec<Stamped>>(CHUNKS_IN_FLIGHT);
-    let (empty_tx, empty_rx) = crossbeam::channel::bounded::<Vec<Stamped>>(CHUNKS_IN_FLIGHT + 2);
+    let mut scanner = Scanner::new(list_segments(dir)?, snapshot_seq);
+    let mut batch: Vec<Stamped> = Vec::new();
     let mut records_replayed = 0u64;
-    let read = thread::scope(|scope| {
-        let reader = thread::Builder::new()
-            .name("journal-read".into())
-            .spawn_scoped(scope, move || {
-                read_frames(segments, snapshot_seq, have, full_tx, empty_rx)
-            })
-            .map_err(|e| JournalError::io(dir, "start the journal reading thread for", e))?;
-        for mut chunk in full_rx.iter() {
-            ledger.apply_batch(&chunk, |_, _| {});
-            records_replayed += chunk.len() as u64;
-            chunk.clear();
-            let _ = empty_tx.try_send(chunk);
+    while let Some(frame) = scanner.next_frame()? {
+        let have = ledger.last_seq();
+        if frame.last_seq() <= have {
+            continue;
         }
-        match reader.join() {
-            Ok(read) => read,
-            Err(panic) => std::panic::resume_unwind(panic),
+        let skip = have.saturating_sub(frame.first_seq - 1) as usize;
+        if frame.first_seq + skip as u64 != have + 1 {
+            return Err(gap(scanner.path(), &frame, have, snapshot_seq));
         }
-    });
-    let (torn, bytes_read) = read?;
+        batch.clear();
+        decode_frame(scanner.buf(), &frame, scanner.path(), &mut batch)?;
+        ledger.apply_batch(&batch[skip..], |_, _| {});
+        records_replayed += (batch.len() - skip) as u64;
+    }
+    let torn = scanner.torn.take();
     Ok((
         Recovered {
             ledger,
@@ -142,46 +130,8 @@ fn rebuild(
             warnings,
         },
         torn,
-        bytes_read,
+        scanner.bytes_read,
     ))
-}
-
-/// The reading half of [`rebuild`]: every record after `have`, checked for
-/// gaps, in chunks. Returns the torn tail (if any) and the bytes read.
-fn read_frames(
-    segments: Vec<SegmentFile>,
-    snapshot_seq: u64,
-    mut have: u64,
-    full: Sender<Vec<Stamped>>,
-    empty: Receiver<Vec<Stamped>>,
-) -> Result<(Option<TornTail>, u64), JournalError> {
-    let mut scanner = Scanner::new(segments, snapshot_seq);
-    let mut chunk = Vec::with_capacity(CHUNK_RECORDS);
-    while let Some(frame) = scanner.next_frame()? {
-        if frame.last_seq() <= have {
-            continue;
-        }
-        let skip = have.saturating_sub(frame.first_seq - 1) as usize;
-        if frame.first_seq + skip as u64 != have + 1 {
-            return Err(gap(scanner.path(), &frame, have, snapshot_seq));
-        }
-        let at = chunk.len();
-        decode_frame(scanner.buf(), &frame, scanner.path(), &mut chunk)?;
-        chunk.drain(at..at + skip);
-        have = frame.last_seq();
-        if chunk.len() >= CHUNK_RECORDS {
-            let next = empty
-                .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(CHUNK_RECORDS));
-            if full.send(std::mem::replace(&mut chunk, next)).is_err() {
-                break;
-            }
-        }
-    }
-    if !chunk.is_empty() {
-        let _ = full.send(chunk);
-    }
-    Ok((scanner.torn.take(), scanner.bytes_read))
 }
 
 fn gap(path: &Path, frame: &Frame, have: u64, snapshot_seq: u64) -> JournalError {
