@@ -6,6 +6,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ringledger::journal::Durability;
 use ringledger::ring::WaitStrategy;
 use ringledger::{Engine, Request};
 
@@ -44,39 +45,53 @@ fn pipelined(engine: &Engine, gateways: u64, iters: u64) -> Duration {
     start.elapsed()
 }
 
+fn start(wait: WaitStrategy, durability: Durability, dir: &std::path::Path) -> Engine {
+    let engine = Engine::builder()
+        .wait(wait)
+        .accounts_hint(ACCOUNTS as usize)
+        .journal(dir, durability)
+        .start()
+        .unwrap();
+    let mut admin = engine.client().unwrap();
+    for account in 0..ACCOUNTS {
+        admin.send(Request::OpenAccount { account }).unwrap();
+        admin
+            .send(Request::Deposit {
+                account,
+                amount: i64::MAX / 4,
+            })
+            .unwrap();
+    }
+    while admin.in_flight() > 0 {
+        admin.recv().unwrap().unwrap();
+    }
+    admin.barrier().unwrap();
+    engine
+}
+
 fn engine_end_to_end(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine_pipelined");
     g.throughput(Throughput::Elements(1));
     g.sample_size(10)
         .measurement_time(Duration::from_secs(4))
         .warm_up_time(Duration::from_secs(1));
-    for wait in [WaitStrategy::Block, WaitStrategy::Yield] {
-        let engine = Engine::builder()
-            .wait(wait)
-            .accounts_hint(ACCOUNTS as usize)
-            .start()
-            .unwrap();
-        let mut admin = engine.client().unwrap();
-        for account in 0..ACCOUNTS {
-            admin.send(Request::OpenAccount { account }).unwrap();
-            admin
-                .send(Request::Deposit {
-                    account,
-                    amount: i64::MAX / 4,
-                })
-                .unwrap();
+    let only: Option<String> = std::env::var("DURABILITY").ok();
+    for durability in [Durability::None, Durability::Async, Durability::Sync] {
+        if only.as_deref().is_some_and(|d| d != durability.to_string()) {
+            continue;
         }
-        while admin.in_flight() > 0 {
-            admin.recv().unwrap().unwrap();
+        for wait in [WaitStrategy::Block, WaitStrategy::Yield] {
+            // The journal goes to the repository's journal/ (a real disk; /tmp may be tmpfs).
+            let dir =
+                tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/journal")).unwrap();
+            let engine = start(wait, durability, dir.path());
+            for gateways in [1, 2] {
+                g.bench_function(format!("{gateways}_gateway_{wait}_{durability}"), |b| {
+                    b.iter_custom(|iters| pipelined(&engine, gateways, iters))
+                });
+            }
+            engine.shutdown().unwrap();
         }
-        admin.barrier().unwrap();
-        for gateways in [1, 2] {
-            g.bench_function(format!("{gateways}_gateway_{wait}"), |b| {
-                b.iter_custom(|iters| pipelined(&engine, gateways, iters))
-            });
-        }
-        drop(admin);
-        engine.shutdown().unwrap();
     }
     g.finish();
 }

@@ -506,3 +506,71 @@ fn pinning_to_a_missing_core_runs_unpinned() {
     assert!(client.call(Request::Digest).unwrap().is_ok());
     engine.shutdown().unwrap();
 }
+
+#[test]
+fn clients_created_concurrently_each_get_their_own_answers() {
+    let engine = Arc::new(Engine::builder().start().unwrap());
+    let mut admin = engine.client().unwrap();
+    admin
+        .call(Request::OpenAccount { account: 1 })
+        .unwrap()
+        .unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let engine = Arc::clone(&engine);
+            thread::spawn(move || {
+                for _ in 0..300 {
+                    let mut client = engine.client().unwrap();
+                    // Distinct requests in order: each answer must match its request.
+                    for limit in 1..=3u32 {
+                        client.send(Request::History { account: 1, limit }).unwrap();
+                    }
+                    client.send(Request::Balance { account: 1 }).unwrap();
+                    for _ in 1..=3 {
+                        assert!(matches!(client.recv().unwrap(), Ok(Reply::History(_))));
+                    }
+                    assert!(matches!(client.recv().unwrap(), Ok(Reply::Balance { .. })));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    drop(admin);
+    Arc::try_unwrap(engine).ok().unwrap().shutdown().unwrap();
+}
+
+#[test]
+fn only_the_rebate_thread_may_credit_rebates() {
+    let engine = Engine::builder().start().unwrap();
+    let mut client = engine.client().unwrap();
+    let err = client
+        .send(Request::CreditRebate {
+            deposit_seq: 1,
+            amount: 1,
+        })
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Refused(_)), "{err}");
+    assert_eq!(client.in_flight(), 0);
+}
+
+#[test]
+fn try_recv_reports_a_failed_engine() {
+    let engine = Engine::builder()
+        .clock(Arc::new(FaultyClock(Default::default())))
+        .start()
+        .unwrap();
+    let mut client = engine.client().unwrap();
+    client.call(Request::Digest).unwrap().unwrap();
+    client.call(Request::Digest).unwrap().unwrap();
+    client.send(Request::Digest).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match client.try_recv() {
+            Err(EngineError::Failed(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => thread::yield_now(),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+}

@@ -593,3 +593,80 @@ fn a_writer_resumes_after_a_snapshot_newer_than_the_journal() {
         ledger.digest()
     );
 }
+
+#[test]
+fn replay_and_read_records_report_a_torn_tail_without_touching_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("journal");
+    let batches = write_journal(&dir, 16, 6, 5, 1 << 16);
+    let seg = segments(&dir).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let (start, len) = *frames(&bytes).last().unwrap();
+    bytes[start + len - 1] ^= 0x80;
+    std::fs::write(&seg, &bytes).unwrap();
+    let before = dir_bytes(&dir);
+    let kept = &batches[..batches.len() - 1];
+
+    let replayed = replay(&dir, CONFIG, true).unwrap();
+    assert_eq!(replayed.recovered.ledger.digest(), live_digest(kept));
+    let warning = replayed.recovered.warnings.join("\n");
+    assert!(
+        warning.contains(&format!("offset {start}")) && warning.contains("read-only"),
+        "{warning}"
+    );
+
+    let mut records = read_records(&dir, 1).unwrap();
+    assert_eq!(
+        records.by_ref().map(Result::unwrap).count() as u64,
+        total(kept)
+    );
+    assert!(records
+        .torn_tail()
+        .unwrap()
+        .contains(&format!("offset {start}")));
+    assert_eq!(dir_bytes(&dir), before);
+}
+
+#[test]
+fn random_damage_to_journal_and_snapshots_never_panics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = tmp.path().join("template");
+    let mut workload = Workload::new(17);
+    let mut writer = JournalWriter::open(&template, config(1024)).unwrap();
+    let mut ledger = Ledger::new(CONFIG);
+    for i in 0..40 {
+        let batch = workload.batch(1 + i % 5);
+        writer.append(&batch).unwrap();
+        ledger.apply_batch(&batch, |_, _| {});
+        if i == 25 {
+            write_snapshot(&template, &ledger).unwrap();
+        }
+    }
+    drop(writer);
+    let files = dir_bytes(&template);
+    let mut rng = Rng::new(18);
+    for round in 0..300 {
+        let dir = tmp.path().join(format!("round-{round}"));
+        std::fs::create_dir(&dir).unwrap();
+        for (path, bytes) in &files {
+            std::fs::write(dir.join(path.file_name().unwrap()), bytes).unwrap();
+        }
+        let (path, bytes) = &files[rng.below(files.len() as u64) as usize];
+        let mut bytes = bytes.clone();
+        if rng.below(4) == 0 {
+            bytes.truncate(rng.below(bytes.len() as u64) as usize);
+        } else {
+            for _ in 0..1 + rng.below(8) {
+                let at = rng.below(bytes.len() as u64) as usize;
+                bytes[at] = rng.next_u64() as u8;
+            }
+        }
+        std::fs::write(dir.join(path.file_name().unwrap()), &bytes).unwrap();
+        match recover(&dir, CONFIG) {
+            Ok(r) => r.ledger.check_invariants().unwrap(),
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+        let _ = read_records(&dir, 1).map(|records| records.count());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

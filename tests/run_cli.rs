@@ -35,6 +35,31 @@ fn run_script(args: &[&str], script: &str) -> Vec<Value> {
 }
 
 #[test]
+fn blank_and_non_utf8_lines_are_answered_too() {
+    let mut child = ringledger()
+        .args(["run", "--durability", "none"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"{\"op\":\"open_account\",\"account\":1}\n\n\xff\xfe\n   \n{\"op\":\"balance\",\"account\":1}\r\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let answers: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 5, "{answers:?}");
+    for blank in &answers[1..4] {
+        assert_eq!(blank["error"], "malformed");
+    }
+    assert_eq!(answers[4]["balance"], "0.00");
+}
+
+#[test]
 fn script_gets_one_answer_per_line_in_order() {
     let script = r#"{"op":"open_account","account":1}
 {"op":"open_account","account":2}

@@ -161,6 +161,19 @@ struct Appender {
 }
 
 /// An append-only journal file shared by every thread of one bank.
+///
+/// ```
+/// use ringledger::baseline::{Bank, BankConfig, BaselineJournal, Durability, MutexBank, Op};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("bank.journal");
+/// let journal = BaselineJournal::create(&path, Durability::Sync).unwrap();
+/// let bank = MutexBank::new(BankConfig::with_accounts(16), Some(journal));
+/// bank.open_funded(0..2, 500).unwrap();
+/// assert!(bank.withdraw(0, 501).is_err()); // refused: not journaled
+/// let ops: Vec<Op> = BaselineJournal::read(&path).unwrap().iter().map(|r| r.op).collect();
+/// assert_eq!(ops, [Op::OpenAccount, Op::Deposit, Op::OpenAccount, Op::Deposit]);
+/// ```
 pub struct BaselineJournal {
     appender: Mutex<Appender>,
     synced: Condvar,

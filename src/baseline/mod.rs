@@ -58,6 +58,32 @@
 //! commit, so the records are complete and durable before the reply, but two
 //! conflicting operations on one wallet can appear in either order; replaying
 //! such a file would need per-record versions this baseline does not keep.
+//! (The tests replay the mutex bank's journal and get the same state back;
+//! the same replay of an optimistic journal can be refused part-way.)
+//!
+//! Set-up for a benchmark: size the tables with [`BankConfig`], hand over a
+//! journal or `None` to the constructor, and open funded accounts with
+//! [`Bank::open_funded`]; then share the bank (`&bank` or an `Arc`) with the
+//! gateway threads.
+//!
+//! ```
+//! use ringledger::baseline::{Bank, BankConfig, MutexBank, OptimisticBank};
+//!
+//! let banks: [Box<dyn Bank>; 2] = [
+//!     Box::new(MutexBank::new(BankConfig::with_accounts(1_000), None)),
+//!     Box::new(OptimisticBank::new(BankConfig::with_accounts(1_000), None)),
+//! ];
+//! for bank in &banks {
+//!     bank.open_funded(0..1_000, 10_000).unwrap();
+//!     std::thread::scope(|scope| {
+//!         for t in 0..4 {
+//!             let bank = &**bank;
+//!             scope.spawn(move || bank.transfer(t, t + 1, 2_500).unwrap());
+//!         }
+//!     });
+//!     bank.check_invariants().unwrap();
+//! }
+//! ```
 
 mod directory;
 mod journal;

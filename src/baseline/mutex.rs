@@ -4,7 +4,9 @@
 //! Global lock order (the proof that nothing deadlocks): an instrument,
 //! then wallets by ascending account id, then a reservation shard, then the
 //! journal. No path takes a lock earlier in that order while holding a later
-//! one; reservation shards and the journal are leaves.
+//! one; reservation shards and the journal are leaves. The set-up locks
+//! (opening accounts, listing instruments) come before all of these and are
+//! never taken while a business lock is held.
 
 use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;

@@ -57,6 +57,13 @@ struct Stock {
     sold: AtomicU64,
 }
 
+/// A wallet's balance from its two words. A hold raised before its debit
+/// lands counts the amount twice for an instant, which near `i64::MAX` can
+/// exceed it; the answer then saturates instead of wrapping.
+fn balance_of(available: Units, wallet: &Wallet) -> Units {
+    available.saturating_add(wallet.held.load(Ordering::Acquire))
+}
+
 /// The compare-and-swap bank. See the [module docs](super).
 pub struct OptimisticBank {
     directory: Directory,
@@ -182,8 +189,9 @@ impl OptimisticBank {
     /// raising the hold before the debit (see the module docs).
     fn hold(&self, account: AccountId, wallet: &Wallet, amount: Units) -> Result<(), Reject> {
         self.update_i64(&wallet.held, |held| {
-            // available + held <= i64::MAX, so a hold that overflows asks
-            // for more than is available.
+            // The balance fits in an i64 and holds in flight will each be
+            // debited, so a hold that overflows asks for more than will be
+            // available once they land: refused as if they went first.
             held.checked_add(amount)
                 .ok_or_else(|| Reject::InsufficientFunds {
                     account,
@@ -238,6 +246,14 @@ impl OptimisticBank {
             stock.available.fetch_add(taken, Ordering::AcqRel);
             return Err(reject);
         }
+        // Journaled before it can be found, so no confirm or cancel of it
+        // can be journaled ahead of it.
+        self.log(Record {
+            partial,
+            instrument: instrument.0,
+            qty: taken,
+            ..Record::new(Op::Reserve, reservation, account, cost)
+        });
         self.reservations.open(
             reservation,
             Held {
@@ -247,12 +263,6 @@ impl OptimisticBank {
                 cost,
             },
         );
-        self.log(Record {
-            partial,
-            instrument: instrument.0,
-            qty: taken,
-            ..Record::new(Op::Reserve, reservation, account, cost)
-        });
         Ok(taken)
     }
 }
@@ -278,7 +288,7 @@ impl Bank for OptimisticBank {
         let available = self.credit(wallet, amount, "the balance")?;
         wallet.net.fetch_add(amount, Ordering::Relaxed);
         self.log(Record::new(Op::Deposit, account, 0, amount));
-        Ok(available + wallet.held.load(Ordering::Acquire))
+        Ok(balance_of(available, wallet))
     }
 
     fn withdraw(&self, account: AccountId, amount: Units) -> Result<Units, Reject> {
@@ -287,7 +297,7 @@ impl Bank for OptimisticBank {
         let available = self.debit(account, wallet, amount)?;
         wallet.net.fetch_sub(amount, Ordering::Relaxed);
         self.log(Record::new(Op::Withdraw, account, 0, amount));
-        Ok(available + wallet.held.load(Ordering::Acquire))
+        Ok(balance_of(available, wallet))
     }
 
     /// A transfer to the same account is accepted as a no-op once the
@@ -323,9 +333,11 @@ impl Bank for OptimisticBank {
 
     fn balance(&self, account: AccountId) -> Result<(Units, Units), Reject> {
         let wallet = &self.wallets[self.directory.slot(account)?];
-        let held = wallet.held.load(Ordering::Acquire);
         let available = wallet.available.load(Ordering::Acquire);
-        Ok((available + held, held))
+        Ok((
+            balance_of(available, wallet),
+            wallet.held.load(Ordering::Acquire),
+        ))
     }
 
     fn list_instrument(
@@ -402,18 +414,24 @@ impl Bank for OptimisticBank {
     }
 
     fn check_invariants(&self) -> Result<(), String> {
-        let wallets: Vec<WalletFigures> = (0..self.directory.len())
+        let wallets = (0..self.directory.len())
             .map(|slot| {
                 let wallet = &self.wallets[slot];
+                let account = self.directory.id(slot);
                 let held = wallet.held.load(Ordering::Acquire);
-                WalletFigures {
-                    account: self.directory.id(slot),
-                    balance: wallet.available.load(Ordering::Acquire) + held,
+                let balance = wallet
+                    .available
+                    .load(Ordering::Acquire)
+                    .checked_add(held)
+                    .ok_or_else(|| format!("account {account}: available + held overflows"))?;
+                Ok(WalletFigures {
+                    account,
+                    balance,
                     held,
                     net: wallet.net.load(Ordering::Acquire),
-                }
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, String>>()?;
         let stocks: Vec<StockFigures> = self
             .catalog
             .iter()

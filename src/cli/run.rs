@@ -17,28 +17,52 @@ use crate::request::{InstrumentId, Request, Symbol};
 const UNLISTED: InstrumentId = InstrumentId(u32::MAX);
 
 /// Answers every line of `input` on `output`, flushing after each so the
-/// command can be driven interactively through pipes.
+/// command can be driven interactively through pipes. Every line gets exactly
+/// one answer, even a blank one or one that is not UTF-8; if the engine itself
+/// fails, the line is answered with the failure and serving stops with it.
 pub fn serve(
     client: &mut Client,
     manual_clock: Option<&ManualClock>,
-    input: impl BufRead,
+    mut input: impl BufRead,
     mut output: impl Write,
 ) -> io::Result<()> {
     let mut session = Session {
         client,
         manual_clock,
     };
-    for line in input.lines() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
+    let mut bytes = Vec::new();
+    loop {
+        bytes.clear();
+        if input.read_until(b'\n', &mut bytes)? == 0 {
+            return Ok(());
         }
-        let answer = session.answer(&line).map_err(io::Error::other)?;
+        let line = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let (answer, fatal) = match std::str::from_utf8(line) {
+            Err(_) => (
+                failure_json(&malformed("the line is not valid UTF-8")),
+                None,
+            ),
+            Ok(text) => match session.answer(text) {
+                Ok(answer) => (answer, None),
+                Err(e) => {
+                    let message = format!("the engine failed: {e}");
+                    let answer = json!({"ok": false, "error": "engine_failed", "message": message});
+                    (answer, Some(e))
+                }
+            },
+        };
         serde_json::to_writer(&mut output, &answer)?;
         output.write_all(b"\n")?;
         output.flush()?;
+        if let Some(e) = fatal {
+            return Err(io::Error::other(e));
+        }
     }
-    Ok(())
+}
+
+fn failure_json(f: &Failure) -> Value {
+    json!({"ok": false, "error": f.code.as_str(), "message": f.message})
 }
 
 struct Session<'a> {
@@ -97,14 +121,15 @@ impl Session<'_> {
                 fields.insert("ok".into(), Value::Bool(true));
                 Ok(Value::Object(fields))
             }
-            Err(Fatal::Line(f)) => {
-                Ok(json!({"ok": false, "error": f.code.as_str(), "message": f.message}))
-            }
+            Err(Fatal::Line(f)) => Ok(failure_json(&f)),
             Err(Fatal::Engine(e)) => Err(e),
         }
     }
 
     fn try_answer(&mut self, line: &str) -> Result<Map<String, Value>, Fatal> {
+        if line.trim().is_empty() {
+            return Err(malformed("the line is empty: expected a JSON object").into());
+        }
         let value: Value =
             serde_json::from_str(line).map_err(|e| malformed(format!("not valid JSON: {e}")))?;
         let Value::Object(fields) = value else {
@@ -112,6 +137,10 @@ impl Session<'_> {
         };
         let f = Fields(&fields);
         let op = f.str("op")?;
+        let req = f.opt_u64("req")?;
+        if req == Some(0) {
+            return Err(malformed("req must be 1 or more").into());
+        }
         let scale = self.client.scale();
         let request = match op {
             "open_account" => Request::OpenAccount {
@@ -185,8 +214,7 @@ impl Session<'_> {
             "digest" => Request::Digest,
             other => return Err(malformed(format!("unknown op {other:?}")).into()),
         };
-        let outcome = match f.opt_u64("req")? {
-            Some(0) => return Err(malformed("req must be 1 or more").into()),
+        let outcome = match req {
             Some(req) if request.is_numbered() => self.client.call_numbered(request, req),
             _ => self.client.call(request),
         }

@@ -7,16 +7,21 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
 
 use super::{Clock, EngineError, Envelope, Shared};
-use crate::journal::{self, JournalWriter};
+use crate::journal::{self, Durability, JournalWriter};
 use crate::ledger::Ledger;
 use crate::outcome::{Outcome, Reply};
 use crate::rebate::RebateJob;
 use crate::request::{Request, Stamp, Stamped};
 use crate::ring::{Consumer, Producer};
+
+/// How long, in sync mode, the ring must stay dry before a group of held
+/// requests is fdatasync'ed: a fraction of one fdatasync here (~200-500 µs).
+const SYNC_LINGER: Duration = Duration::from_micros(50);
 
 pub(super) struct Business {
     pub shared: Arc<Shared>,
@@ -62,11 +67,7 @@ impl Business {
                 );
             }
         }
-        let mut responses: Vec<Option<Producer<Outcome>>> = Vec::new();
-        // Clients answered in the current batch, woken once each at its end.
-        let mut answered_in_batch: Vec<u32> = Vec::with_capacity(self.batch_max);
-        let mut batch_number = 0u64;
-        let mut last_answered_batch: Vec<u64> = Vec::new();
+        let mut outbox = Outbox::new(self.batch_max);
         let mut envelopes: Vec<Envelope> = Vec::with_capacity(self.batch_max);
         let mut batch: Vec<Stamped> = Vec::with_capacity(self.batch_max);
         let mut seq = self.ledger.last_seq();
@@ -75,29 +76,51 @@ impl Business {
         let mut dispatched = shared.rebates_dispatched.load(Ordering::Acquire);
         let mut answered = 0u64;
         let rebate_session = shared.rebate_session.load(Ordering::Acquire);
-        // Declared after the response queues so that, unwinding, it marks the
-        // engine failed before they close and wake their clients.
+        let mut linger_until: Option<Instant> = None;
+        // Declared after the outbox (which owns the response queues) so that,
+        // unwinding, it marks the engine failed before they close and wake
+        // their clients.
         let _guard = PanicGuard(&shared);
-
-        for job in self.ledger.pending_rebates() {
-            dispatched += 1;
-            let _ = self.jobs.send(job);
-        }
-        shared
-            .rebates_dispatched
-            .store(dispatched, Ordering::Release);
 
         loop {
             envelopes.clear();
-            let drained = self
-                .consumer
-                .wait_drain(self.batch_max, |envelope| envelopes.push(envelope));
-            if drained.is_err() {
-                break;
-            }
-            if envelopes.is_empty() {
+            // While outcomes wait for the journal, never sleep: take what is
+            // there, and when the ring runs dry, flush and release.
+            let drained = if outbox.is_empty() {
+                match self
+                    .consumer
+                    .wait_drain(self.batch_max, |envelope| envelopes.push(envelope))
+                {
+                    Ok(drained) => drained,
+                    Err(_) => break,
+                }
+            } else {
+                self.consumer
+                    .drain(self.batch_max, |envelope| envelopes.push(envelope))
+            };
+            if drained == 0 {
+                if outbox.is_empty() {
+                    continue;
+                }
+                // Group commit: an fdatasync costs the same for one request
+                // as for thousands, and a parked gateway takes microseconds
+                // to wake and send more, so in sync mode the ring must stay
+                // dry for a moment before the group is closed.
+                if self.syncs() {
+                    let deadline =
+                        *linger_until.get_or_insert_with(|| Instant::now() + SYNC_LINGER);
+                    if Instant::now() < deadline {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                }
+                linger_until = None;
+                if !self.flush(&shared, &mut outbox, &mut last_snapshot_seq) {
+                    break;
+                }
                 continue;
             }
+            linger_until = None;
             time_ms = time_ms.max(self.clock.now_ms());
             batch.clear();
             batch.extend(envelopes.iter().map(|e| {
@@ -112,24 +135,13 @@ impl Business {
                     e.request,
                 )
             }));
-            adopt_new_clients(&shared, &mut responses, &envelopes);
-            if last_answered_batch.len() < responses.len() {
-                last_answered_batch.resize(responses.len(), 0);
-            }
-            batch_number += 1;
+            outbox.adopt_new_clients(&shared, &envelopes);
 
-            // Durable before applied: no outcome of this batch is released
-            // unless its inputs reached the journal (async: page cache; sync:
-            // fdatasync, one per batch = group commit).
-            if let Some((_, writer)) = &mut self.journal {
-                if let Err(e) = writer.commit(&batch) {
-                    shared.fail(format!(
-                        "journal write failed, nothing more is accepted: {e}"
-                    ));
-                    break;
-                }
-            }
-
+            // Applying before the journal write is safe because nothing the
+            // Ledger did is visible until its outcome is released, and
+            // outcomes are released only after the write (see `flush`). A
+            // rebate credit is sequenced after its deposit, so any journal
+            // prefix is consistent.
             let ledger = &mut self.ledger;
             ledger.apply_batch(&batch, |i, applied| {
                 let envelope = &envelopes[i];
@@ -150,36 +162,27 @@ impl Business {
                     }
                     _ => {}
                 }
-                let client = envelope.client as usize;
-                let slot = &mut responses[client];
-                if let Some(producer) = slot {
-                    // The client keeps no more in flight than its queue
-                    // holds, so this never waits; a dropped client's queue
-                    // is closed and forgotten.
-                    if producer.push_deferring_wake(applied.outcome).is_err() {
-                        *slot = None;
-                    } else if last_answered_batch[client] != batch_number {
-                        last_answered_batch[client] = batch_number;
-                        answered_in_batch.push(envelope.client);
-                    }
-                }
+                outbox.hold(envelope.client, applied.outcome);
             });
-            for client in answered_in_batch.drain(..) {
-                if let Some(producer) = &responses[client as usize] {
-                    producer.wake();
-                }
-            }
-            if let (Some(every), Some((dir, _))) = (self.snapshot_every, &self.journal) {
-                if seq - last_snapshot_seq >= every {
-                    last_snapshot_seq = seq;
-                    if let Err(e) = journal::write_snapshot(dir, &self.ledger) {
-                        eprintln!("ringledger: snapshot at seq {seq} failed (the journal still has everything): {e}");
+            match &self.journal {
+                None => outbox.release(),
+                Some(_) => {
+                    outbox.inputs.extend_from_slice(&batch);
+                    if outbox.inputs.len() >= self.batch_max
+                        && !self.flush(&shared, &mut outbox, &mut last_snapshot_seq)
+                    {
+                        break;
                     }
                 }
             }
         }
-        if let Some((dir, _)) = &self.journal {
-            if !shared.failed.load(Ordering::Acquire) && self.ledger.last_seq() > last_snapshot_seq
+        // Queues of clients registered too late to be adopted close now, so
+        // those clients get an error instead of waiting.
+        drop(shared.registrations.lock().drain(..));
+        if let Some((dir, writer)) = &mut self.journal {
+            if !shared.failed.load(Ordering::Acquire)
+                && self.ledger.last_seq() > last_snapshot_seq
+                && writer.sync().is_ok()
             {
                 if let Err(e) = journal::write_snapshot(dir, &self.ledger) {
                     eprintln!("ringledger: shutdown snapshot failed (the journal still has everything): {e}");
@@ -188,28 +191,123 @@ impl Business {
         }
         self.ledger
     }
+
+    fn syncs(&self) -> bool {
+        self.journal
+            .as_ref()
+            .is_some_and(|(_, writer)| writer.durability() == Durability::Sync)
+    }
+
+    /// Writes the held inputs to the journal as one frame (async: to the
+    /// page cache; sync: plus one fdatasync, a group commit), then releases
+    /// their outcomes. Returns false if the journal failed: the engine stops
+    /// and nothing held is released.
+    fn flush(&mut self, shared: &Shared, outbox: &mut Outbox, last_snapshot_seq: &mut u64) -> bool {
+        if let Some((dir, writer)) = &mut self.journal {
+            if let Err(e) = writer.commit(&outbox.inputs) {
+                shared.fail(format!(
+                    "journal write failed, nothing more is accepted: {e}"
+                ));
+                return false;
+            }
+            outbox.inputs.clear();
+            // Snapshots are taken only here, when everything applied is
+            // journaled, so a snapshot never holds unacknowledged state.
+            let seq = self.ledger.last_seq();
+            if self
+                .snapshot_every
+                .is_some_and(|every| seq - *last_snapshot_seq >= every)
+            {
+                *last_snapshot_seq = seq;
+                if let Err(e) = journal::write_snapshot(dir, &self.ledger) {
+                    eprintln!("ringledger: snapshot at seq {seq} failed (the journal still has everything): {e}");
+                }
+            }
+        }
+        outbox.release();
+        true
+    }
 }
 
-/// Takes over the response queues of clients created since the last batch.
-/// Locks only when a batch carries a client this thread has not seen.
-fn adopt_new_clients(
-    shared: &Shared,
-    responses: &mut Vec<Option<Producer<Outcome>>>,
-    envelopes: &[Envelope],
-) {
-    let newest = envelopes
-        .iter()
-        .map(|e| e.client as usize)
-        .max()
-        .unwrap_or(0);
-    if newest < responses.len() {
-        return;
-    }
-    for (id, producer) in shared.registrations.lock().drain(..) {
-        let id = id as usize;
-        if responses.len() <= id {
-            responses.resize_with(id + 1, || None);
+/// `last_release` of a client id whose queue has not been adopted yet.
+const NOT_ADOPTED: u64 = u64::MAX;
+
+/// Outcomes waiting to be released, and the inputs they wait on.
+struct Outbox {
+    /// Each client's response queue, by client id (None: dropped client).
+    responses: Vec<Option<Producer<Outcome>>>,
+    held: Vec<(u32, Outcome)>,
+    inputs: Vec<Stamped>,
+    /// Clients answered in the current release, woken once each at its end.
+    woken: Vec<u32>,
+    release_number: u64,
+    last_release: Vec<u64>,
+}
+
+impl Outbox {
+    fn new(capacity: usize) -> Outbox {
+        Outbox {
+            responses: Vec::new(),
+            held: Vec::with_capacity(capacity),
+            inputs: Vec::with_capacity(capacity),
+            woken: Vec::new(),
+            release_number: 0,
+            last_release: Vec::new(),
         }
-        responses[id] = Some(producer);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    fn hold(&mut self, client: u32, outcome: Outcome) {
+        self.held.push((client, outcome));
+    }
+
+    /// Hands every held outcome to its client, waking each client once.
+    fn release(&mut self) {
+        self.release_number += 1;
+        for (client, outcome) in self.held.drain(..) {
+            let index = client as usize;
+            let Some(producer) = &self.responses[index] else {
+                continue;
+            };
+            // The client keeps no more in flight than its queue holds, so
+            // this never waits; a dropped client's queue is closed and
+            // forgotten.
+            if producer.push_deferring_wake(outcome).is_err() {
+                self.responses[index] = None;
+            } else if self.last_release[index] != self.release_number {
+                self.last_release[index] = self.release_number;
+                self.woken.push(client);
+            }
+        }
+        for client in self.woken.drain(..) {
+            if let Some(producer) = &self.responses[client as usize] {
+                producer.wake();
+            }
+        }
+    }
+
+    /// Takes over the response queues of clients created since the last
+    /// batch. Locks only when a batch carries a client not seen before.
+    fn adopt_new_clients(&mut self, shared: &Shared, envelopes: &[Envelope]) {
+        let newest = envelopes
+            .iter()
+            .map(|e| e.client as usize)
+            .max()
+            .unwrap_or(0);
+        if newest < self.responses.len() {
+            return;
+        }
+        for (id, producer) in shared.registrations.lock().drain(..) {
+            let id = id as usize;
+            if self.responses.len() <= id {
+                self.responses.resize_with(id + 1, || None);
+                self.last_release.resize(id + 1, NOT_ADOPTED);
+            }
+            self.responses[id] = Some(producer);
+            self.last_release[id] = 0;
+        }
     }
 }

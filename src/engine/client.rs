@@ -40,10 +40,16 @@ impl Client {
             .as_ref()
             .cloned()
             .ok_or_else(|| shared.error())?;
-        let id = shared.next_client.fetch_add(1, Ordering::Relaxed);
         let session = shared.next_session.fetch_add(1, Ordering::Relaxed);
         let (producer, responses) = ring::channel(shared.response_capacity, shared.wait);
-        shared.registrations.lock().push((id, producer));
+        // The id is taken under the same lock that publishes the queue, so
+        // by the time any request carries this id, its queue is registered.
+        let id = {
+            let mut registrations = shared.registrations.lock();
+            let id = shared.next_client.fetch_add(1, Ordering::Relaxed);
+            registrations.push((id, producer));
+            id
+        };
         Ok(Client {
             shared: Arc::clone(shared),
             id,
@@ -90,6 +96,13 @@ impl Client {
     /// remote client supplied, so that its retry is recognised as a
     /// duplicate). Later automatic numbers continue above the highest used.
     pub fn send_numbered(&mut self, request: Request, req: u64) -> Result<(), EngineError> {
+        if matches!(request, Request::CreditRebate { .. })
+            && self.session != self.shared.rebate_session.load(Ordering::Acquire)
+        {
+            return Err(EngineError::Refused(
+                "credit_rebate comes only from the engine's rebate thread",
+            ));
+        }
         while self.in_flight - self.received.len() >= self.shared.response_capacity {
             self.collect(true)?;
         }
@@ -168,16 +181,18 @@ impl Client {
         Ok(outcome)
     }
 
-    /// Moves answers from the response queue into `received`.
+    /// Moves answers from the response queue into `received`; without
+    /// `wait`, still reports an engine that is gone.
     fn collect(&mut self, wait: bool) -> Result<(), EngineError> {
         let received = &mut self.received;
         let result = if wait {
             self.responses
                 .wait_drain(usize::MAX, |outcome| received.push_back(outcome))
         } else {
-            Ok(self
-                .responses
-                .drain(usize::MAX, |outcome| received.push_back(outcome)))
+            self.responses
+                .wait_drain_timeout(usize::MAX, Duration::ZERO, |outcome| {
+                    received.push_back(outcome)
+                })
         };
         result.map(|_| ()).map_err(|_| self.shared.error())
     }

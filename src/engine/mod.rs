@@ -57,6 +57,8 @@ pub enum EngineError {
     Io(std::io::Error),
     /// The journal could not be recovered or opened.
     Journal(JournalError),
+    /// A request this client may not send.
+    Refused(&'static str),
 }
 
 impl fmt::Display for EngineError {
@@ -72,6 +74,7 @@ impl fmt::Display for EngineError {
             EngineError::Config(why) => write!(f, "invalid engine configuration: {why}"),
             EngineError::Io(e) => write!(f, "engine I/O error: {e}"),
             EngineError::Journal(e) => write!(f, "{e}"),
+            EngineError::Refused(why) => write!(f, "request refused: {why}"),
         }
     }
 }
@@ -143,7 +146,8 @@ pub struct EngineBuilder {
     rebate_policy: Box<dyn RebatePolicy>,
     clock: Arc<dyn Clock>,
     ledger: Option<Ledger>,
-    journal: Option<(PathBuf, JournalConfig)>,
+    journal: Option<(PathBuf, Durability)>,
+    segment_bytes: u64,
     snapshot_every: Option<u64>,
 }
 
@@ -151,7 +155,7 @@ impl Default for EngineBuilder {
     fn default() -> Self {
         EngineBuilder {
             ring_capacity: 1 << 14,
-            batch_max: 256,
+            batch_max: 4096,
             response_capacity: 1 << 12,
             wait: WaitStrategy::default(),
             pin_core: None,
@@ -162,6 +166,7 @@ impl Default for EngineBuilder {
             clock: Arc::new(WallClock),
             ledger: None,
             journal: None,
+            segment_bytes: journal::SEGMENT_BYTES_DEFAULT,
             snapshot_every: None,
         }
     }
@@ -241,21 +246,13 @@ impl EngineBuilder {
     /// first recovers from it (newest valid snapshot + journal tail) and
     /// dispatches again every rebate still owed.
     pub fn journal(mut self, dir: impl Into<PathBuf>, durability: Durability) -> Self {
-        self.journal = (durability != Durability::None).then(|| {
-            let config = JournalConfig {
-                durability,
-                ..JournalConfig::default()
-            };
-            (dir.into(), config)
-        });
+        self.journal = (durability != Durability::None).then(|| (dir.into(), durability));
         self
     }
 
     /// Journal segment size (bytes preallocated per segment file).
     pub fn segment_bytes(mut self, bytes: u64) -> Self {
-        if let Some((_, config)) = &mut self.journal {
-            config.segment_bytes = bytes;
-        }
+        self.segment_bytes = bytes;
         self
     }
 
@@ -302,13 +299,18 @@ impl EngineBuilder {
                 }),
                 None,
             ),
-            (Some((dir, config)), None) => {
+            (Some((dir, durability)), None) => {
+                let config = JournalConfig {
+                    durability: *durability,
+                    segment_bytes: self.segment_bytes,
+                };
+                journal::check_scale(dir, self.scale.places()).map_err(EngineError::Journal)?;
                 let recovered =
                     journal::recover(dir, self.ledger_config).map_err(EngineError::Journal)?;
                 for warning in &recovered.warnings {
                     eprintln!("ringledger: journal recovery: {warning}");
                 }
-                let writer = JournalWriter::open(dir, *config).map_err(EngineError::Journal)?;
+                let writer = JournalWriter::open(dir, config).map_err(EngineError::Journal)?;
                 (recovered.ledger, Some((dir.clone(), writer)))
             }
         };

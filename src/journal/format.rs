@@ -261,3 +261,107 @@ pub(crate) fn find_valid_frame(buf: &[u8], from: usize) -> Option<usize> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{InstrumentId, Request, Stamp, Symbol};
+
+    /// `parse_frame` rejects counts that cannot fit at this size per record;
+    /// if a request variant ever encodes smaller, valid frames would be
+    /// called corrupt.
+    #[test]
+    fn no_record_encodes_below_the_minimum_size_frames_assume() {
+        let symbol = Symbol::new("ACME").unwrap();
+        let requests = [
+            Request::OpenAccount { account: 1 },
+            Request::Deposit {
+                account: 1,
+                amount: 1,
+            },
+            Request::Withdraw {
+                account: 1,
+                amount: 1,
+            },
+            Request::Transfer {
+                from: 1,
+                to: 2,
+                amount: 1,
+            },
+            Request::Balance { account: 1 },
+            Request::History {
+                account: 1,
+                limit: 1,
+            },
+            Request::ListInstrument {
+                symbol,
+                supply: 1,
+                price: 1,
+            },
+            Request::Instrument {
+                instrument: InstrumentId(0),
+            },
+            Request::Reserve {
+                reservation: 1,
+                account: 1,
+                instrument: InstrumentId(0),
+                qty: 1,
+                ttl_ms: 0,
+                partial: false,
+            },
+            Request::Confirm { reservation: 1 },
+            Request::Cancel { reservation: 1 },
+            Request::Holdings { account: 1 },
+            Request::Tick,
+            Request::Digest,
+            Request::CreditRebate {
+                deposit_seq: 1,
+                amount: 1,
+            },
+        ];
+        let sizes: Vec<usize> = requests
+            .iter()
+            .map(|&request| {
+                let stamped = Stamped::new(Stamp::default(), request);
+                bincode::encode_to_vec(stamped, BINCODE).unwrap().len()
+            })
+            .collect();
+        assert_eq!(sizes.iter().min(), Some(&RECORD_BYTES_MIN), "{sizes:?}");
+    }
+
+    #[test]
+    fn a_frame_round_trips_and_any_flipped_bit_is_caught() {
+        let batch: Vec<Stamped> = (1..=3)
+            .map(|seq| {
+                Stamped::new(
+                    Stamp {
+                        seq,
+                        ..Stamp::default()
+                    },
+                    Request::Tick,
+                )
+            })
+            .collect();
+        let mut buf = Vec::new();
+        encode_frame(&batch, &mut buf).unwrap();
+        assert_eq!(buf.len() % FRAME_ALIGN, 0);
+        let Parsed::Frame(frame) = parse_frame(&buf, 0) else {
+            panic!("a fresh frame must parse")
+        };
+        assert_eq!(
+            (frame.first_seq, frame.count, frame.next),
+            (1, 3, buf.len())
+        );
+        let body_end = frame.records.1;
+        for at in 0..body_end {
+            for bit in 0..8 {
+                let mut damaged = buf.clone();
+                damaged[at] ^= 1 << bit;
+                assert!(
+                    !matches!(parse_frame(&damaged, 0), Parsed::Frame(_)),
+                    "flip of bit {bit} at byte {at} went unnoticed"
+                );
+            }
+        }
+    }
+}

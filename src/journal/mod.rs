@@ -2,9 +2,10 @@
 //! released, so replaying it rebuilds the exact Ledger.
 //!
 //! Format in brief (full description in `journal/README.md`):
-//! - `dir/<first_seq:020>.seg` segment files, preallocated with real zeros to
-//!   `segment_bytes`, each starting with a 32-byte header (magic `RLJSEG`,
-//!   format version, first seq, header CRC).
+//! - `dir/<first_seq:020>.seg` segment files, preallocated to `segment_bytes`
+//!   (real zeros in `sync` mode, for cheaper fdatasyncs; sparse in `async`
+//!   mode), each starting with a 32-byte header (magic `RLJSEG`, format
+//!   version, first seq, header CRC).
 //! - One frame per drained batch, 8-byte aligned: body length (u32, 0 = end
 //!   of data), CRC-32C of the body (u32), then the body: record count (u32),
 //!   reserved (u32), first seq (u64), and the records, each a [`Stamped`] in
@@ -38,6 +39,7 @@
 
 mod error;
 mod format;
+mod meta;
 mod recover;
 mod scan;
 mod snapshot;
@@ -48,6 +50,7 @@ use std::str::FromStr;
 
 pub use self::error::JournalError;
 pub use self::format::{FORMAT_VERSION, FRAME_BODY_BYTES_MAX};
+pub use self::meta::{check_scale, META_FILE};
 pub use self::recover::{read_records, recover, replay, Records, Recovered, Replay};
 pub use self::snapshot::{prune, write_snapshot};
 pub use self::writer::{JournalWriter, SEGMENT_BYTES_MIN};

@@ -259,7 +259,7 @@ impl Scanner {
     }
 }
 
-/// Decodes a frame's records into `out` (cleared first), checking that there
+/// Decodes a frame's records onto the end of `out`, checking that there
 /// are exactly `count` of them with consecutive seqs from the frame's first.
 /// A frame with a good CRC that fails here was written wrong, so this is
 /// corruption, never a torn tail.
@@ -269,7 +269,6 @@ pub(crate) fn decode_frame(
     path: &Path,
     out: &mut Vec<Stamped>,
 ) -> Result<(), JournalError> {
-    out.clear();
     let (mut pos, end) = frame.records;
     for i in 0..u64::from(frame.count) {
         let (stamped, used): (Stamped, usize) = bincode::decode_from_slice(&buf[pos..end], BINCODE)

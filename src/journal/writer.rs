@@ -5,6 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::thread::{self, JoinHandle};
 
 use super::error::JournalError;
 use super::format::{encode_frame, segment_header, SEGMENT_HEADER_BYTES};
@@ -15,6 +16,10 @@ use crate::request::Stamped;
 
 /// Smallest accepted `segment_bytes`: room for the header and a few frames.
 pub const SEGMENT_BYTES_MIN: u64 = 512;
+
+/// The next segment, zero-filled in advance under this name. Not a `.seg`
+/// name, so readers never see it; a stale one from a crash is removed at open.
+const SPARE_NAME: &str = "next.seg.spare";
 
 /// Appends batches to the journal in `dir`. Owned by the business thread.
 ///
@@ -32,6 +37,14 @@ pub struct JournalWriter {
     /// Whether the current segment has bytes not yet fdatasync'ed.
     dirty: bool,
     frame: Vec<u8>,
+    /// The next segment being zero-filled on a helper thread, so a roll on
+    /// the business thread costs a header write and two small syncs instead
+    /// of filling and syncing a whole segment (~80 ms for 64 MiB here).
+    spare: Option<JoinHandle<io::Result<File>>>,
+    /// fdatasync of the previous segment, run on a helper thread when a roll
+    /// leaves it dirty (async mode): syncing up to 64 MiB inline would stall
+    /// the business thread for ~100 ms. `sync` waits for it.
+    previous_sync: Option<JoinHandle<io::Result<()>>>,
     /// Set after a failed write or sync: the file's state is unknown (and on
     /// Linux a failed fsync may not be retried meaningfully), so the writer
     /// refuses further work until the journal is recovered.
@@ -55,6 +68,8 @@ impl JournalWriter {
             next_seq: None,
             dirty: false,
             frame: Vec::new(),
+            spare: None,
+            previous_sync: None,
             poisoned: None,
         };
         if config.durability == Durability::None {
@@ -75,6 +90,13 @@ impl JournalWriter {
         }
         fs::create_dir_all(&writer.dir)
             .map_err(|e| JournalError::io(&writer.dir, "create journal directory", e))?;
+        let spare = writer.dir.join(SPARE_NAME);
+        match fs::remove_file(&spare) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(JournalError::io(spare, "remove stale spare segment", e))
+            }
+            _ => {}
+        }
         let Some(last) = list_segments(&writer.dir)?.pop() else {
             return Ok(writer);
         };
@@ -105,6 +127,7 @@ impl JournalWriter {
         writer.segment = Some((file, last.path));
         writer.write_at = write_at;
         writer.next_seq = Some(next_seq);
+        writer.start_spare();
         Ok(writer)
     }
 
@@ -164,6 +187,7 @@ impl JournalWriter {
     /// commit. Cheap when nothing was appended since the last call.
     pub fn sync(&mut self) -> io::Result<()> {
         self.check_usable()?;
+        self.finish_previous_sync()?;
         if !self.dirty {
             return Ok(());
         }
@@ -186,6 +210,15 @@ impl JournalWriter {
         Ok(())
     }
 
+    fn finish_previous_sync(&mut self) -> io::Result<()> {
+        let result = match self.previous_sync.take().map(JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => return Ok(()),
+            Some(Ok(Err(e))) => e,
+            Some(Err(_)) => io::Error::other("the thread syncing the previous segment panicked"),
+        };
+        Err(self.poison("fdatasync of the previous segment", result))
+    }
+
     fn check_usable(&self) -> io::Result<()> {
         match &self.poisoned {
             Some(why) => Err(io::Error::other(format!(
@@ -205,17 +238,17 @@ impl JournalWriter {
         io::Error::new(e.kind(), message)
     }
 
-    /// Starts a new segment at `first_seq`: created under a temp name,
-    /// header written and the rest zero-filled, fsynced, renamed, directory
-    /// fsynced. Zero-filling up front is what makes later fdatasyncs cheap:
-    /// overwriting allocated blocks changes no file metadata, while
-    /// appending (or filling a sparse hole) does.
+    /// Starts a new segment at `first_seq` from the spare (made inline if
+    /// there is none): header written and synced, renamed into place,
+    /// directory synced, then the next spare started. Zero-filling up front
+    /// is what makes later fdatasyncs cheap: overwriting allocated blocks
+    /// changes no file metadata, while appending (or filling a sparse hole)
+    /// does.
     fn roll(&mut self, first_seq: u64) -> io::Result<()> {
-        if self.dirty {
-            self.sync()?;
-        }
-        let name = segment_name(first_seq);
-        let path = self.dir.join(&name);
+        // At most one background sync: a second roll before it finished means
+        // segments fill faster than the disk drains them anyway.
+        self.finish_previous_sync()?;
+        let path = self.dir.join(segment_name(first_seq));
         if path.exists() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -225,28 +258,82 @@ impl JournalWriter {
                 ),
             ));
         }
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let spare_path = self.dir.join(SPARE_NAME);
+        let file = match self.spare.take().map(JoinHandle::join) {
+            Some(Ok(Ok(file))) => file,
+            // No spare yet, or making it failed: make it here, so a real
+            // I/O error surfaces on this call.
+            _ => make_spare(&spare_path, self.config)?,
+        };
         file.write_all_at(&segment_header(first_seq), 0)?;
-        zero_fill(
-            &file,
-            SEGMENT_HEADER_BYTES as u64,
-            self.config.segment_bytes,
-        )?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)?;
+        file.sync_data()?;
+        fs::rename(&spare_path, &path)?;
         sync_dir(&self.dir)?;
-        self.segment = Some((file, path));
+        if let Some((previous, _)) = self.segment.replace((file, path)) {
+            if self.dirty {
+                match thread::Builder::new()
+                    .name("journal-sync".into())
+                    .spawn(move || previous.sync_data())
+                {
+                    Ok(handle) => self.previous_sync = Some(handle),
+                    Err(e) => return Err(self.poison("start syncing the previous segment", e)),
+                }
+            }
+        }
         self.write_at = SEGMENT_HEADER_BYTES as u64;
         self.next_seq = Some(first_seq);
         self.dirty = false;
+        self.start_spare();
         Ok(())
     }
+
+    /// Starts preparing the next segment on a helper thread. If the thread
+    /// cannot start, the next roll makes the spare inline.
+    fn start_spare(&mut self) {
+        let path = self.dir.join(SPARE_NAME);
+        let config = self.config;
+        self.spare = thread::Builder::new()
+            .name("journal-spare".into())
+            .spawn(move || make_spare(&path, config))
+            .ok();
+    }
+}
+
+impl Drop for JournalWriter {
+    /// Waits for the helper threads and removes the spare segment, so no
+    /// thread writes into the directory after the writer is gone.
+    fn drop(&mut self) {
+        if let Some(handle) = self.previous_sync.take() {
+            let _ = handle.join();
+        }
+        if let Some(Ok(Ok(_))) = self.spare.take().map(JoinHandle::join) {
+            let _ = fs::remove_file(self.dir.join(SPARE_NAME));
+        }
+    }
+}
+
+/// A file of `segment_bytes` zeros, synced with its size.
+///
+/// In `sync` mode the zeros are written for real, because fdatasync after
+/// overwriting allocated blocks is faster than after filling a hole or
+/// appending (no block allocation to journal). In `async` mode nobody waits
+/// for fdatasync, and writing every byte twice (zeros, then data) would halve
+/// the disk bandwidth left for the journal, so the file is sparse: reading a
+/// hole gives the same zeros, so the format does not change.
+fn make_spare(path: &Path, config: JournalConfig) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    if config.durability == Durability::Sync {
+        zero_fill(&file, 0, config.segment_bytes)?;
+    } else {
+        file.set_len(config.segment_bytes)?;
+    }
+    file.sync_all()?;
+    Ok(file)
 }
 
 fn check_batch_seqs(batch: &[Stamped], first: u64, next_seq: Option<u64>) -> io::Result<()> {

@@ -127,11 +127,13 @@ impl Ledger {
     /// A stable 64-bit hash (XXH3) of the whole business state, fed in a
     /// defined order (accounts in opening order, maps sorted by key), so two
     /// ledgers that applied the same requests agree regardless of hash-map
-    /// layout. The sequence number and clock are not part of it.
+    /// layout. The ledger's time is part of it (it decides future expiries);
+    /// the last sequence number is not.
     pub fn digest(&self) -> u64 {
         let mut h = Xxh3::new();
         let mut put = |v: u64| h.update(&v.to_le_bytes());
         put(u64::from(self.config.history_per_account_max));
+        put(self.now_ms);
         put(self.accounts.len() as u64);
         let accounts = &self.accounts;
         for ((&id, cash), history) in accounts

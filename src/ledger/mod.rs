@@ -663,8 +663,10 @@ impl Ledger {
         if self.rebates[position].credited {
             return Ok(Reply::RebateCredited { credited: false });
         }
-        if amount < 0 {
-            return Err(Reject::InvalidAmount("a rebate cannot be negative"));
+        if amount < 0 || amount > self.rebates[position].job.amount {
+            return Err(Reject::InvalidAmount(
+                "a rebate must be between zero and the deposit it is for",
+            ));
         }
         let account = self.rebates[position].job.account;
         let index = self.index_of(account)?;

@@ -1121,3 +1121,19 @@ fn apply_batch_gives_the_same_outcomes_and_state_as_one_by_one() {
     assert_eq!(got, expected);
     assert_eq!(batched.digest(), single.digest());
 }
+
+#[test]
+fn rebate_larger_than_its_deposit_is_refused() {
+    let mut d = Driver::new();
+    d.open(1, 100);
+    let job = d.ledger.pending_rebates().next().unwrap();
+    let credit = Request::CreditRebate {
+        deposit_seq: job.deposit_seq,
+        amount: 101,
+    };
+    assert_eq!(
+        d.stamped(9, 0, credit).outcome.unwrap_err().code(),
+        ErrorCode::InvalidAmount
+    );
+    assert_eq!(d.ledger.pending_rebates_len(), 1);
+}
