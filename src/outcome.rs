@@ -258,7 +258,7 @@ pub enum Reply {
     Listed {
         instrument: InstrumentId,
     },
-    Instrument(InstrumentView),
+    Instrument(Box<InstrumentView>),
     /// Shares actually reserved (fewer than asked only with `partial`).
     Reserved {
         qty: u64,
@@ -275,3 +275,19 @@ pub enum Reply {
 
 /// The result of applying one request.
 pub type Outcome = Result<Reply, Reject>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_stay_small_enough_for_response_queues() {
+        // Every answer is copied into a response queue; the rare large
+        // answers (instrument views, lists) are boxed or on the heap.
+        assert!(
+            std::mem::size_of::<Outcome>() <= 40,
+            "{}",
+            std::mem::size_of::<Outcome>()
+        );
+    }
+}

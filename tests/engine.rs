@@ -574,3 +574,27 @@ fn try_recv_reports_a_failed_engine() {
         }
     }
 }
+
+#[test]
+fn a_clients_first_answer_wakes_it() {
+    // Regression: a client answered in an engine's very first release was
+    // never woken. A watchdog turns a lost wake-up into a failure, not a hang.
+    let (done, finished) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for _ in 0..200 {
+            let engine = Engine::builder().start().unwrap();
+            let mut client = engine.client().unwrap();
+            thread::sleep(std::time::Duration::from_micros(200));
+            client
+                .call(Request::OpenAccount { account: 1 })
+                .unwrap()
+                .unwrap();
+            drop(client);
+            engine.shutdown().unwrap();
+        }
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("a client was never woken for its answer");
+}

@@ -77,6 +77,7 @@ impl Business {
         let mut answered = 0u64;
         let rebate_session = shared.rebate_session.load(Ordering::Acquire);
         let mut linger_until: Option<Instant> = None;
+        let journaling = self.journal.is_some();
         // Declared after the outbox (which owns the response queues) so that,
         // unwinding, it marks the engine failed before they close and wake
         // their clients.
@@ -162,10 +163,14 @@ impl Business {
                     }
                     _ => {}
                 }
-                outbox.hold(envelope.client, applied.outcome);
+                if journaling {
+                    outbox.hold(envelope.client, applied.outcome);
+                } else {
+                    outbox.send(envelope.client, applied.outcome);
+                }
             });
             match &self.journal {
-                None => outbox.release(),
+                None => outbox.wake_answered(),
                 Some(_) => {
                     outbox.inputs.extend_from_slice(&batch);
                     if outbox.inputs.len() >= self.batch_max
@@ -251,7 +256,9 @@ impl Outbox {
             held: Vec::with_capacity(capacity),
             inputs: Vec::with_capacity(capacity),
             woken: Vec::new(),
-            release_number: 0,
+            // Adoption marks a client with 0, so numbering starts at 1: a
+            // client answered in the very first release is still woken.
+            release_number: 1,
             last_release: Vec::new(),
         }
     }
@@ -266,22 +273,34 @@ impl Outbox {
 
     /// Hands every held outcome to its client, waking each client once.
     fn release(&mut self) {
-        self.release_number += 1;
-        for (client, outcome) in self.held.drain(..) {
-            let index = client as usize;
-            let Some(producer) = &self.responses[index] else {
-                continue;
-            };
-            // The client keeps no more in flight than its queue holds, so
-            // this never waits; a dropped client's queue is closed and
-            // forgotten.
-            if producer.push_deferring_wake(outcome).is_err() {
-                self.responses[index] = None;
-            } else if self.last_release[index] != self.release_number {
-                self.last_release[index] = self.release_number;
-                self.woken.push(client);
-            }
+        let mut held = std::mem::take(&mut self.held);
+        for (client, outcome) in held.drain(..) {
+            self.send(client, outcome);
         }
+        self.held = held;
+        self.wake_answered();
+    }
+
+    /// Puts an outcome on its client's queue without waking the client yet
+    /// (see `wake_answered`). The client keeps no more in flight than its
+    /// queue holds, so this never waits; a dropped client's queue is closed
+    /// and forgotten.
+    fn send(&mut self, client: u32, outcome: Outcome) {
+        let index = client as usize;
+        let Some(producer) = &self.responses[index] else {
+            return;
+        };
+        if producer.push_deferring_wake(outcome).is_err() {
+            self.responses[index] = None;
+        } else if self.last_release[index] != self.release_number {
+            self.last_release[index] = self.release_number;
+            self.woken.push(client);
+        }
+    }
+
+    /// Wakes, once each, the clients answered since the last call.
+    fn wake_answered(&mut self) {
+        self.release_number += 1;
         for client in self.woken.drain(..) {
             if let Some(producer) = &self.responses[client as usize] {
                 producer.wake();

@@ -299,7 +299,7 @@ impl Ledger {
             } => self.list_instrument(symbol, supply, price),
             Request::Instrument { instrument } => self
                 .instrument_checked(instrument)
-                .map(|_| Reply::Instrument(self.instrument_view(instrument))),
+                .map(|_| Reply::Instrument(Box::new(self.instrument_view(instrument)))),
             Request::Reserve {
                 reservation,
                 account,
@@ -654,11 +654,18 @@ impl Ledger {
     }
 
     fn credit_rebate(&mut self, stamp: &Stamp, deposit_seq: u64, amount: Units) -> Outcome {
-        let Ok(position) = self
-            .rebates
-            .binary_search_by_key(&deposit_seq, |r| r.job.deposit_seq)
-        else {
-            return Ok(Reply::RebateCredited { credited: false });
+        // Credits come back in deposit order almost always (the side thread
+        // is FIFO), so the owed rebate is usually the oldest: O(1) before
+        // falling back to a binary search.
+        let position = match self.rebates.front() {
+            Some(oldest) if oldest.job.deposit_seq == deposit_seq => 0,
+            _ => match self
+                .rebates
+                .binary_search_by_key(&deposit_seq, |r| r.job.deposit_seq)
+            {
+                Ok(position) => position,
+                Err(_) => return Ok(Reply::RebateCredited { credited: false }),
+            },
         };
         if self.rebates[position].credited {
             return Ok(Reply::RebateCredited { credited: false });

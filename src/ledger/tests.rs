@@ -96,7 +96,7 @@ impl Driver {
 
     fn instrument(&mut self, instrument: InstrumentId) -> InstrumentView {
         match self.send(Request::Instrument { instrument }).unwrap() {
-            Reply::Instrument(view) => view,
+            Reply::Instrument(view) => *view,
             other => panic!("unexpected {other:?}"),
         }
     }
