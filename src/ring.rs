@@ -280,12 +280,14 @@ struct Shared<T> {
     wait: WaitStrategy,
 }
 
-// SAFETY: `Shared` hands values of `T` from producer threads to the consumer
-// thread, so `T: Send` is required and sufficient. Each slot's value is
-// accessed by one thread at a time: the producer that claimed the sequence
-// (until it publishes via the stamp, Release) and then the consumer (until it
-// releases via `consumed`, Release), each side acquiring the other's store
-// before touching the slot. No `&T` is ever shared, so `T: Sync` is not needed.
+// `Shared` hands values of `T` from producer threads to the consumer thread.
+// Each slot's value is accessed by one thread at a time: the producer that
+// claimed the sequence (until it publishes via the stamp, Release) and then
+// the consumer (until it releases via `consumed`, Release), each side
+// acquiring the other's store before touching the slot.
+//
+// SAFETY: values of `T` move between threads, so `T: Send` is required, and
+// it suffices because no `&T` is ever shared (`T: Sync` is not needed).
 unsafe impl<T: Send> Send for Shared<T> {}
 // SAFETY: see `Send` above; every shared field other than the slot values is
 // an atomic or a mutex.
@@ -407,13 +409,15 @@ impl<T> Drop for Shared<T> {
         for seq in consumed..consumed + self.capacity() {
             let slot = self.slot(seq);
             if slot.stamp.load(Ordering::Relaxed) == seq + 1 {
-                // SAFETY: the stamp says sequence `seq` was written and, being
-                // at or above `consumed`, not yet taken; we are the last owner
-                // of the ring (in `Drop` with `&mut self`), so nobody else
-                // reads or writes the slot. Each slot index appears once in a
-                // range of `capacity` consecutive sequences: no double drop.
-                slot.value
-                    .with_mut(|value| unsafe { (*value).assume_init_drop() });
+                slot.value.with_mut(|value| {
+                    // SAFETY: the stamp says sequence `seq` was written and,
+                    // being at or above `consumed`, not yet taken; we are the
+                    // last owner of the ring (in `Drop` with `&mut self`), so
+                    // nobody else reads or writes the slot. Each slot index
+                    // appears once in `capacity` consecutive sequences: no
+                    // double drop.
+                    unsafe { (*value).assume_init_drop() }
+                });
             }
         }
     }
@@ -494,13 +498,14 @@ impl<T: Send> Producer<T> {
             return Err(Closed(value));
         }
         let slot = shared.slot(seq);
-        // SAFETY: we own sequence `seq` (unique `fetch_add` result) and the
-        // consumer has taken sequence `seq - capacity` out of this slot:
-        // `seq < consumed + capacity` for a `consumed` we loaded with Acquire,
-        // pairing with the consumer's Release store after it read the slot.
-        // Until we store the stamp, nobody else touches the slot.
-        slot.value
-            .with_mut(|cell| unsafe { cell.write(MaybeUninit::new(value)) });
+        slot.value.with_mut(|cell| {
+            // SAFETY: we own sequence `seq` (unique `fetch_add` result) and
+            // the consumer has taken sequence `seq - capacity` out of this
+            // slot: `seq < consumed + capacity` for a `consumed` we loaded
+            // with Acquire, pairing with the consumer's Release store after it
+            // read the slot. Until we store the stamp, nobody else touches it.
+            unsafe { cell.write(MaybeUninit::new(value)) }
+        });
         slot.stamp.store(seq + 1, Ordering::Release);
         Ok(())
     }
@@ -613,14 +618,15 @@ impl<T> Consumer<T> {
             if slot.stamp.load(Ordering::Acquire) != seq + 1 {
                 break;
             }
-            // SAFETY: the stamp (Acquire, pairing with the producer's Release)
-            // says the value for `seq` is fully written, and the producer of
-            // `seq + capacity` cannot write the slot before we store a cursor
-            // above `seq`. We read it exactly once: the cursor moves past
-            // `seq` before `f` runs, and `Batch` publishes it even on panic.
-            let value = slot
-                .value
-                .with_mut(|cell| unsafe { (*cell).assume_init_read() });
+            let value = slot.value.with_mut(|cell| {
+                // SAFETY: the stamp (Acquire, pairing with the producer's
+                // Release) says the value for `seq` is fully written, and the
+                // producer of `seq + capacity` cannot write the slot before we
+                // store a cursor above `seq`. We read it exactly once: the
+                // cursor moves past `seq` before `f` runs, and `Batch`
+                // publishes it even on panic.
+                unsafe { (*cell).assume_init_read() }
+            });
             *batch.next = seq + 1;
             f(value);
         }
