@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ringledger::bench::{self, EngineKind, Scenario};
+use ringledger::bench;
 use ringledger::engine::{Clock, ManualClock, WallClock};
 use ringledger::journal::{self, Durability};
 use ringledger::ring::WaitStrategy;
@@ -38,40 +38,8 @@ enum Command {
     /// Measure ops/s and latency percentiles of a scenario on the engine or
     /// a lock-based baseline.
     Bench {
-        /// deposit, mixed, hot-wallet or share-sale.
-        #[arg(long, default_value = "deposit")]
-        scenario: Scenario,
-        /// lmax (the engine), mutex (a lock per wallet) or optimistic (CAS with retry).
-        #[arg(long, default_value = "lmax")]
-        engine: EngineKind,
-        /// Threads submitting requests.
-        #[arg(long, default_value_t = 2)]
-        gateways: usize,
-        /// Operations measured, over all gateways (set-up excluded).
-        #[arg(long, default_value_t = 2_000_000)]
-        ops: u64,
-        /// Wallets opened and funded before the run.
-        #[arg(long, default_value_t = 10_000)]
-        accounts: u64,
-        /// none (no journal), async (page cache) or sync (fdatasync); every engine journals alike.
-        #[arg(long, default_value = "none")]
-        durability: Durability,
-        /// Parent of the throw-away journal directory (made fresh, removed after).
-        #[arg(long)]
-        journal_dir: Option<PathBuf>,
-        /// How the engine's idle threads wait: spin, yield or block (lmax only).
-        #[arg(long, default_value = "block")]
-        wait: WaitStrategy,
-        /// Pin the engine's business thread to the last core (lmax only).
-        #[arg(long)]
-        pin: bool,
-        /// Open loop: this many ops/s over all gateways, latency counted from
-        /// each request's scheduled send time.
-        #[arg(long)]
-        rate: Option<u64>,
-        /// Requests one gateway keeps in flight (lmax only; baselines call synchronously).
-        #[arg(long, default_value_t = 256)]
-        window: usize,
+        #[command(flatten)]
+        config: bench::Config,
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
@@ -86,7 +54,7 @@ enum Command {
         journal_dir: PathBuf,
         /// none (no journal), async (survives a process crash) or sync (survives power loss).
         #[arg(long, default_value = "async")]
-        durability: String,
+        durability: Durability,
         /// Where time comes from: the wall clock, or `tick` lines.
         #[arg(long, value_enum, default_value = "wall")]
         clock: ClockArg,
@@ -98,7 +66,7 @@ enum Command {
         rebate_rate: String,
         /// How idle threads wait: spin, yield or block.
         #[arg(long, default_value = "block")]
-        wait: String,
+        wait: WaitStrategy,
     },
     /// Rebuild the state from a journal and report how fast and to what digest.
     Replay {
@@ -129,36 +97,7 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Bench {
-            scenario,
-            engine,
-            gateways,
-            ops,
-            accounts,
-            durability,
-            journal_dir,
-            wait,
-            pin,
-            rate,
-            window,
-            json,
-            hgrm,
-        } => {
-            let config = bench::Config {
-                scenario,
-                engine,
-                gateways,
-                ops,
-                accounts,
-                durability,
-                journal_dir,
-                wait,
-                pin,
-                rate,
-                window,
-            };
-            run_bench(&config, json, hgrm.as_deref())
-        }
+        Command::Bench { config, json, hgrm } => run_bench(&config, json, hgrm.as_deref()),
         Command::Run {
             journal_dir,
             durability,
@@ -166,7 +105,7 @@ fn main() -> ExitCode {
             scale,
             rebate_rate,
             wait,
-        } => run(journal_dir, &durability, clock, scale, &rebate_rate, &wait),
+        } => run(journal_dir, durability, clock, scale, &rebate_rate, wait),
         Command::Replay {
             journal_dir,
             from_snapshot,
@@ -262,16 +201,12 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 
 fn run(
     journal_dir: PathBuf,
-    durability: &str,
+    durability: Durability,
     clock: ClockArg,
     scale: u32,
     rebate_rate: &str,
-    wait: &str,
+    wait: WaitStrategy,
 ) -> ExitCode {
-    let durability = match Durability::from_str(durability) {
-        Ok(durability) => durability,
-        Err(e) => return fail(e),
-    };
     let scale = match Scale::new(scale) {
         Ok(scale) => scale,
         Err(e) => return fail(e),
@@ -281,10 +216,6 @@ fn run(
         .and_then(RateRebate::new)
     {
         Ok(policy) => policy,
-        Err(e) => return fail(e),
-    };
-    let wait = match WaitStrategy::from_str(wait) {
-        Ok(wait) => wait,
         Err(e) => return fail(e),
     };
     let manual = Arc::new(ManualClock::new(0));

@@ -86,32 +86,46 @@ impl FromStr for EngineKind {
 
 /// Everything a run needs; the defaults finish in a few seconds on a
 /// 2-core machine.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct Config {
+    /// deposit, mixed, hot-wallet or share-sale.
+    #[arg(long, default_value = "deposit")]
     pub scenario: Scenario,
+    /// lmax (the engine), mutex (a lock per wallet) or optimistic (CAS with retry).
+    #[arg(long, default_value = "lmax")]
     pub engine: EngineKind,
     /// Threads submitting requests.
+    #[arg(long, default_value_t = 2)]
     pub gateways: usize,
-    /// Operations measured, over all gateways.
+    /// Operations measured, over all gateways (set-up excluded).
+    #[arg(long, default_value_t = 2_000_000)]
     pub ops: u64,
     /// Wallets opened and funded before the run (the hot wallet uses one).
+    #[arg(long, default_value_t = 10_000)]
     pub accounts: u64,
-    /// `none` by default: the core speed of each design; `async`/`sync`
-    /// make every engine journal each accepted operation.
+    /// none (no journal, the default: each design's core speed), async (page
+    /// cache) or sync (fdatasync); every engine journals each accepted
+    /// operation alike.
+    #[arg(long, default_value = "none")]
     pub durability: Durability,
-    /// Where journals go: a fresh subdirectory is made in it and removed
-    /// after the run (default `journal`, as in the command-line contract).
+    /// Parent of the throw-away journal directory (made fresh, removed after
+    /// the run; default `journal`, as in the command-line contract).
+    #[arg(long)]
     pub journal_dir: Option<PathBuf>,
-    /// How the lmax engine's idle threads wait (ignored by the baselines).
+    /// How the engine's idle threads wait: spin, yield or block (lmax only).
+    #[arg(long, default_value = "block")]
     pub wait: WaitStrategy,
-    /// Pin the lmax business thread to the last core (ignored by the
-    /// baselines, which have no business thread).
+    /// Pin the engine's business thread to the last core (lmax only; the
+    /// baselines have no business thread).
+    #[arg(long)]
     pub pin: bool,
-    /// Open loop at this many operations per second over all gateways;
-    /// `None` runs closed loop.
+    /// Open loop: this many ops/s over all gateways, latency counted from
+    /// each request's scheduled send time (closed loop without it).
+    #[arg(long)]
     pub rate: Option<u64>,
-    /// Requests one lmax gateway keeps in flight (the baselines' calls are
-    /// synchronous: a window of one).
+    /// Requests one gateway keeps in flight (lmax only; the baselines call
+    /// synchronously, a window of one).
+    #[arg(long, default_value_t = 256)]
     pub window: usize,
 }
 
