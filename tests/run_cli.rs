@@ -9,8 +9,9 @@ fn ringledger() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ringledger"))
 }
 
-/// Runs a whole script and returns one parsed answer per non-empty line.
-fn run_script(args: &[&str], script: &str) -> Vec<Value> {
+/// Runs a whole script (raw bytes: it need not be UTF-8) and returns one
+/// parsed answer per output line.
+fn run_bytes(args: &[&str], script: &[u8]) -> Vec<Value> {
     let mut child = ringledger()
         .arg("run")
         .args(["--durability", "none"])
@@ -19,12 +20,7 @@ fn run_script(args: &[&str], script: &str) -> Vec<Value> {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(script).unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
     String::from_utf8(output.stdout)
@@ -34,24 +30,16 @@ fn run_script(args: &[&str], script: &str) -> Vec<Value> {
         .collect()
 }
 
+fn run_script(args: &[&str], script: &str) -> Vec<Value> {
+    run_bytes(args, script.as_bytes())
+}
+
 #[test]
 fn blank_and_non_utf8_lines_are_answered_too() {
-    let mut child = ringledger()
-        .args(["run", "--durability", "none"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"{\"op\":\"open_account\",\"account\":1}\n\n\xff\xfe\n   \n{\"op\":\"balance\",\"account\":1}\r\n").unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let answers: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let answers = run_bytes(
+        &[],
+        b"{\"op\":\"open_account\",\"account\":1}\n\n\xff\xfe\n   \n{\"op\":\"balance\",\"account\":1}\r\n",
+    );
     assert_eq!(answers.len(), 5, "{answers:?}");
     for blank in &answers[1..4] {
         assert_eq!(blank["error"], "malformed");
