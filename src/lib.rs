@@ -17,7 +17,7 @@ pub mod rebate;
 pub mod request;
 pub mod ring;
 
-pub use engine::{Client, Engine, EngineBuilder, EngineError};
+pub use engine::{Client, Engine, EngineBuilder, EngineError, JournalThread};
 pub use ledger::{Applied, Ledger, LedgerConfig};
 pub use money::{Scale, Units};
 pub use outcome::{Entry, EntryKind, ErrorCode, InstrumentView, Outcome, Reject, Reply};

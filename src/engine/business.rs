@@ -3,6 +3,7 @@
 //! to the Ledger, hands rebate jobs to the side thread and answers each
 //! client on its own response queue.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
 
+use super::flusher::{Flusher, FLUSHER_WAKE};
 use super::{Clock, EngineError, Envelope, Shared};
 use crate::journal::{self, Durability, JournalWriter};
 use crate::ledger::Ledger;
@@ -33,8 +35,16 @@ pub(super) struct Business {
     pub core: Option<core_affinity::CoreId>,
     pub jobs: Sender<RebateJob>,
     /// Where inputs are journaled (absent: durability none).
-    pub journal: Option<(PathBuf, JournalWriter)>,
+    pub journal: Option<(PathBuf, Sink)>,
     pub snapshot_every: Option<u64>,
+}
+
+/// Who writes the journal (see [`super::JournalThread`]).
+pub(super) enum Sink {
+    /// This thread, inline, before releasing each group's outcomes.
+    Business(JournalWriter),
+    /// The flusher thread.
+    Flusher(Flusher),
 }
 
 /// Marks the engine failed if the business thread unwinds, so clients get an
@@ -73,42 +83,60 @@ impl Business {
         let mut batch: Vec<Stamped> = Vec::with_capacity(self.batch_max);
         let mut seq = self.ledger.last_seq();
         let mut time_ms = self.ledger.now_ms();
+        // Outcomes of seqs up to here have been released.
+        let mut released = seq;
         let mut last_snapshot_seq = seq;
         let mut dispatched = shared.rebates_dispatched.load(Ordering::Acquire);
         let mut answered = 0u64;
         let rebate_session = shared.rebate_session.load(Ordering::Acquire);
         let mut linger_until: Option<Instant> = None;
         let journaling = self.journal.is_some();
+        let on_flusher = matches!(self.journal, Some((_, Sink::Flusher(_))));
         // Declared after the outbox (which owns the response queues) so that,
         // unwinding, it marks the engine failed before they close and wake
         // their clients.
         let _guard = PanicGuard(&shared);
 
         loop {
+            if let Some((_, Sink::Flusher(flusher))) = &self.journal {
+                if flusher.failed() {
+                    break;
+                }
+                let durable = flusher.durable();
+                if durable > released {
+                    outbox.release((durable - released) as usize);
+                    released = durable;
+                }
+            }
             envelopes.clear();
-            // While outcomes wait for the journal, never sleep: take what is
-            // there, and when the ring runs dry, flush and release.
-            let drained = if outbox.is_empty() {
-                match self
-                    .consumer
-                    .wait_drain(self.batch_max, |envelope| envelopes.push(envelope))
-                {
+            // Nothing to do until a request (or the flusher's wake-up)
+            // arrives: sleep on the ring. Otherwise never sleep: take what
+            // is there, and when the ring runs dry, journal and release.
+            let idle = outbox.inputs.is_empty() && (on_flusher || outbox.is_empty());
+            let take = |envelope: Envelope| {
+                if envelope.client != FLUSHER_WAKE {
+                    envelopes.push(envelope);
+                }
+            };
+            let drained = if idle {
+                match self.consumer.wait_drain(self.batch_max, take) {
                     Ok(drained) => drained,
                     Err(_) => break,
                 }
             } else {
-                self.consumer
-                    .drain(self.batch_max, |envelope| envelopes.push(envelope))
+                self.consumer.drain(self.batch_max, take)
             };
-            if drained == 0 {
-                if outbox.is_empty() {
+            if envelopes.is_empty() {
+                if drained > 0 || idle {
                     continue;
                 }
                 // Group commit: an fdatasync costs the same for one request
                 // as for thousands, and a parked gateway takes microseconds
                 // to wake and send more, so in sync mode the ring must stay
-                // dry for a moment before the group is closed.
-                if self.syncs() {
+                // dry for a moment before the group is closed. (The flusher
+                // needs no linger: what arrives while it syncs is its next
+                // group.)
+                if self.syncs() && !on_flusher {
                     let deadline =
                         *linger_until.get_or_insert_with(|| Instant::now() + SYNC_LINGER);
                     if Instant::now() < deadline {
@@ -117,7 +145,7 @@ impl Business {
                     }
                 }
                 linger_until = None;
-                if !self.flush(&shared, &mut outbox, &mut last_snapshot_seq) {
+                if !self.journal_inputs(&shared, &mut outbox, &mut released) {
                     break;
                 }
                 continue;
@@ -141,9 +169,9 @@ impl Business {
 
             // Applying before the journal write is safe because nothing the
             // Ledger did is visible until its outcome is released, and
-            // outcomes are released only after the write (see `flush`). A
-            // rebate credit is sequenced after its deposit, so any journal
-            // prefix is consistent.
+            // outcomes are released only after the write (see
+            // `journal_inputs`). A rebate credit is sequenced after its
+            // deposit, so any journal prefix is consistent.
             let ledger = &mut self.ledger;
             ledger.apply_batch(&batch, |i, applied| {
                 let envelope = &envelopes[i];
@@ -170,28 +198,54 @@ impl Business {
                     outbox.send(envelope.client, applied.outcome);
                 }
             });
-            match &self.journal {
-                None => outbox.wake_answered(),
-                Some(_) => {
-                    outbox.inputs.extend_from_slice(&batch);
-                    if outbox.inputs.len() >= self.batch_max
-                        && !self.flush(&shared, &mut outbox, &mut last_snapshot_seq)
-                    {
-                        break;
-                    }
+            if !journaling {
+                outbox.wake_answered();
+                continue;
+            }
+            outbox.inputs.extend_from_slice(&batch);
+            if outbox.inputs.len() >= self.batch_max
+                && !self.journal_inputs(&shared, &mut outbox, &mut released)
+            {
+                break;
+            }
+            if self
+                .snapshot_every
+                .is_some_and(|every| seq - last_snapshot_seq >= every)
+            {
+                if !self.snapshot(&shared, &mut outbox, &mut released) {
+                    break;
                 }
+                last_snapshot_seq = seq;
             }
         }
         // Queues of clients registered too late to be adopted close now, so
         // those clients get an error instead of waiting.
         drop(shared.registrations.lock().drain(..));
-        if let Some((dir, writer)) = &mut self.journal {
-            if !shared.failed.load(Ordering::Acquire)
-                && self.ledger.last_seq() > last_snapshot_seq
-                && writer.sync().is_ok()
-            {
-                if let Err(e) = journal::write_snapshot(dir, &self.ledger) {
-                    eprintln!("ringledger: shutdown snapshot failed (the journal still has everything): {e}");
+        if let Some((dir, sink)) = self.journal.take() {
+            let writer = match sink {
+                Sink::Business(writer) => Some(writer),
+                Sink::Flusher(mut flusher) => {
+                    // Once the ring is closed and drained the flusher has
+                    // everything; after a failure, what the ring still holds
+                    // is dropped (its clients get the failure).
+                    let consumer = &mut self.consumer;
+                    let writer = flusher.finish(|| {
+                        consumer.drain(usize::MAX, drop);
+                    });
+                    if !shared.failed.load(Ordering::Acquire) && flusher.durable() >= released {
+                        outbox.release((flusher.durable() - released) as usize);
+                    }
+                    writer
+                }
+            };
+            if let Some(mut writer) = writer {
+                if !shared.failed.load(Ordering::Acquire)
+                    && self.ledger.last_seq() > last_snapshot_seq
+                    && writer.sync().is_ok()
+                {
+                    if let Err(e) = journal::write_snapshot(&dir, &self.ledger) {
+                        eprintln!("ringledger: shutdown snapshot failed (the journal still has everything): {e}");
+                    }
                 }
             }
         }
@@ -199,38 +253,60 @@ impl Business {
     }
 
     fn syncs(&self) -> bool {
-        self.journal
-            .as_ref()
-            .is_some_and(|(_, writer)| writer.durability() == Durability::Sync)
+        match &self.journal {
+            Some((_, Sink::Business(writer))) => writer.durability() == Durability::Sync,
+            _ => false,
+        }
     }
 
-    /// Writes the held inputs to the journal as one frame (async: to the
-    /// page cache; sync: plus one fdatasync, a group commit), then releases
-    /// their outcomes. Returns false if the journal failed: the engine stops
-    /// and nothing held is released.
-    fn flush(&mut self, shared: &Shared, outbox: &mut Outbox, last_snapshot_seq: &mut u64) -> bool {
-        if let Some((dir, writer)) = &mut self.journal {
-            if let Err(e) = writer.commit(&outbox.inputs) {
-                shared.fail(format!(
-                    "journal write failed, nothing more is accepted: {e}"
-                ));
-                return false;
+    /// Journals the held inputs as one group. Inline: written as one frame
+    /// (async: to the page cache; sync: plus one fdatasync), then their
+    /// outcomes are released. Flusher: handed over; outcomes are released
+    /// when it reports back. Returns false if the journal failed: the engine
+    /// stops and nothing held is released.
+    fn journal_inputs(&mut self, shared: &Shared, outbox: &mut Outbox, released: &mut u64) -> bool {
+        match &mut self.journal {
+            None => {}
+            Some((_, Sink::Flusher(flusher))) => {
+                flusher.send(&mut outbox.inputs);
+                return true;
             }
-            outbox.inputs.clear();
-            // Snapshots are taken only here, when everything applied is
-            // journaled, so a snapshot never holds unacknowledged state.
-            let seq = self.ledger.last_seq();
-            if self
-                .snapshot_every
-                .is_some_and(|every| seq - *last_snapshot_seq >= every)
-            {
-                *last_snapshot_seq = seq;
-                if let Err(e) = journal::write_snapshot(dir, &self.ledger) {
-                    eprintln!("ringledger: snapshot at seq {seq} failed (the journal still has everything): {e}");
+            Some((_, Sink::Business(writer))) => {
+                if let Err(e) = writer.commit(&outbox.inputs) {
+                    shared.fail(format!(
+                        "journal write failed, nothing more is accepted: {e}"
+                    ));
+                    return false;
                 }
+                outbox.inputs.clear();
             }
         }
-        outbox.release();
+        outbox.release(outbox.held.len());
+        *released = self.ledger.last_seq();
+        true
+    }
+
+    /// Journals and releases everything applied, then writes a snapshot.
+    /// Taken only when everything applied is journaled, so a snapshot never
+    /// holds unacknowledged state. False if the journal failed.
+    fn snapshot(&mut self, shared: &Shared, outbox: &mut Outbox, released: &mut u64) -> bool {
+        if !self.journal_inputs(shared, outbox, released) {
+            return false;
+        }
+        if let Some((_, Sink::Flusher(flusher))) = &self.journal {
+            if !flusher.wait_durable() {
+                return false;
+            }
+            let durable = flusher.durable();
+            outbox.release((durable - *released) as usize);
+            *released = durable;
+        }
+        if let Some((dir, _)) = &self.journal {
+            if let Err(e) = journal::write_snapshot(dir, &self.ledger) {
+                let seq = self.ledger.last_seq();
+                eprintln!("ringledger: snapshot at seq {seq} failed (the journal still has everything): {e}");
+            }
+        }
         true
     }
 }
@@ -242,7 +318,8 @@ const NOT_ADOPTED: u64 = u64::MAX;
 struct Outbox {
     /// Each client's response queue, by client id (None: dropped client).
     responses: Vec<Option<Producer<Outcome>>>,
-    held: Vec<(u32, Outcome)>,
+    /// Outcomes not yet released, oldest first (one per input, in seq order).
+    held: VecDeque<(u32, Outcome)>,
     inputs: Vec<Stamped>,
     /// Clients answered in the current release, woken once each at its end.
     woken: Vec<u32>,
@@ -254,7 +331,7 @@ impl Outbox {
     fn new(capacity: usize) -> Outbox {
         Outbox {
             responses: Vec::new(),
-            held: Vec::with_capacity(capacity),
+            held: VecDeque::with_capacity(capacity),
             inputs: Vec::with_capacity(capacity),
             woken: Vec::new(),
             // Adoption marks a client with 0, so numbering starts at 1: a
@@ -269,13 +346,14 @@ impl Outbox {
     }
 
     fn hold(&mut self, client: u32, outcome: Outcome) {
-        self.held.push((client, outcome));
+        self.held.push_back((client, outcome));
     }
 
-    /// Hands every held outcome to its client, waking each client once.
-    fn release(&mut self) {
+    /// Hands the `count` oldest held outcomes to their clients, waking each
+    /// client once.
+    fn release(&mut self, count: usize) {
         let mut held = std::mem::take(&mut self.held);
-        for (client, outcome) in held.drain(..) {
+        for (client, outcome) in held.drain(..count.min(held.len())) {
             self.send(client, outcome);
         }
         self.held = held;

@@ -20,6 +20,7 @@
 mod business;
 mod client;
 mod clock;
+mod flusher;
 mod rebater;
 
 use std::fmt;
@@ -34,6 +35,7 @@ use rustc_hash::FxHashMap;
 
 pub use self::client::Client;
 pub use self::clock::{Clock, ManualClock, WallClock};
+pub use self::flusher::JournalThread;
 use crate::journal::{self, Durability, JournalConfig, JournalError, JournalWriter};
 use crate::ledger::{Ledger, LedgerConfig};
 use crate::money::Scale;
@@ -149,6 +151,7 @@ pub struct EngineBuilder {
     journal: Option<(PathBuf, Durability)>,
     segment_bytes: u64,
     snapshot_every: Option<u64>,
+    journal_thread: JournalThread,
 }
 
 impl Default for EngineBuilder {
@@ -168,6 +171,7 @@ impl Default for EngineBuilder {
             journal: None,
             segment_bytes: journal::SEGMENT_BYTES_DEFAULT,
             snapshot_every: None,
+            journal_thread: JournalThread::default(),
         }
     }
 }
@@ -263,6 +267,14 @@ impl EngineBuilder {
         self
     }
 
+    /// Which thread writes (and in `sync` mode fdatasyncs) the journal: a
+    /// flusher thread (the default), so the business thread applies the
+    /// next requests meanwhile, or the business thread itself.
+    pub fn journal_thread(mut self, thread: JournalThread) -> Self {
+        self.journal_thread = thread;
+        self
+    }
+
     /// Starts the business and rebate threads.
     pub fn start(self) -> Result<Engine, EngineError> {
         if self.batch_max == 0 || self.ring_capacity < 2 || self.response_capacity < 2 {
@@ -343,6 +355,32 @@ impl EngineBuilder {
         shared
             .rebate_session
             .store(rebate_client.session(), Ordering::Release);
+        let journal = match journal {
+            None => None,
+            Some((dir, writer)) => Some((
+                dir,
+                match self.journal_thread {
+                    JournalThread::Business => business::Sink::Business(writer),
+                    JournalThread::Flusher => {
+                        let wake = shared
+                            .requests
+                            .lock()
+                            .as_ref()
+                            .map(Producer::clone)
+                            .ok_or(EngineError::Stopped)?;
+                        business::Sink::Flusher(
+                            flusher::Flusher::spawn(
+                                writer,
+                                ledger.last_seq(),
+                                wake,
+                                Arc::clone(&shared),
+                            )
+                            .map_err(EngineError::Io)?,
+                        )
+                    }
+                },
+            )),
+        };
         let business = business::spawn(business::Business {
             shared: Arc::clone(&shared),
             consumer,
@@ -395,7 +433,8 @@ impl Engine {
 
     /// Stops accepting requests, answers everything already accepted, waits
     /// (briefly) for owed rebates, joins every thread and hands back the
-    /// final Ledger.
+    /// final Ledger. `Err(Failed)` if the engine failed on the way (a
+    /// business-thread panic or a journal write that failed).
     pub fn shutdown(mut self) -> Result<Ledger, EngineError> {
         self.stop()
     }
@@ -412,7 +451,12 @@ impl Engine {
         if let Some(rebater) = self.rebater.take() {
             let _ = rebater.join();
         }
-        ledger.map_err(|_| self.shared.error())
+        match ledger {
+            // A failed engine (a journal write failed) may hold state the
+            // journal lacks: recovering from the journal is the way back.
+            Ok(ledger) if !self.shared.failed.load(Ordering::Acquire) => Ok(ledger),
+            _ => Err(self.shared.error()),
+        }
     }
 }
 
