@@ -1,6 +1,10 @@
 //! End to end through the real engine: pipelined gateways → ring → business
-//! thread → response queues, durability none. One run = `iters` requests
-//! split across the gateways, each keeping a window of requests in flight.
+//! thread → (journal) → response queues. One run = `iters` requests split
+//! across the gateways, each keeping a window of requests in flight.
+//!
+//! Every durability mode; with a journal, both journal threads (the
+//! business thread inline, or the flusher) side by side in one run.
+//! `DURABILITY=none|async|sync` and `WAIT=block|yield` narrow the set.
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -8,7 +12,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringledger::journal::Durability;
 use ringledger::ring::WaitStrategy;
-use ringledger::{Engine, Request};
+use ringledger::{Engine, JournalThread, Request};
 
 const ACCOUNTS: u64 = 10_000;
 const WINDOW: usize = 512;
@@ -45,11 +49,17 @@ fn pipelined(engine: &Engine, gateways: u64, iters: u64) -> Duration {
     start.elapsed()
 }
 
-fn start(wait: WaitStrategy, durability: Durability, dir: &std::path::Path) -> Engine {
+fn start(
+    wait: WaitStrategy,
+    durability: Durability,
+    thread: JournalThread,
+    dir: &std::path::Path,
+) -> Engine {
     let engine = Engine::builder()
         .wait(wait)
         .accounts_hint(ACCOUNTS as usize)
         .journal(dir, durability)
+        .journal_thread(thread)
         .start()
         .unwrap();
     let mut admin = engine.client().unwrap();
@@ -75,22 +85,36 @@ fn engine_end_to_end(c: &mut Criterion) {
     g.sample_size(10)
         .measurement_time(Duration::from_secs(4))
         .warm_up_time(Duration::from_secs(1));
-    let only: Option<String> = std::env::var("DURABILITY").ok();
+    let only = |var: &str, value: String| std::env::var(var).is_ok_and(|only| only != value);
     for durability in [Durability::None, Durability::Async, Durability::Sync] {
-        if only.as_deref().is_some_and(|d| d != durability.to_string()) {
+        if only("DURABILITY", durability.to_string()) {
             continue;
         }
+        let threads: &[JournalThread] = match durability {
+            Durability::None => &[JournalThread::Business],
+            _ => &[JournalThread::Business, JournalThread::Flusher],
+        };
         for wait in [WaitStrategy::Block, WaitStrategy::Yield] {
-            // The journal goes to the repository's journal/ (a real disk; /tmp may be tmpfs).
-            let dir =
-                tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/journal")).unwrap();
-            let engine = start(wait, durability, dir.path());
-            for gateways in [1, 2] {
-                g.bench_function(format!("{gateways}_gateway_{wait}_{durability}"), |b| {
-                    b.iter_custom(|iters| pipelined(&engine, gateways, iters))
-                });
+            if only("WAIT", wait.to_string()) {
+                continue;
             }
-            engine.shutdown().unwrap();
+            for &thread in threads {
+                // The journal goes to the repository's journal/ (a real disk; /tmp may be tmpfs).
+                let dir =
+                    tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/journal")).unwrap();
+                let engine = start(wait, durability, thread, dir.path());
+                let suffix = match durability {
+                    Durability::None => String::new(),
+                    _ => format!("_{thread}"),
+                };
+                for gateways in [1, 2] {
+                    g.bench_function(
+                        format!("{gateways}_gateway_{wait}_{durability}{suffix}"),
+                        |b| b.iter_custom(|iters| pipelined(&engine, gateways, iters)),
+                    );
+                }
+                engine.shutdown().unwrap();
+            }
         }
     }
     g.finish();

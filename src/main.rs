@@ -13,7 +13,7 @@ use ringledger::bench;
 use ringledger::engine::{Clock, ManualClock, WallClock};
 use ringledger::journal::{self, Durability};
 use ringledger::ring::WaitStrategy;
-use ringledger::{Engine, LedgerConfig, RateRebate, Scale};
+use ringledger::{Engine, JournalThread, LedgerConfig, RateRebate, Scale};
 use rust_decimal::Decimal;
 
 #[derive(Parser)]
@@ -67,6 +67,10 @@ enum Command {
         /// How idle threads wait: spin, yield or block.
         #[arg(long, default_value = "block")]
         wait: WaitStrategy,
+        /// Which thread writes the journal: flusher (its own thread, while
+        /// the business thread goes on) or business (inline).
+        #[arg(long, default_value = "flusher")]
+        journal_thread: JournalThread,
     },
     /// Rebuild the state from a journal and report how fast and to what digest.
     Replay {
@@ -105,7 +109,15 @@ fn main() -> ExitCode {
             scale,
             rebate_rate,
             wait,
-        } => run(journal_dir, durability, clock, scale, &rebate_rate, wait),
+            journal_thread,
+        } => run(
+            journal_dir,
+            durability,
+            clock,
+            scale,
+            &rebate_rate,
+            (wait, journal_thread),
+        ),
         Command::Replay {
             journal_dir,
             from_snapshot,
@@ -205,7 +217,7 @@ fn run(
     clock: ClockArg,
     scale: u32,
     rebate_rate: &str,
-    wait: WaitStrategy,
+    (wait, journal_thread): (WaitStrategy, JournalThread),
 ) -> ExitCode {
     let scale = match Scale::new(scale) {
         Ok(scale) => scale,
@@ -229,6 +241,7 @@ fn run(
         .clock(engine_clock)
         .wait(wait)
         .journal(journal_dir, durability)
+        .journal_thread(journal_thread)
         .start()
     {
         Ok(engine) => engine,

@@ -38,7 +38,7 @@ pub use self::load::{Pace, Tally};
 pub use self::report::{write_hgrm, Latency, Report};
 pub use self::workload::{Op, Scenario, Workload};
 use crate::baseline::{self, Bank, BankConfig, BaselineJournal, MutexBank, OptimisticBank};
-use crate::engine::{Client, Engine, EngineError};
+use crate::engine::{Client, Engine, EngineError, JournalThread};
 use crate::journal::Durability;
 use crate::outcome::{InstrumentView, Reply};
 use crate::request::{InstrumentId, Request, Symbol};
@@ -115,6 +115,10 @@ pub struct Config {
     /// How the engine's idle threads wait: spin, yield or block (lmax only).
     #[arg(long, default_value = "block")]
     pub wait: WaitStrategy,
+    /// Which thread writes the engine's journal: flusher or business
+    /// (inline) (lmax only).
+    #[arg(long, default_value = "flusher")]
+    pub journal_thread: JournalThread,
     /// Pin the engine's business thread to the last core (lmax only; the
     /// baselines have no business thread).
     #[arg(long)]
@@ -149,6 +153,7 @@ impl Default for Config {
             durability: Durability::None,
             journal_dir: None,
             wait: WaitStrategy::Block,
+            journal_thread: JournalThread::default(),
             pin: false,
             rate: None,
             window: 256,
@@ -287,6 +292,9 @@ pub fn run(config: &Config, progress: bool) -> Result<Run, BenchError> {
         },
         rate: config.rate,
         wait: (config.engine == EngineKind::Lmax).then(|| config.wait.to_string()),
+        journal_thread: (config.engine == EngineKind::Lmax
+            && config.durability != Durability::None)
+            .then(|| config.journal_thread.to_string()),
         pinned: config.pin && config.engine == EngineKind::Lmax,
         seconds,
         ops_per_sec: answered as f64 / seconds.max(1e-9),
@@ -359,7 +367,9 @@ fn run_lmax(
         .pin_core(pin_core)
         .accounts_hint(workload.accounts as usize);
     if let Some(journal) = journal {
-        builder = builder.journal(&journal.path, config.durability);
+        builder = builder
+            .journal(&journal.path, config.durability)
+            .journal_thread(config.journal_thread);
     }
     let engine = builder
         .start()

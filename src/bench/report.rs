@@ -57,6 +57,8 @@ pub struct Report {
     pub rate: Option<u64>,
     /// How the lmax engine's idle threads waited (null for the baselines).
     pub wait: Option<String>,
+    /// Which thread wrote the lmax engine's journal (null without one).
+    pub journal_thread: Option<String>,
     pub pinned: bool,
     /// From the moment every gateway was released to the last outcome.
     pub seconds: f64,

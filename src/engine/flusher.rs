@@ -1,37 +1,37 @@
 //! The journal flusher: a thread that writes (and in `sync` mode
-//! fdatasyncs) the batches the business thread hands it, so the business
-//! thread goes on applying the next requests while the disk works.
+//! fdatasyncs) the inputs the business thread applied, then answers their
+//! clients, so the business thread goes on applying the next requests while
+//! the disk works and never waits for it.
 //!
-//! The business thread sends each group of applied inputs over a channel
-//! and holds their outcomes. The flusher takes everything queued, writes
-//! one frame per group, syncs once for all of them (group commit), publishes
-//! the last seq it made durable, and pushes a wake-up envelope into the
-//! request ring, the one queue the business thread waits on. Outcomes are
-//! released when the published seq covers them.
+//! The business thread sends each applied batch, inputs and outcomes, over
+//! a channel. The flusher takes everything queued, writes one frame per
+//! batch, syncs once for all of them (group commit), publishes the last seq
+//! it made durable (for snapshots), then puts every outcome on its client's
+//! response queue, waking each client once. This is the LMAX pipeline's
+//! journaller and publisher in one thread.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use crossbeam::channel::{self, Receiver, Sender};
 
-use super::{Envelope, Shared};
+use super::outbox::Responses;
+use super::Shared;
 use crate::journal::{Durability, JournalWriter};
-use crate::request::{Request, Stamped};
-use crate::ring::Producer;
-
-/// `Envelope::client` of the flusher's wake-up: not a client, never applied.
-pub(super) const FLUSHER_WAKE: u32 = u32::MAX;
+use crate::outcome::Outcome;
+use crate::request::Stamped;
 
 /// Which thread writes the journal.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum JournalThread {
     /// The business thread writes (and syncs) each group itself, then
-    /// releases its outcomes. In `sync` mode it waits out each fdatasync.
+    /// answers its clients. In `sync` mode it waits out each fdatasync.
     Business,
-    /// A flusher thread writes and syncs while the business thread applies
-    /// the next requests; outcomes are released when it reports back.
+    /// A flusher thread writes, syncs and answers while the business thread
+    /// applies the next requests.
     #[default]
     Flusher,
 }
@@ -59,6 +59,14 @@ impl std::str::FromStr for JournalThread {
     }
 }
 
+/// One applied batch: its inputs (consecutive seqs) and their outcomes, in
+/// the same order.
+#[derive(Default)]
+struct Group {
+    inputs: Vec<Stamped>,
+    outcomes: Vec<(u32, Outcome)>,
+}
+
 /// What the flusher tells the business thread.
 struct Progress {
     /// Highest seq written (async) or written and synced (sync).
@@ -69,8 +77,8 @@ struct Progress {
 
 /// The business thread's handle on the flusher.
 pub(super) struct Flusher {
-    groups: Option<Sender<Vec<Stamped>>>,
-    recycled: Receiver<Vec<Stamped>>,
+    groups: Option<Sender<Group>>,
+    recycled: Receiver<Group>,
     progress: Arc<Progress>,
     handle: Option<JoinHandle<JournalWriter>>,
     /// Highest seq handed over so far.
@@ -78,16 +86,11 @@ pub(super) struct Flusher {
 }
 
 impl Flusher {
-    /// Starts the flusher thread, which owns `writer` until [`Flusher::finish`].
-    /// `durable` is the last seq already in the journal; `wake` is a handle on
-    /// the request ring.
-    pub fn spawn(
-        writer: JournalWriter,
-        durable: u64,
-        wake: Producer<Envelope>,
-        shared: Arc<Shared>,
-    ) -> io::Result<Flusher> {
-        let (groups_tx, groups_rx) = channel::unbounded::<Vec<Stamped>>();
+    /// Starts the flusher thread, which owns `writer` until [`Flusher::finish`]
+    /// and answers every client from now on. `durable` is the last seq
+    /// already in the journal.
+    pub fn spawn(writer: JournalWriter, durable: u64, shared: Arc<Shared>) -> io::Result<Flusher> {
+        let (groups_tx, groups_rx) = channel::unbounded::<Group>();
         let (recycled_tx, recycled_rx) = channel::unbounded();
         let progress = Arc::new(Progress {
             durable: AtomicU64::new(durable),
@@ -97,14 +100,11 @@ impl Flusher {
         let handle = thread::Builder::new()
             .name("ringledger-flusher".into())
             .spawn(move || {
-                run(
-                    writer,
-                    &groups_rx,
-                    &recycled_tx,
-                    &thread_progress,
-                    &wake,
-                    &shared,
-                )
+                let writer = run(writer, &groups_rx, &recycled_tx, &thread_progress, &shared);
+                // Clients registered too late to be answered get an error
+                // instead of waiting.
+                drop(shared.registrations.lock().drain(..));
+                writer
             })?;
         Ok(Flusher {
             groups: Some(groups_tx),
@@ -115,18 +115,15 @@ impl Flusher {
         })
     }
 
-    /// Hands `inputs` (consecutive seqs) to the flusher and leaves an empty
-    /// vector, reused from an earlier group when one has come back, in its
-    /// place.
-    pub fn send(&mut self, inputs: &mut Vec<Stamped>) {
+    /// Hands over `inputs` and their `outcomes`, leaving empty vectors
+    /// (reused from an earlier group when one has come back) in their place.
+    pub fn send(&mut self, inputs: &mut Vec<Stamped>, outcomes: &mut Vec<(u32, Outcome)>) {
         let Some(last) = inputs.last().map(|s| s.stamp.seq) else {
             return;
         };
-        let empty = self
-            .recycled
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(inputs.capacity()));
-        let group = std::mem::replace(inputs, empty);
+        let mut group = self.recycled.try_recv().unwrap_or_default();
+        std::mem::swap(&mut group.inputs, inputs);
+        std::mem::swap(&mut group.outcomes, outcomes);
         self.sent = last;
         if let Some(groups) = &self.groups {
             // A send fails only if the flusher stopped on an error, which
@@ -159,42 +156,35 @@ impl Flusher {
             if round < 64 {
                 thread::yield_now();
             } else {
-                thread::sleep(std::time::Duration::from_micros(20));
+                thread::sleep(Duration::from_micros(20));
             }
             round = round.saturating_add(1);
         }
         true
     }
 
-    /// Lets the flusher write what it was sent, stops it and takes the
-    /// writer back. `drain_ring` keeps the request ring moving meanwhile, in
-    /// case the flusher is waiting for room to push its wake-up. None if the
-    /// flusher thread panicked.
-    pub fn finish(&mut self, mut drain_ring: impl FnMut()) -> Option<JournalWriter> {
+    /// Lets the flusher write and answer what it was sent, stops it and
+    /// takes the writer back. None if the flusher thread panicked.
+    pub fn finish(&mut self) -> Option<JournalWriter> {
         drop(self.groups.take());
-        let handle = self.handle.take()?;
-        while !handle.is_finished() {
-            drain_ring();
-            thread::yield_now();
-        }
-        handle.join().ok()
+        self.handle.take()?.join().ok()
     }
 }
 
 fn run(
     mut writer: JournalWriter,
-    groups: &Receiver<Vec<Stamped>>,
-    recycled: &Sender<Vec<Stamped>>,
+    groups: &Receiver<Group>,
+    recycled: &Sender<Group>,
     progress: &Progress,
-    wake: &Producer<Envelope>,
     shared: &Shared,
 ) -> JournalWriter {
     let syncs = writer.durability() == Durability::Sync;
-    let mut taken: Vec<Vec<Stamped>> = Vec::new();
+    let mut responses = Responses::new();
+    let mut taken: Vec<Group> = Vec::new();
     while let Ok(first) = groups.recv() {
         taken.push(first);
         taken.extend(groups.try_iter());
-        let mut written = taken.iter().try_for_each(|group| writer.append(group));
+        let mut written = taken.iter().try_for_each(|g| writer.append(&g.inputs));
         if written.is_ok() && syncs {
             written = writer.sync();
         }
@@ -203,28 +193,27 @@ fn run(
                 "journal write failed, nothing more is accepted: {e}"
             ));
             progress.failed.store(true, Ordering::Release);
-            let _ = wake.push(wake_envelope());
+            // Dropping `responses` closes every queue: clients get the failure.
             return writer;
         }
-        if let Some(last) = taken.iter().rev().find_map(|g| g.last()) {
+        if let Some(last) = taken.iter().rev().find_map(|g| g.inputs.last()) {
             progress.durable.store(last.stamp.seq, Ordering::Release);
         }
-        // Pushed after the store: a business thread that read the old value
-        // and went to sleep on the ring is woken by this.
-        let _ = wake.push(wake_envelope());
+        let newest = taken
+            .iter()
+            .flat_map(|g| g.outcomes.iter().map(|&(client, _)| client))
+            .max();
+        if let Some(newest) = newest {
+            responses.adopt_new_clients(shared, newest);
+        }
         for mut group in taken.drain(..) {
-            group.clear();
+            for (client, outcome) in group.outcomes.drain(..) {
+                responses.send(client, outcome);
+            }
+            group.inputs.clear();
             let _ = recycled.send(group);
         }
+        responses.wake_answered();
     }
     writer
-}
-
-fn wake_envelope() -> Envelope {
-    Envelope {
-        client: FLUSHER_WAKE,
-        session: 0,
-        req: 0,
-        request: Request::Balance { account: 0 },
-    }
 }

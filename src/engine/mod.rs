@@ -21,6 +21,7 @@ mod business;
 mod client;
 mod clock;
 mod flusher;
+mod outbox;
 mod rebater;
 
 use std::fmt;
@@ -361,23 +362,10 @@ impl EngineBuilder {
                 dir,
                 match self.journal_thread {
                     JournalThread::Business => business::Sink::Business(writer),
-                    JournalThread::Flusher => {
-                        let wake = shared
-                            .requests
-                            .lock()
-                            .as_ref()
-                            .map(Producer::clone)
-                            .ok_or(EngineError::Stopped)?;
-                        business::Sink::Flusher(
-                            flusher::Flusher::spawn(
-                                writer,
-                                ledger.last_seq(),
-                                wake,
-                                Arc::clone(&shared),
-                            )
+                    JournalThread::Flusher => business::Sink::Flusher(
+                        flusher::Flusher::spawn(writer, ledger.last_seq(), Arc::clone(&shared))
                             .map_err(EngineError::Io)?,
-                        )
-                    }
+                    ),
                 },
             )),
         };
