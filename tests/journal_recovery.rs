@@ -643,7 +643,9 @@ fn random_damage_to_journal_and_snapshots_never_panics() {
         }
     }
     drop(writer);
-    let files = dir_bytes(&template);
+    // The empty lock file holds no data to damage.
+    let mut files = dir_bytes(&template);
+    files.retain(|(path, _)| !path.ends_with(ringledger::journal::LOCK_FILE));
     let mut rng = Rng::new(18);
     for round in 0..300 {
         let dir = tmp.path().join(format!("round-{round}"));

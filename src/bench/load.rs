@@ -122,7 +122,7 @@ impl Gateway<'_> {
     }
 
     fn progressed(&self, done: u64) {
-        if done % PROGRESS_EVERY == 0 {
+        if done.is_multiple_of(PROGRESS_EVERY) {
             self.progress.fetch_add(PROGRESS_EVERY, Ordering::Relaxed);
         }
     }

@@ -146,7 +146,7 @@ impl Workload {
         let account = (h >> 24) % self.accounts;
         match self.scenario {
             Scenario::Deposit => Op::Deposit { account, amount },
-            Scenario::HotWallet if h % 2 == 0 => Op::Deposit { account: 0, amount },
+            Scenario::HotWallet if h.is_multiple_of(2) => Op::Deposit { account: 0, amount },
             Scenario::HotWallet => Op::Withdraw { account: 0, amount },
             Scenario::Mixed => match h % 10 {
                 0..=3 => Op::Deposit { account, amount },
@@ -166,13 +166,13 @@ impl Workload {
                 let reservation = ((gateway as u64) << RESERVATION_GATEWAY_SHIFT) | (index / 2);
                 let r = mix(reservation);
                 let qty = 1 + r % QTY_MAX;
-                if index % 2 == 0 {
+                if index.is_multiple_of(2) {
                     Op::Reserve {
                         reservation,
                         account: (r >> 16) % self.accounts,
                         qty,
                     }
-                } else if (r >> 8) % 5 == 0 {
+                } else if (r >> 8).is_multiple_of(5) {
                     Op::Cancel { reservation }
                 } else {
                     Op::Confirm { reservation, qty }

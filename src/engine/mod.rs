@@ -250,6 +250,10 @@ impl EngineBuilder {
     /// turns journaling off). If `dir` already holds a journal, the engine
     /// first recovers from it (newest valid snapshot + journal tail) and
     /// dispatches again every rebate still owed.
+    ///
+    /// The engine holds `dir`'s lock (`dir/LOCK`, see [`journal::lock_dir`])
+    /// from `start` until it has shut down: a second engine or process on
+    /// the same directory fails to start with [`JournalError::Locked`].
     pub fn journal(mut self, dir: impl Into<PathBuf>, durability: Durability) -> Self {
         self.journal = (durability != Durability::None).then(|| (dir.into(), durability));
         self
@@ -317,13 +321,17 @@ impl EngineBuilder {
                     durability: *durability,
                     segment_bytes: self.segment_bytes,
                 };
+                // One lock from before the first read to the writer's end
+                // (it owns the lock), so no other writer gets in between.
+                let lock = journal::lock_dir(dir).map_err(EngineError::Journal)?;
                 journal::check_scale(dir, self.scale.places()).map_err(EngineError::Journal)?;
-                let recovered =
-                    journal::recover(dir, self.ledger_config).map_err(EngineError::Journal)?;
+                let recovered = journal::recover_locked(&lock, self.ledger_config)
+                    .map_err(EngineError::Journal)?;
                 for warning in &recovered.warnings {
                     eprintln!("ringledger: journal recovery: {warning}");
                 }
-                let writer = JournalWriter::open(dir, config).map_err(EngineError::Journal)?;
+                let writer =
+                    JournalWriter::open_locked(lock, config).map_err(EngineError::Journal)?;
                 (recovered.ledger, Some((dir.clone(), writer)))
             }
         };

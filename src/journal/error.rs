@@ -34,6 +34,10 @@ pub enum JournalError {
         found: u32,
         supported: u32,
     },
+    /// Another process, or another engine or writer in this process, holds
+    /// the lock on this journal directory (its `LOCK` file). Nothing was
+    /// changed.
+    Locked { dir: PathBuf },
 }
 
 impl JournalError {
@@ -115,6 +119,13 @@ impl fmt::Display for JournalError {
                  open it with the build that wrote it",
                 file.display()
             ),
+            JournalError::Locked { dir } => write!(
+                f,
+                "journal directory {} is in use by another process or engine (it holds the lock on {}); \
+                 nothing was changed. Stop the other one first, or use another journal directory",
+                dir.display(),
+                dir.join(super::lock::LOCK_FILE).display()
+            ),
         }
     }
 }
@@ -132,6 +143,7 @@ impl From<JournalError> for io::Error {
     fn from(e: JournalError) -> io::Error {
         let kind = match &e {
             JournalError::Io { source, .. } => source.kind(),
+            JournalError::Locked { .. } => io::ErrorKind::ResourceBusy,
             _ => io::ErrorKind::InvalidData,
         };
         io::Error::new(kind, e)

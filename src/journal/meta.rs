@@ -14,6 +14,9 @@ pub const META_FILE: &str = "ringledger.meta";
 
 /// Records `scale` for a new journal directory, or checks it against the
 /// scale the directory was written with.
+///
+/// Writes the file only when it is missing; takes no lock, so call it while
+/// holding the directory's lock ([`super::lock_dir`]), as the engine does.
 pub fn check_scale(dir: impl AsRef<Path>, scale: u32) -> Result<(), JournalError> {
     let dir = dir.as_ref();
     let path = dir.join(META_FILE);

@@ -17,28 +17,46 @@
 //!   version, last seq, payload length and CRC, header CRC) and the bincode
 //!   of the whole [`crate::Ledger`].
 //!
+//! - `dir/LOCK`: an empty file whose exclusive advisory lock (`flock`) marks
+//!   the one party allowed to modify the directory (see below).
+//!
 //! Recovery ([`recover`]) = newest valid snapshot + records after it. Bad
 //! bytes at the very end of the last segment are a torn tail and are zeroed
 //! with a warning; bad bytes with valid data after them are corruption and
 //! stop recovery without touching the disk.
 //!
+//! One writer per directory: whatever may modify it holds the lock on
+//! `dir/LOCK` ([`lock_dir`] → [`DirLock`]). [`recover`] takes it for its own
+//! duration; a [`JournalWriter`] holds it from open until dropped, and its
+//! owner is the one that writes snapshots ([`write_snapshot`]) and prunes
+//! ([`prune`]); those two, and [`check_scale`], take no lock themselves and
+//! are for the lock holder only. A second locker gets
+//! [`JournalError::Locked`] and changes nothing. The kernel releases the lock
+//! when the holder exits or is killed. Readers ([`replay`], [`read_records`])
+//! take no lock and never write, so they may read a live journal.
+//!
+//! Take the lock once to recover and then append, so no other writer can get
+//! in between:
+//!
 //! ```no_run
-//! use ringledger::journal::{recover, JournalConfig, JournalWriter};
+//! use ringledger::journal::{lock_dir, recover_locked, JournalConfig, JournalWriter};
 //! use ringledger::LedgerConfig;
 //!
-//! let dir = "data/journal";
-//! let recovered = recover(dir, LedgerConfig::default())?;
+//! let lock = lock_dir("data/journal")?; // JournalError::Locked if in use
+//! let recovered = recover_locked(&lock, LedgerConfig::default())?;
 //! for warning in &recovered.warnings {
 //!     eprintln!("warning: {warning}");
 //! }
 //! let mut ledger = recovered.ledger;
-//! let mut journal = JournalWriter::open(dir, JournalConfig::default())?;
+//! let mut journal = JournalWriter::open_locked(lock, JournalConfig::default())?;
 //! // per drained batch: journal.commit(&batch)?; ledger.apply_batch(&batch, ..);
+//! // now and then, after journal.sync()?: write_snapshot(journal.dir(), &ledger)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod error;
 mod format;
+mod lock;
 mod meta;
 mod recover;
 mod scan;
@@ -50,8 +68,11 @@ use std::str::FromStr;
 
 pub use self::error::JournalError;
 pub use self::format::{FORMAT_VERSION, FRAME_BODY_BYTES_MAX};
+pub use self::lock::{lock_dir, DirLock, LOCK_FILE};
 pub use self::meta::{check_scale, META_FILE};
-pub use self::recover::{read_records, recover, replay, Records, Recovered, Replay};
+pub use self::recover::{
+    read_records, recover, recover_locked, replay, Records, Recovered, Replay,
+};
 pub use self::snapshot::{prune, write_snapshot};
 pub use self::writer::{JournalWriter, SEGMENT_BYTES_MIN};
 

@@ -2,13 +2,15 @@
 //! after it, in frames, through `Ledger::apply_batch`. Also the read-only
 //! paths: `replay` for audits and timing, `read_records` for `inspect`.
 
-use std::fs::OpenOptions;
+use std::fs::{self, OpenOptions};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::error::JournalError;
 use super::format::Frame;
+use super::lock::{lock_dir, DirLock};
 use super::scan::{decode_frame, list_segments, Scanner, TornTail};
 use super::snapshot::load_newest;
 use crate::ledger::{Ledger, LedgerConfig};
@@ -50,8 +52,37 @@ impl Replay {
 /// are zeroed (the file keeps its preallocated length) and a warning names
 /// the file and offset. Anything else bad stops recovery with
 /// [`JournalError::Corrupt`] before a single byte is changed.
+///
+/// Because it may write, it takes the directory's lock ([`lock_dir`]) for its
+/// duration and returns [`JournalError::Locked`], reading nothing, if another
+/// process or writer holds it; it releases the lock on return. To recover and
+/// then append with no other writer slipping in between, take the lock once
+/// and use [`recover_locked`] and [`JournalWriter::open_locked`]. A `dir` that
+/// does not exist gives an empty Ledger and is not created.
+///
+/// [`JournalWriter::open_locked`]: super::JournalWriter::open_locked
 pub fn recover(dir: impl AsRef<Path>, config: LedgerConfig) -> Result<Recovered, JournalError> {
-    let (mut recovered, torn, _) = rebuild(dir.as_ref(), config, true)?;
+    let dir = dir.as_ref();
+    match fs::metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Recovered {
+                ledger: Ledger::new(config),
+                snapshot_seq: 0,
+                records_replayed: 0,
+                warnings: Vec::new(),
+            })
+        }
+        Err(e) => return Err(JournalError::io(dir, "read the journal directory", e)),
+        Ok(_) => {}
+    }
+    recover_locked(&lock_dir(dir)?, config)
+}
+
+/// [`recover`] for the holder of the directory's lock: rebuilds the Ledger
+/// from `lock.dir()` and zeroes a torn tail, without taking or releasing the
+/// lock.
+pub fn recover_locked(lock: &DirLock, config: LedgerConfig) -> Result<Recovered, JournalError> {
+    let (mut recovered, torn, _) = rebuild(lock.dir(), config, true)?;
     if let Some(torn) = torn {
         zero_tail(&torn)?;
         recovered
@@ -63,6 +94,10 @@ pub fn recover(dir: impl AsRef<Path>, config: LedgerConfig) -> Result<Recovered,
 
 /// Rebuilds the Ledger like [`recover`] but never writes: a torn tail is only
 /// reported. `from_snapshot: false` replays the whole journal from seq 1.
+///
+/// Takes no lock, so it may read a journal a live writer is appending to:
+/// it sees a prefix, and a frame being written may show up as a torn tail
+/// (reported, left alone).
 pub fn replay(
     dir: impl AsRef<Path>,
     config: LedgerConfig,
@@ -167,8 +202,9 @@ fn zero_tail(torn: &TornTail) -> Result<(), JournalError> {
 }
 
 /// Streams journal records with seq ≥ `from_seq`, for `inspect` and audits.
-/// Read-only. Ends quietly at a torn tail (see [`Records::torn_tail`]);
-/// yields one `Err` and then stops at corruption.
+/// Read-only and lock-free like [`replay`], so safe on a live journal. Ends
+/// quietly at a torn tail (see [`Records::torn_tail`]); yields one `Err` and
+/// then stops at corruption.
 pub fn read_records(dir: impl AsRef<Path>, from_seq: u64) -> Result<Records, JournalError> {
     Ok(Records {
         scanner: Scanner::new(list_segments(dir.as_ref())?, from_seq.saturating_sub(1)),

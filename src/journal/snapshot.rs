@@ -28,6 +28,11 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 /// the journal records it covers are still in the page cache is still
 /// correct (recovery starts from it), but the journal then has a hole that
 /// only this snapshot covers.
+///
+/// Takes no lock: call it only while holding `dir`'s lock, i.e. as the owner
+/// of the directory's [`super::JournalWriter`] (pass [`super::JournalWriter::dir`])
+/// or of a [`super::DirLock`]. A snapshot written beside another process's
+/// live journal would become that journal's recovery starting point.
 pub fn write_snapshot(dir: impl AsRef<Path>, ledger: &Ledger) -> io::Result<PathBuf> {
     let dir = dir.as_ref();
     fs::create_dir_all(dir)?;
@@ -152,6 +157,9 @@ pub(crate) fn load_newest(
 /// Recovery falls back to an older snapshot if the newest is damaged; that
 /// fallback needs the segments after the older one, so prune to the
 /// second-newest snapshot's seq if you want that safety net.
+///
+/// Takes no lock: call it only while holding `dir`'s lock (as the owner of
+/// its [`super::JournalWriter`] or of a [`super::DirLock`]).
 pub fn prune(dir: impl AsRef<Path>, upto_seq: u64) -> Result<Vec<PathBuf>, JournalError> {
     let dir = dir.as_ref();
     let covered = list_numbered(dir, ".snap")?

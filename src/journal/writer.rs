@@ -9,6 +9,7 @@ use std::thread::{self, JoinHandle};
 
 use super::error::JournalError;
 use super::format::{encode_frame, segment_header, SEGMENT_HEADER_BYTES};
+use super::lock::DirLock;
 use super::scan::{list_segments, segment_name, Scanner};
 use super::snapshot::sync_dir;
 use super::{Durability, JournalConfig};
@@ -23,11 +24,19 @@ const SPARE_NAME: &str = "next.seg.spare";
 
 /// Appends batches to the journal in `dir`. Owned by the business thread.
 ///
+/// It holds the directory's lock ([`DirLock`]) from open until it is dropped,
+/// so its owner is the one party entitled to write snapshots into the
+/// directory and prune it while it lives (see [`Self::dir`]).
+///
 /// In [`Durability::None`] mode it touches no files and every call is a
 /// no-op, so the engine can hold one unconditionally.
 #[derive(Debug)]
 pub struct JournalWriter {
     dir: PathBuf,
+    /// Held until the writer is dropped (released after `Drop::drop` has
+    /// joined the helper threads and removed the spare). None only in
+    /// `Durability::None` mode opened by path.
+    lock: Option<DirLock>,
     config: JournalConfig,
     segment: Option<(File, PathBuf)>,
     /// Where the next frame goes in the current segment.
@@ -55,39 +64,34 @@ impl JournalWriter {
     /// Opens the journal in `dir` (created if missing) for appending after
     /// its last valid record. Refuses a journal whose tail is torn: run
     /// [`super::recover`] first, which truncates it.
+    ///
+    /// Takes the directory's lock ([`super::lock_dir`]) and keeps it until
+    /// the writer is dropped; [`JournalError::Locked`] if another process or
+    /// writer holds it. [`Durability::None`] takes no lock and touches no
+    /// files. To recover first under the same lock, see [`Self::open_locked`].
     pub fn open(
         dir: impl AsRef<Path>,
         config: JournalConfig,
     ) -> Result<JournalWriter, JournalError> {
-        let dir = dir.as_ref().to_path_buf();
-        let mut writer = JournalWriter {
-            dir,
-            config,
-            segment: None,
-            write_at: 0,
-            next_seq: None,
-            dirty: false,
-            frame: Vec::new(),
-            spare: None,
-            previous_sync: None,
-            poisoned: None,
-        };
+        if config.durability == Durability::None {
+            return Ok(JournalWriter::new(dir.as_ref().to_path_buf(), None, config));
+        }
+        check_segment_bytes(dir.as_ref(), config)?;
+        JournalWriter::open_locked(super::lock_dir(dir)?, config)
+    }
+
+    /// [`Self::open`] in the directory `lock` holds, keeping the lock until
+    /// the writer is dropped. Used after [`super::recover_locked`] with the
+    /// same lock, so no other writer can touch the directory in between.
+    pub fn open_locked(
+        lock: DirLock,
+        config: JournalConfig,
+    ) -> Result<JournalWriter, JournalError> {
+        let mut writer = JournalWriter::new(lock.dir().to_path_buf(), Some(lock), config);
         if config.durability == Durability::None {
             return Ok(writer);
         }
-        if config.segment_bytes < SEGMENT_BYTES_MIN {
-            return Err(JournalError::io(
-                &writer.dir,
-                "open journal",
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "segment size {} bytes is below the minimum of {SEGMENT_BYTES_MIN}",
-                        config.segment_bytes
-                    ),
-                ),
-            ));
-        }
+        check_segment_bytes(&writer.dir, config)?;
         fs::create_dir_all(&writer.dir)
             .map_err(|e| JournalError::io(&writer.dir, "create journal directory", e))?;
         let spare = writer.dir.join(SPARE_NAME);
@@ -131,8 +135,37 @@ impl JournalWriter {
         Ok(writer)
     }
 
+    fn new(dir: PathBuf, lock: Option<DirLock>, config: JournalConfig) -> JournalWriter {
+        JournalWriter {
+            dir,
+            lock,
+            config,
+            segment: None,
+            write_at: 0,
+            next_seq: None,
+            dirty: false,
+            frame: Vec::new(),
+            spare: None,
+            previous_sync: None,
+            poisoned: None,
+        }
+    }
+
     pub fn durability(&self) -> Durability {
         self.config.durability
+    }
+
+    /// The journal directory. While the writer lives it holds the
+    /// directory's lock, so its owner (and only its owner) may call
+    /// [`super::write_snapshot`] and [`super::prune`] on this directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The directory lock this writer holds (None only in
+    /// [`Durability::None`] mode when opened by path).
+    pub fn lock(&self) -> Option<&DirLock> {
+        self.lock.as_ref()
     }
 
     /// The seq the next appended batch must start with, once known.
@@ -334,6 +367,23 @@ fn make_spare(path: &Path, config: JournalConfig) -> io::Result<File> {
     }
     file.sync_all()?;
     Ok(file)
+}
+
+fn check_segment_bytes(dir: &Path, config: JournalConfig) -> Result<(), JournalError> {
+    if config.segment_bytes >= SEGMENT_BYTES_MIN {
+        return Ok(());
+    }
+    Err(JournalError::io(
+        dir,
+        "open journal",
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "segment size {} bytes is below the minimum of {SEGMENT_BYTES_MIN}",
+                config.segment_bytes
+            ),
+        ),
+    ))
 }
 
 fn check_batch_seqs(batch: &[Stamped], first: u64, next_seq: Option<u64>) -> io::Result<()> {
