@@ -46,7 +46,7 @@ fn run_lines(dir: &Path, durability: &str, lines: &[&str]) -> Vec<Value> {
         .collect()
 }
 
-fn crash_and_recover(durability: &str) {
+fn crash_and_recover(durability: &str, journal_thread: &str) {
     const DEPOSITS: u64 = 50_000;
     const KILL_AFTER: usize = 3_000;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -54,6 +54,7 @@ fn crash_and_recover(durability: &str) {
         .args(["run", "--journal-dir"])
         .arg(dir.path())
         .args(["--durability", durability])
+        .args(["--journal-thread", journal_thread])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -169,12 +170,22 @@ fn crash_and_recover(durability: &str) {
 
 #[test]
 fn sigkill_in_async_mode_loses_nothing_acknowledged_and_rebates_once() {
-    crash_and_recover("async");
+    crash_and_recover("async", "business");
 }
 
 #[test]
 fn sigkill_in_sync_mode_loses_nothing_acknowledged_and_rebates_once() {
-    crash_and_recover("sync");
+    crash_and_recover("sync", "business");
+}
+
+#[test]
+fn sigkill_with_the_flusher_in_async_mode_loses_nothing_acknowledged() {
+    crash_and_recover("async", "flusher");
+}
+
+#[test]
+fn sigkill_with_the_flusher_in_sync_mode_loses_nothing_acknowledged() {
+    crash_and_recover("sync", "flusher");
 }
 
 #[test]
