@@ -256,6 +256,39 @@ fn a_reopened_writer_continues_after_the_last_record() {
     assert_eq!(again.ledger.digest(), live_digest(&batches));
 }
 
+/// A frame larger than a whole segment gets a segment of its own size; a
+/// writer reopened with another segment size fills the existing segment to
+/// its real length before rolling.
+#[test]
+fn frames_larger_than_a_segment_and_a_changed_segment_size_lose_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("journal");
+    // Batches of up to 40 records (~2 KiB) into 512-byte segments.
+    let mut batches = write_journal(&dir, 5, 30, 40, 512);
+    assert!(
+        segments(&dir).len() >= 25,
+        "oversize frames get their own segments"
+    );
+    for (size, seed) in [(1u64 << 20, 6), (600, 7), (1 << 16, 8)] {
+        let recovered = recover(&dir, CONFIG).unwrap();
+        assert_eq!(recovered.ledger.digest(), live_digest(&batches));
+        let mut workload = Workload::resume(seed, recovered.ledger.last_seq());
+        let mut writer = JournalWriter::open(&dir, config(size)).unwrap();
+        for len in [1, 3, 30, 2] {
+            let more = workload.batch(len);
+            writer.append(&more).unwrap();
+            batches.push(more);
+        }
+        writer.sync().unwrap();
+    }
+    let recovered = recover(&dir, CONFIG).unwrap();
+    assert!(recovered.warnings.is_empty(), "{:?}", recovered.warnings);
+    assert_eq!(recovered.records_replayed, total(&batches));
+    assert_eq!(recovered.ledger.digest(), live_digest(&batches));
+    let read: Vec<Stamped> = read_records(&dir, 1).unwrap().map(Result::unwrap).collect();
+    assert_eq!(read, batches.concat());
+}
+
 #[test]
 fn the_writer_refuses_to_write_a_seq_twice_or_out_of_order() {
     let tmp = tempfile::tempdir().unwrap();

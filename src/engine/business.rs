@@ -80,6 +80,7 @@ impl Business {
         }
         let on_flusher = matches!(self.journal, Some((_, Sink::Flusher(_))));
         let journaling = self.journal.is_some();
+        let group_every_batch = !self.syncs_inline();
         // Who answers clients: this thread, unless the flusher does.
         let mut responses = (!on_flusher).then(Responses::new);
         let mut held: Vec<(u32, Outcome)> = Vec::with_capacity(self.batch_max);
@@ -198,10 +199,13 @@ impl Business {
                 continue;
             }
             inputs.extend_from_slice(&batch);
-            // The flusher gets every batch at once, so its disk work overlaps
-            // the next batch's apply; inline, inputs gather until the ring
-            // runs dry or a batch's worth is held.
-            if (on_flusher || inputs.len() >= self.batch_max)
+            // Every batch is journaled at once, except inline in sync mode:
+            // the flusher's disk work then overlaps the next batch's apply,
+            // and an inline async write is a copy into the page cache (no
+            // system call), cheaper than holding the outcomes. Inline sync
+            // writes wait for an fdatasync each, so there inputs gather until
+            // the ring runs dry (plus a linger) or a batch's worth is held.
+            if (group_every_batch || inputs.len() >= self.batch_max)
                 && !self.journal_held(&shared, &mut inputs, &mut held, responses.as_mut())
             {
                 break;
