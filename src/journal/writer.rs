@@ -1,15 +1,21 @@
-//! The append side: one frame per drained batch, copied into a memory map
-//! of a preallocated segment, `msync` on demand.
+//! The append side: one frame per drained batch into a preallocated
+//! segment; `fdatasync` on demand.
 //!
-//! Why a map rather than `pwrite`: a frame becomes durable against a process
-//! crash the moment it is in the page cache, and a store into a shared file
-//! map puts it there with no system call. `pwrite` paid ~4 us per small
-//! frame here (syscall, page lookup, dirty accounting), which, with the
-//! small groups smart batching makes when the business thread keeps up,
-//! was most of the `async` journal's cost. The spare segment is zero-filled
-//! with real writes (so its blocks are allocated and a store can never hit
-//! a full disk), synced, mapped and its pages touched on a helper thread,
-//! so the business thread's stores do not even fault.
+//! How a frame gets there depends on the durability mode:
+//! - `async`: copied into a shared memory map of the segment. The `async`
+//!   promise (survive a process crash) holds the moment the bytes are in the
+//!   page cache, and a store into a shared file map puts them there with no
+//!   system call. `pwrite` cost ~4 us per small frame here (syscall, page
+//!   lookup, dirty accounting); with the small groups smart batching makes
+//!   when the business thread keeps up, that was most of the journal's cost
+//!   (engine bench, 1 gateway: 3.8M req/s with `pwrite`, 7.4-8.0M mapped).
+//!   The spare segment's blocks are allocated, and its pages mapped and
+//!   touched on a helper thread, so the business thread's stores neither
+//!   fault nor can meet a full disk.
+//! - `sync`: one `pwrite` per frame, then `fdatasync`. Writing back pages
+//!   dirtied through a map made each fdatasync ~5x slower here (p50 0.6-0.7
+//!   ms instead of 0.12 ms after 64 KiB, same disk, alternating runs), far
+//!   more than a `pwrite` costs.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -142,7 +148,7 @@ impl JournalWriter {
             .read(true)
             .write(true)
             .open(&last.path)
-            .and_then(|file| Segment::map(file, last.path.clone()))
+            .and_then(|file| Segment::open(file, last.path.clone(), config.durability))
             .map_err(|e| JournalError::io(&last.path, "open segment for appending", e))?;
         writer.segment = Some(segment);
         writer.write_at = write_at;
@@ -218,21 +224,16 @@ impl JournalWriter {
         let fits = self
             .segment
             .as_ref()
-            .is_some_and(|s| self.write_at + frame_bytes <= s.map.len() as u64);
+            .is_some_and(|s| self.write_at + frame_bytes <= s.bytes);
         if !fits || self.next_seq != Some(first) {
             self.roll(first, frame_bytes)?;
         }
-        let at = self.write_at as usize;
-        let slot = self
-            .segment
-            .as_mut()
-            .and_then(|s| s.map.get_mut(at..at + self.frame.len()));
-        match slot {
-            Some(slot) => slot.copy_from_slice(&self.frame),
-            None => {
-                let e = io::Error::other("the frame does not fit the segment after a roll");
-                return Err(self.poison("write", e));
-            }
+        let written = match &mut self.segment {
+            Some(segment) => segment.write(&self.frame, self.write_at),
+            None => Err(io::Error::other("no open segment after roll")),
+        };
+        if let Err(e) = written {
+            return Err(self.poison("write", e));
         }
         self.write_at += frame_bytes;
         self.next_seq = Some(first + batch.len() as u64);
@@ -240,11 +241,10 @@ impl JournalWriter {
         Ok(())
     }
 
-    /// msync of what was appended to the current segment since the last
+    /// fdatasync of what was appended to the current segment since the last
     /// sync (the `sync` promise: everything appended so far survives power
-    /// loss; Linux's msync(MS_SYNC) is an fdatasync of that byte range).
-    /// Call once per batch for group commit. Cheap when nothing was appended
-    /// since the last call.
+    /// loss). Call once per batch for group commit. Cheap when nothing was
+    /// appended since the last call.
     pub fn sync(&mut self) -> io::Result<()> {
         self.check_usable()?;
         self.finish_previous_sync()?;
@@ -252,10 +252,8 @@ impl JournalWriter {
             return Ok(());
         }
         if let Some(segment) = &self.segment {
-            let from = self.synced_to as usize;
-            let len = (self.write_at - self.synced_to) as usize;
-            if let Err(e) = segment.map.flush_range(from, len) {
-                return Err(self.poison("msync", e));
+            if let Err(e) = segment.sync(self.synced_to, self.write_at) {
+                return Err(self.poison("fdatasync", e));
             }
         }
         self.synced_to = self.write_at;
@@ -324,7 +322,7 @@ impl JournalWriter {
         let spare_path = self.dir.join(SPARE_NAME);
         let needed = SEGMENT_HEADER_BYTES as u64 + frame_bytes;
         let mut segment = match self.spare.take().map(JoinHandle::join) {
-            Some(Ok(Ok(spare))) if spare.map.len() as u64 >= needed => spare,
+            Some(Ok(Ok(spare))) if spare.bytes >= needed => spare,
             // No spare yet, making it failed (make it here, so a real I/O
             // error surfaces on this call), or one frame is larger than a
             // whole segment (this one gets a segment of its own size).
@@ -334,12 +332,9 @@ impl JournalWriter {
                 self.config.durability,
             )?,
         };
-        // Through the map, and synced as a range: an fdatasync of the whole
-        // file would also write back (and so write-protect again) every
-        // page `make_spare` touched.
         let header = segment_header(first_seq);
-        segment.map[..header.len()].copy_from_slice(&header);
-        segment.map.flush_range(0, header.len())?;
+        segment.write(&header, 0)?;
+        segment.sync(0, header.len() as u64)?;
         fs::rename(&spare_path, &path)?;
         sync_dir(&self.dir)?;
         segment.path = path;
@@ -394,53 +389,94 @@ impl Drop for JournalWriter {
     }
 }
 
-/// A segment file and its shared, writable map.
+/// A segment file, and in `async` mode its shared, writable map.
 #[derive(Debug)]
 struct Segment {
     file: File,
     path: PathBuf,
-    map: MmapMut,
+    /// The file's length: frames go below it.
+    bytes: u64,
+    map: Option<MmapMut>,
 }
 
 impl Segment {
-    /// Maps all of `file` (opened read-write).
-    fn map(file: File, path: PathBuf) -> io::Result<Segment> {
-        // SAFETY: the map is only sound while no one else truncates or
-        // rewrites the file under it. Segments live in a directory this
-        // writer holds the lock of (`DirLock`), so no other ringledger
-        // writer touches them, and this writer never truncates a mapped
-        // segment: it only stores frames at offsets it checked against the
-        // map's length. (A process outside the lock that truncated a segment
-        // would make the next store fault, as with any mapped file.)
-        let map = unsafe { MmapOptions::new().map_mut(&file)? };
-        Ok(Segment { file, path, map })
+    /// An existing segment (opened read-write) to append to.
+    fn open(file: File, path: PathBuf, durability: Durability) -> io::Result<Segment> {
+        let bytes = file.metadata()?.len();
+        let map = match durability {
+            Durability::Async => Some(map(&file, false)?),
+            _ => None,
+        };
+        Ok(Segment {
+            file,
+            path,
+            bytes,
+            map,
+        })
     }
 
-    /// [`Segment::map`], with the pages read in and mapped up front
-    /// (MAP_POPULATE): one call instead of a fault per page.
-    fn map_populated(file: File, path: PathBuf) -> io::Result<Segment> {
-        // SAFETY: as in `Segment::map`; this segment is the writer's spare,
-        // which no reader even lists until the writer renames it.
-        let map = unsafe { MmapOptions::new().populate().map_mut(&file)? };
-        Ok(Segment { file, path, map })
+    /// Stores `bytes` at `at`, which the caller checked against `self.bytes`.
+    fn write(&mut self, bytes: &[u8], at: u64) -> io::Result<()> {
+        let Some(map) = &mut self.map else {
+            return self.file.write_all_at(bytes, at);
+        };
+        let at = at as usize;
+        match map.get_mut(at..at + bytes.len()) {
+            Some(slot) => {
+                slot.copy_from_slice(bytes);
+                Ok(())
+            }
+            None => Err(io::Error::other(format!(
+                "{} bytes at offset {at} do not fit the {}-byte segment",
+                bytes.len(),
+                map.len()
+            ))),
+        }
+    }
+
+    /// Makes `[from, to)` durable. Through the map, only that range is
+    /// synced (msync is an fdatasync of a range on Linux): an fdatasync of
+    /// the whole file would also write back, and write-protect again, every
+    /// page `make_spare` touched.
+    fn sync(&self, from: u64, to: u64) -> io::Result<()> {
+        match &self.map {
+            Some(map) => map.flush_range(from as usize, (to - from) as usize),
+            None => self.file.sync_data(),
+        }
     }
 }
 
-/// A file of `bytes` zeros with its blocks allocated, synced with its size,
-/// then mapped with every page touched.
+/// Maps all of `file` (opened read-write), shared and writable.
+fn map(file: &File, populate: bool) -> io::Result<MmapMut> {
+    let mut options = MmapOptions::new();
+    if populate {
+        // Pages read in and mapped in one call, not one fault per page.
+        options.populate();
+    }
+    // SAFETY: the map is only sound while no one else truncates or rewrites
+    // the file under it. Segments live in a directory this writer holds the
+    // lock of (`DirLock`), so no other ringledger writer touches them, and
+    // this writer never truncates a mapped segment: it stores frames only at
+    // offsets checked against the map's length. (A process outside the lock
+    // that truncated a segment would make the next store fault, as with any
+    // mapped file.)
+    unsafe { options.map_mut(file) }
+}
+
+/// A file of `bytes` zeros with its blocks allocated, synced with its size.
 ///
-/// Allocated blocks mean a store through the map can never meet a full
-/// disk. In `sync` mode the zeros are written for real, because a sync after
-/// overwriting written blocks has no metadata to commit (measured here:
-/// fdatasync ~0.22 ms p50 over written zeros, ~0.48 ms when appending). In
-/// `async` mode nobody waits for a sync, so `fallocate` reserves the blocks
-/// without writing 64 MiB of zeros per segment (which cost a quarter of all
-/// CPU time at 6M records/s on two cores). Touching each page (a store of
-/// the zero it already holds) takes the page faults here, on the helper
-/// thread, instead of in the business thread's first store to each page.
-/// Those pages are dirty now; a sync flushes only the byte range written
-/// since the last one, and the background sync of a finished segment
-/// writes the rest.
+/// Allocated blocks mean a write can never meet a full disk. In `sync` mode
+/// the zeros are written for real, because an fdatasync after overwriting
+/// written blocks has no metadata to commit (measured here: ~0.12 ms p50
+/// after 64 KiB, ~0.18 ms when appending to a growing file). In `async` mode
+/// nobody waits for a sync, so `fallocate` reserves the blocks without
+/// writing 64 MiB of zeros per segment (which took a quarter of all CPU time
+/// at 6M records/s on two cores); the file is then mapped and each page
+/// touched (a store of the zero it already holds), taking the page faults
+/// here, on the helper thread, instead of in the business thread's first
+/// store to each page. Those pages are dirty now; a sync flushes only the
+/// range written since the last one, and the background sync of a finished
+/// segment writes the rest.
 fn make_spare(path: &Path, bytes: u64, durability: Durability) -> io::Result<Segment> {
     let file = OpenOptions::new()
         .read(true)
@@ -454,17 +490,28 @@ fn make_spare(path: &Path, bytes: u64, durability: Durability) -> io::Result<Seg
         allocate(&file, bytes)?;
     }
     file.sync_all()?;
-    let mut segment = Segment::map_populated(file, path.to_path_buf())?;
-    const PAGE: usize = 4096;
-    for at in (0..segment.map.len()).step_by(PAGE) {
-        // A volatile store, so the compiler keeps it although it writes
-        // the value already there.
-        let byte: *mut u8 = &mut segment.map[at];
-        // SAFETY: `byte` points into the map, which is live and borrowed
-        // mutably here; u8 has no alignment requirement.
-        unsafe { byte.write_volatile(0) };
-    }
-    Ok(segment)
+    let map = match durability {
+        Durability::Sync => None,
+        _ => {
+            let mut map = map(&file, true)?;
+            const PAGE: usize = 4096;
+            for at in (0..map.len()).step_by(PAGE) {
+                // A volatile store, so the compiler keeps it although it
+                // writes the value already there.
+                let byte: *mut u8 = &mut map[at];
+                // SAFETY: `byte` points into the map, which is live and
+                // borrowed mutably here; u8 has no alignment requirement.
+                unsafe { byte.write_volatile(0) };
+            }
+            Some(map)
+        }
+    };
+    Ok(Segment {
+        file,
+        path: path.to_path_buf(),
+        bytes,
+        map,
+    })
 }
 
 /// Reserves `bytes` of blocks for `file` (reading as zeros) without writing them.
