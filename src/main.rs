@@ -67,9 +67,9 @@ enum Command {
         /// How idle threads wait: spin, yield or block.
         #[arg(long, default_value = "block")]
         wait: WaitStrategy,
-        /// Which thread writes the journal: flusher (its own thread, while
-        /// the business thread goes on) or business (inline).
-        #[arg(long, default_value = "flusher")]
+        /// Which thread writes the journal: business (inline, the default)
+        /// or flusher (its own thread, while the business thread goes on).
+        #[arg(long, default_value = "business")]
         journal_thread: JournalThread,
     },
     /// Rebuild the state from a journal and report how fast and to what digest.

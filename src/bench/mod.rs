@@ -115,9 +115,9 @@ pub struct Config {
     /// How the engine's idle threads wait: spin, yield or block (lmax only).
     #[arg(long, default_value = "block")]
     pub wait: WaitStrategy,
-    /// Which thread writes the engine's journal: flusher or business
-    /// (inline) (lmax only).
-    #[arg(long, default_value = "flusher")]
+    /// Which thread writes the engine's journal: business (inline) or
+    /// flusher (lmax only).
+    #[arg(long, default_value = "business")]
     pub journal_thread: JournalThread,
     /// Pin the engine's business thread to the last core (lmax only; the
     /// baselines have no business thread).

@@ -272,9 +272,10 @@ impl EngineBuilder {
         self
     }
 
-    /// Which thread writes (and in `sync` mode fdatasyncs) the journal: a
-    /// flusher thread (the default), so the business thread applies the
-    /// next requests meanwhile, or the business thread itself.
+    /// Which thread writes (and in `sync` mode fdatasyncs) the journal: the
+    /// business thread itself (the default, faster on two cores), or a
+    /// flusher thread, so the business thread applies the next requests
+    /// meanwhile (see [`JournalThread`] for the measurements).
     pub fn journal_thread(mut self, thread: JournalThread) -> Self {
         self.journal_thread = thread;
         self
