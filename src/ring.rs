@@ -410,12 +410,12 @@ impl<T> Drop for Shared<T> {
             let slot = self.slot(seq);
             if slot.stamp.load(Ordering::Relaxed) == seq + 1 {
                 slot.value.with_mut(|value| {
-                    // SAFETY: the stamp says sequence `seq` was written and,
-                    // being at or above `consumed`, not yet taken; we are the
-                    // last owner of the ring (in `Drop` with `&mut self`), so
+                    // The stamp says sequence `seq` was written and, being at
+                    // or above `consumed`, not yet taken; we are the last
+                    // owner of the ring (in `Drop` with `&mut self`), so
                     // nobody else reads or writes the slot. Each slot index
-                    // appears once in `capacity` consecutive sequences: no
-                    // double drop.
+                    // appears once in `capacity` consecutive sequences.
+                    // SAFETY: initialized, untaken, ours alone: no double drop.
                     unsafe { (*value).assume_init_drop() }
                 });
             }
@@ -499,11 +499,12 @@ impl<T: Send> Producer<T> {
         }
         let slot = shared.slot(seq);
         slot.value.with_mut(|cell| {
-            // SAFETY: we own sequence `seq` (unique `fetch_add` result) and
-            // the consumer has taken sequence `seq - capacity` out of this
-            // slot: `seq < consumed + capacity` for a `consumed` we loaded
-            // with Acquire, pairing with the consumer's Release store after it
+            // We own sequence `seq` (unique `fetch_add` result) and the
+            // consumer has taken sequence `seq - capacity` out of this slot:
+            // `seq < consumed + capacity` for a `consumed` we loaded with
+            // Acquire, pairing with the consumer's Release store after it
             // read the slot. Until we store the stamp, nobody else touches it.
+            // SAFETY: the slot is free and exclusively ours until published.
             unsafe { cell.write(MaybeUninit::new(value)) }
         });
         slot.stamp.store(seq + 1, Ordering::Release);
@@ -619,12 +620,13 @@ impl<T> Consumer<T> {
                 break;
             }
             let value = slot.value.with_mut(|cell| {
-                // SAFETY: the stamp (Acquire, pairing with the producer's
-                // Release) says the value for `seq` is fully written, and the
-                // producer of `seq + capacity` cannot write the slot before we
-                // store a cursor above `seq`. We read it exactly once: the
-                // cursor moves past `seq` before `f` runs, and `Batch`
-                // publishes it even on panic.
+                // The stamp (Acquire, pairing with the producer's Release)
+                // says the value for `seq` is fully written, and the producer
+                // of `seq + capacity` cannot write the slot before we store a
+                // cursor above `seq`. We read it exactly once: the cursor
+                // moves past `seq` before `f` runs, and `Batch` publishes it
+                // even on panic.
+                // SAFETY: initialized, not yet read, not yet reusable.
                 unsafe { (*cell).assume_init_read() }
             });
             *batch.next = seq + 1;

@@ -453,13 +453,14 @@ fn map(file: &File, populate: bool) -> io::Result<MmapMut> {
         // Pages read in and mapped in one call, not one fault per page.
         options.populate();
     }
-    // SAFETY: the map is only sound while no one else truncates or rewrites
-    // the file under it. Segments live in a directory this writer holds the
-    // lock of (`DirLock`), so no other ringledger writer touches them, and
-    // this writer never truncates a mapped segment: it stores frames only at
+    // The map is only sound while no one else truncates or rewrites the file
+    // under it. Segments live in a directory this writer holds the lock of
+    // (`DirLock`), so no other ringledger writer touches them, and this
+    // writer never truncates a mapped segment: it stores frames only at
     // offsets checked against the map's length. (A process outside the lock
     // that truncated a segment would make the next store fault, as with any
     // mapped file.)
+    // SAFETY: the file is this writer's alone while the map lives.
     unsafe { options.map_mut(file) }
 }
 
