@@ -117,7 +117,7 @@ fn rebuild(
             return Err(gap(scanner.path(), &frame, have, snapshot_seq));
         }
         batch.clear();
-        decode_frame(scanner.buf(), &frame, scanner.path(), &mut batch)?;
+        decode_frame(scanner.records(&frame), &frame, scanner.path(), &mut batch)?;
         ledger.apply_batch(&batch[skip..], |_, _| {});
         records_replayed += (batch.len() - skip) as u64;
     }
@@ -221,7 +221,7 @@ impl Iterator for Records {
                 continue;
             }
             if let Err(e) = decode_frame(
-                self.scanner.buf(),
+                self.scanner.records(&frame),
                 &frame,
                 self.scanner.path(),
                 &mut self.batch,
