@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use super::error::JournalError;
 use super::format::{
-    find_valid_frame, parse_frame, parse_segment_header, u32_at, Frame, Parsed, BINCODE,
-    FRAME_ALIGN, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    decode_record, find_valid_frame, parse_frame, parse_segment_header, u32_at, Frame, Parsed,
+    BINCODE, FRAME_ALIGN, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::request::Stamped;
 
@@ -414,17 +414,20 @@ pub(crate) fn decode_frame(
     let base = frame.records.0;
     let mut pos = 0;
     for i in 0..u64::from(frame.count) {
-        let (stamped, used): (Stamped, usize) = bincode::decode_from_slice(&bytes[pos..], BINCODE)
-            .map_err(|e| {
-                JournalError::corrupt(
-                    path,
-                    base + pos,
-                    format!(
-                        "record {i} of the frame at {} does not decode: {e}",
-                        frame.offset
-                    ),
-                )
-            })?;
+        let Some((stamped, used)) = decode_record(&bytes[pos..]) else {
+            let why = match bincode::decode_from_slice::<Stamped, _>(&bytes[pos..], BINCODE) {
+                Err(e) => e.to_string(),
+                Ok(_) => "bincode disagrees with the record decoder (a bug)".to_string(),
+            };
+            return Err(JournalError::corrupt(
+                path,
+                base + pos,
+                format!(
+                    "record {i} of the frame at {} does not decode: {why}",
+                    frame.offset
+                ),
+            ));
+        };
         let expected = frame.first_seq + i;
         if stamped.stamp.seq != expected {
             return Err(JournalError::corrupt(
