@@ -177,8 +177,8 @@ fn dir_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 use ringledger::journal::{
-    prune, read_records, recover, replay, write_snapshot, Durability, JournalConfig, JournalError,
-    JournalWriter,
+    prune, read_records, recover, replay, replay_with_progress, write_snapshot, Durability,
+    JournalConfig, JournalError, JournalWriter, Progress,
 };
 
 fn config(segment_bytes: u64) -> JournalConfig {
@@ -724,4 +724,29 @@ fn frames_across_read_windows_and_a_far_stray_byte_are_handled_like_small_ones()
             && torn.contains(&format!("non-zero bytes at offset {stray}")),
         "{torn}"
     );
+}
+
+#[test]
+fn replay_progress_grows_to_the_records_and_bytes_of_the_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("journal");
+    let batches = write_journal(&dir, 20, 400, 40, 1 << 14);
+    let mut reports: Vec<Progress> = Vec::new();
+    let replayed = replay_with_progress(&dir, CONFIG, false, |p| reports.push(*p)).unwrap();
+    assert_eq!(replayed.recovered.ledger.digest(), live_digest(&batches));
+    assert!(reports.len() > 1, "{reports:?}");
+    for pair in reports.windows(2) {
+        assert!(pair[0].records <= pair[1].records && pair[0].bytes_read <= pair[1].bytes_read);
+    }
+    let last = reports.last().unwrap();
+    let segment_bytes: u64 = segments(&dir)
+        .iter()
+        .map(|s| std::fs::metadata(s).unwrap().len())
+        .sum();
+    assert_eq!(last.records, total(&batches));
+    assert_eq!(
+        (last.bytes_read, last.bytes_total),
+        (segment_bytes, segment_bytes)
+    );
+    assert_eq!(replayed.journal_bytes, segment_bytes);
 }

@@ -51,7 +51,9 @@ use std::str::FromStr;
 pub use self::error::JournalError;
 pub use self::format::{FORMAT_VERSION, FRAME_BODY_BYTES_MAX};
 pub use self::meta::{check_scale, META_FILE};
-pub use self::recover::{read_records, recover, replay, Records, Recovered, Replay};
+pub use self::recover::{
+    read_records, recover, replay, replay_with_progress, Progress, Records, Recovered, Replay,
+};
 pub use self::snapshot::{prune, write_snapshot};
 pub use self::writer::{JournalWriter, SEGMENT_BYTES_MIN};
 

@@ -161,6 +161,17 @@ impl Scanner {
             .is_some_and(|next| next.first_seq <= self.skip_upto.saturating_add(1))
     }
 
+    /// Total size of the segment files the scan will read, for progress
+    /// reports. A file that cannot be examined counts as empty here; reading
+    /// it reports the error.
+    pub fn bytes_to_read(&self) -> u64 {
+        (0..self.segments.len())
+            .filter(|&i| !self.covered(i))
+            .filter_map(|i| fs::metadata(&self.segments[i].path).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
     fn load(&mut self) -> Result<(), JournalError> {
         let seg = &self.segments[self.index];
         let fail = |e| JournalError::io(&seg.path, "read journal segment", e);
