@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
 use ringledger::bench;
 use ringledger::engine::{Clock, ManualClock, WallClock};
 use ringledger::journal::{self, Durability};
@@ -172,11 +174,32 @@ fn run_bench(config: &bench::Config, json: bool, hgrm: Option<&Path>) -> ExitCod
 }
 
 fn replay(dir: &std::path::Path, from_snapshot: bool, json: bool) -> ExitCode {
-    let show_progress = std::io::IsTerminal::is_terminal(&io::stderr());
-    if show_progress {
-        eprintln!("ringledger: replaying {} ...", dir.display());
-    }
-    let replayed = match journal::replay(dir, LedgerConfig::default(), from_snapshot) {
+    let bar = if io::stderr().is_terminal() {
+        replay_bar(dir)
+    } else {
+        ProgressBar::hidden()
+    };
+    let started = Instant::now();
+    let mut drawn = started;
+    let replayed =
+        journal::replay_with_progress(dir, LedgerConfig::default(), from_snapshot, |progress| {
+            // Called per chunk of a few thousand records; redraw 20 times a second.
+            let now = Instant::now();
+            if bar.is_hidden() || now.duration_since(drawn) < Duration::from_millis(50) {
+                return;
+            }
+            drawn = now;
+            let seconds = now.duration_since(started).as_secs_f64();
+            bar.set_message(format!(
+                "{:.1} M records at {:.1} M/s",
+                progress.records as f64 / 1e6,
+                progress.records as f64 / seconds / 1e6
+            ));
+            bar.set_length(progress.bytes_total);
+            bar.set_position(progress.bytes_read);
+        });
+    bar.finish_and_clear();
+    let replayed = match replayed {
         Ok(replayed) => replayed,
         Err(e) => return fail(e),
     };
@@ -204,6 +227,18 @@ fn replay(dir: &std::path::Path, from_snapshot: bool, json: bool) -> ExitCode {
         println!("digest           {:016x}", ledger.digest());
     }
     ExitCode::SUCCESS
+}
+
+/// Journal bytes read out of the total, records applied and their rate, on
+/// one line as wide as the terminal.
+fn replay_bar(dir: &Path) -> ProgressBar {
+    eprintln!("ringledger: replaying {} ...", dir.display());
+    let style = ProgressStyle::with_template(
+        "{elapsed_precise} [{wide_bar}] {binary_bytes}/{binary_total_bytes}, {msg}",
+    )
+    .expect("a valid progress template")
+    .progress_chars("=> ");
+    ProgressBar::new(0).with_style(style)
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {

@@ -60,6 +60,11 @@ impl Symbol {
     pub(crate) fn bytes(&self) -> &[u8; SYMBOL_LEN_MAX] {
         &self.0
     }
+
+    /// The symbol exactly as stored, unchecked, as bincode decodes it.
+    pub(crate) fn from_bytes(bytes: [u8; SYMBOL_LEN_MAX]) -> Symbol {
+        Symbol(bytes)
+    }
 }
 
 impl fmt::Debug for Symbol {

@@ -177,8 +177,8 @@ fn dir_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 use ringledger::journal::{
-    prune, read_records, recover, replay, write_snapshot, Durability, JournalConfig, JournalError,
-    JournalWriter,
+    prune, read_records, recover, replay, replay_with_progress, write_snapshot, Durability,
+    JournalConfig, JournalError, JournalWriter, Progress,
 };
 
 fn config(segment_bytes: u64) -> JournalConfig {
@@ -704,4 +704,84 @@ fn random_damage_to_journal_and_snapshots_never_panics() {
         let _ = read_records(&dir, 1).map(|records| records.count());
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// Segments are read a window (about a MiB) at a time: frames straddle
+/// window edges, one frame is larger than a window, and the check that the
+/// space after the data is all zeros runs over several windows. (Read, not
+/// applied, to stay quick in debug builds.)
+#[test]
+fn frames_across_read_windows_and_a_far_stray_byte_are_handled_like_small_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("journal");
+    let mut workload = Workload::new(19);
+    let mut writer = JournalWriter::open(&dir, config(8 << 20)).unwrap();
+    let batches: Vec<Vec<Stamped>> = (0..1_500)
+        .map(|i| workload.batch(if i == 40 { 40_000 } else { 1 + i % 97 }))
+        .collect();
+    for batch in &batches {
+        writer.append(batch).unwrap();
+    }
+    drop(writer);
+    let seg = segments(&dir).pop().unwrap();
+    assert_eq!(segments(&dir).len(), 1);
+    let all = batches.concat();
+    let read: Vec<Stamped> = read_records(&dir, 1).unwrap().map(Result::unwrap).collect();
+    assert_eq!(read, all);
+
+    let bytes = std::fs::read(&seg).unwrap();
+    let frames = frames(&bytes);
+    let (start, len) = frames[frames.len() - 3];
+    assert!(start > 3 << 20, "the data spans several windows");
+    let mut damaged = bytes.clone();
+    damaged[start + len / 2] ^= 1;
+    std::fs::write(&seg, &damaged).unwrap();
+    let err = read_records(&dir, 1)
+        .unwrap()
+        .find_map(Result::err)
+        .expect("a flipped bit in a middle frame is an error");
+    assert!(
+        matches!(err, JournalError::Corrupt { offset, .. } if offset == start as u64),
+        "{err}"
+    );
+
+    let (last, last_len) = *frames.last().unwrap();
+    let end = (last + last_len + 7) & !7;
+    let stray = (7 << 20) + 3;
+    let mut damaged = bytes.clone();
+    damaged[stray] = 1;
+    std::fs::write(&seg, &damaged).unwrap();
+    let mut records = read_records(&dir, 1).unwrap();
+    assert_eq!(records.by_ref().map(Result::unwrap).count(), all.len());
+    let torn = records.torn_tail().expect("a stray byte after the data");
+    assert!(
+        torn.contains(&format!("offset {end}"))
+            && torn.contains(&format!("non-zero bytes at offset {stray}")),
+        "{torn}"
+    );
+}
+
+#[test]
+fn replay_progress_grows_to_the_records_and_bytes_of_the_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("journal");
+    let batches = write_journal(&dir, 20, 400, 40, 1 << 14);
+    let mut reports: Vec<Progress> = Vec::new();
+    let replayed = replay_with_progress(&dir, CONFIG, false, |p| reports.push(*p)).unwrap();
+    assert_eq!(replayed.recovered.ledger.digest(), live_digest(&batches));
+    assert!(reports.len() > 1, "{reports:?}");
+    for pair in reports.windows(2) {
+        assert!(pair[0].records <= pair[1].records && pair[0].bytes_read <= pair[1].bytes_read);
+    }
+    let last = reports.last().unwrap();
+    let segment_bytes: u64 = segments(&dir)
+        .iter()
+        .map(|s| std::fs::metadata(s).unwrap().len())
+        .sum();
+    assert_eq!(last.records, total(&batches));
+    assert_eq!(
+        (last.bytes_read, last.bytes_total),
+        (segment_bytes, segment_bytes)
+    );
+    assert_eq!(replayed.journal_bytes, segment_bytes);
 }

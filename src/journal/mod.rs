@@ -71,7 +71,8 @@ pub use self::format::{FORMAT_VERSION, FRAME_BODY_BYTES_MAX};
 pub use self::lock::{lock_dir, DirLock, LOCK_FILE};
 pub use self::meta::{check_scale, META_FILE};
 pub use self::recover::{
-    read_records, recover, recover_locked, replay, Records, Recovered, Replay,
+    read_records, recover, recover_locked, replay, replay_with_progress, Progress, Records,
+    Recovered, Replay,
 };
 pub use self::snapshot::{prune, write_snapshot};
 pub use self::writer::{JournalWriter, SEGMENT_BYTES_MIN};
