@@ -72,6 +72,7 @@ fn every_scenario_on_every_engine_reports_all_fields_and_keeps_invariants() {
             assert_eq!(report["ops"], 2000, "{what}");
             assert_eq!(report["gateways"], 2, "{what}");
             assert_eq!(report["durability"], "none", "{what}");
+            assert!(report["journal_thread"].is_null(), "{what}");
             assert_eq!(report["invariants_ok"], true, "{what}");
             assert!(report["digest"].is_string(), "{what}");
             assert_eq!(report["retries"].is_u64(), engine == "optimistic", "{what}");
@@ -152,6 +153,27 @@ fn journaled_runs_work_on_every_engine() {
         ]);
         assert_eq!(report["durability"], "async");
         assert_eq!(report["invariants_ok"], true);
+        let journal_thread = (engine == "lmax").then_some("business");
+        assert_eq!(
+            report["journal_thread"].as_str(),
+            journal_thread,
+            "{report}"
+        );
+    }
+    // The lmax engine's journal on the flusher thread, in both modes.
+    for durability in ["async", "sync"] {
+        let report = bench_json(&[
+            "--durability",
+            durability,
+            "--journal-thread",
+            "flusher",
+            "--journal-dir",
+            dir.path().to_str().unwrap(),
+            "--ops",
+            "2000",
+        ]);
+        assert_eq!(report["journal_thread"], "flusher", "{report}");
+        assert_eq!(report["invariants_ok"], true, "{report}");
     }
 }
 
