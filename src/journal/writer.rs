@@ -8,7 +8,7 @@
 //!   system call. `pwrite` cost ~4 us per small frame here (syscall, page
 //!   lookup, dirty accounting); with the small groups smart batching makes
 //!   when the business thread keeps up, that was most of the journal's cost
-//!   (engine bench, 1 gateway: 3.8M req/s with `pwrite`, 7.4-8.0M mapped).
+//!   (engine bench, 1 gateway: 3.8M req/s with `pwrite`, 7.0-8.0M mapped).
 //!   The spare segment's blocks are allocated, and its pages mapped and
 //!   touched on a helper thread, so the business thread's stores neither
 //!   fault nor can meet a full disk.
@@ -59,12 +59,11 @@ pub struct JournalWriter {
     segment: Option<Segment>,
     /// Where the next frame goes in the current segment.
     write_at: u64,
-    /// Where the bytes not yet synced start in the current segment.
+    /// Where the bytes not yet synced start in the current segment
+    /// (`< write_at`: the segment has unsynced frames).
     synced_to: u64,
     /// The seq the next batch must start at (None: no segment yet).
     next_seq: Option<u64>,
-    /// Whether the current segment has bytes not yet fdatasync'ed.
-    dirty: bool,
     frame: Vec<u8>,
     /// The next segment being zero-filled on a helper thread, so a roll on
     /// the business thread costs a header write and two small syncs instead
@@ -167,7 +166,6 @@ impl JournalWriter {
             write_at: 0,
             synced_to: 0,
             next_seq: None,
-            dirty: false,
             frame: Vec::new(),
             spare: None,
             previous_sync: None,
@@ -237,7 +235,6 @@ impl JournalWriter {
         }
         self.write_at += frame_bytes;
         self.next_seq = Some(first + batch.len() as u64);
-        self.dirty = true;
         Ok(())
     }
 
@@ -248,7 +245,7 @@ impl JournalWriter {
     pub fn sync(&mut self) -> io::Result<()> {
         self.check_usable()?;
         self.finish_previous_sync()?;
-        if !self.dirty {
+        if self.synced_to == self.write_at {
             return Ok(());
         }
         if let Some(segment) = &self.segment {
@@ -257,7 +254,6 @@ impl JournalWriter {
             }
         }
         self.synced_to = self.write_at;
-        self.dirty = false;
         Ok(())
     }
 
@@ -339,7 +335,7 @@ impl JournalWriter {
         sync_dir(&self.dir)?;
         segment.path = path;
         if let Some(previous) = self.segment.replace(segment) {
-            if self.dirty {
+            if self.synced_to < self.write_at {
                 // fdatasync on the file also writes pages dirtied through
                 // the (now unmapped) map.
                 let Segment { file, map, .. } = previous;
@@ -356,7 +352,6 @@ impl JournalWriter {
         self.write_at = SEGMENT_HEADER_BYTES as u64;
         self.synced_to = self.write_at;
         self.next_seq = Some(first_seq);
-        self.dirty = false;
         self.start_spare();
         Ok(())
     }
