@@ -84,9 +84,10 @@ impl Business {
         // Who answers clients: this thread, unless the flusher does.
         let mut responses = (!on_flusher).then(Responses::new);
         let mut held: Vec<(u32, Outcome)> = Vec::with_capacity(self.batch_max);
+        // Stamped inputs not yet journaled; each batch is stamped straight
+        // onto the end and applied from there.
         let mut inputs: Vec<Stamped> = Vec::with_capacity(self.batch_max);
         let mut envelopes: Vec<Envelope> = Vec::with_capacity(self.batch_max);
-        let mut batch: Vec<Stamped> = Vec::with_capacity(self.batch_max);
         let mut seq = self.ledger.last_seq();
         let mut time_ms = self.ledger.now_ms();
         let mut last_snapshot_seq = seq;
@@ -142,8 +143,8 @@ impl Business {
             }
             linger_until = None;
             time_ms = time_ms.max(self.clock.now_ms());
-            batch.clear();
-            batch.extend(envelopes.iter().map(|e| {
+            let first = inputs.len();
+            inputs.extend(envelopes.iter().map(|e| {
                 seq += 1;
                 Stamped::new(
                     Stamp {
@@ -166,7 +167,7 @@ impl Business {
             // `journal_held`). A rebate credit is sequenced after its
             // deposit, so any journal prefix is consistent.
             let ledger = &mut self.ledger;
-            ledger.apply_batch(&batch, |i, applied| {
+            ledger.apply_batch(&inputs[first..], |i, applied| {
                 let envelope = &envelopes[i];
                 if let Some(job) = applied.rebate {
                     dispatched += 1;
@@ -193,12 +194,12 @@ impl Business {
                 }
             });
             if !journaling {
+                inputs.clear();
                 if let Some(responses) = &mut responses {
                     responses.wake_answered();
                 }
                 continue;
             }
-            inputs.extend_from_slice(&batch);
             // Every batch is journaled at once, except inline in sync mode:
             // the flusher's disk work then overlaps the next batch's apply,
             // and an inline async write is a copy into the page cache (no
