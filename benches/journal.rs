@@ -14,10 +14,13 @@ use hdrhistogram::Histogram;
 use ringledger::journal::{
     read_records, replay, Durability, JournalConfig, JournalWriter, SEGMENT_BYTES_DEFAULT,
 };
-use ringledger::{LedgerConfig, Request, Stamp, Stamped};
+use ringledger::{LedgerConfig, Stamped};
+
+#[path = "common/wallet.rs"]
+mod wallet;
+use wallet::{stamped, ACCOUNTS};
 
 const BATCH: usize = 64;
-const ACCOUNTS: u64 = 10_000;
 const REPLAY_RECORDS: u64 = 2_000_000;
 const SYNC_SAMPLES: usize = 200;
 const SYNC_BATCH_BYTES: usize = 64 << 10;
@@ -28,40 +31,6 @@ fn bench_dir(name: &str) -> tempfile::TempDir {
         .prefix(name)
         .tempdir_in("/work/bench-tmp-journal")
         .unwrap()
-}
-
-/// Wallet traffic: accounts opened first, then deposits, withdrawals and
-/// transfers over them. Seqs are assigned by the caller.
-fn request(i: u64, x: &mut u64) -> Request {
-    if i < ACCOUNTS {
-        return Request::OpenAccount { account: i };
-    }
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    let account = *x % ACCOUNTS;
-    let amount = 1 + (*x >> 40) as i64 % 10_000;
-    match (*x >> 20) % 4 {
-        0 | 1 => Request::Deposit { account, amount },
-        2 => Request::Withdraw { account, amount },
-        _ => Request::Transfer {
-            from: account,
-            to: (*x >> 24) % ACCOUNTS,
-            amount,
-        },
-    }
-}
-
-fn stamped(seq: u64, x: &mut u64) -> Stamped {
-    Stamped::new(
-        Stamp {
-            seq,
-            time_ms: seq / 1000,
-            session: 0,
-            req: 0,
-        },
-        request(seq - 1, x),
-    )
 }
 
 fn config(durability: Durability) -> JournalConfig {

@@ -1,5 +1,5 @@
 //! Writes a large wallet journal for timing `ringledger replay`: the workload
-//! of `benches/journal.rs` (10k accounts opened, then deposits, withdrawals
+//! of `benches/journal.rs` (`benches/common/wallet.rs`) (10k accounts opened, then deposits, withdrawals
 //! and transfers between them), in frames of 64 records, as a busy engine
 //! would have journaled it.
 //!
@@ -8,30 +8,11 @@
 //! `ringledger replay --journal-dir DIR`.
 
 use ringledger::journal::{Durability, JournalConfig, JournalWriter};
-use ringledger::{Request, Stamp, Stamped};
 
-const ACCOUNTS: u64 = 10_000;
+#[path = "../benches/common/wallet.rs"]
+mod wallet;
+
 const BATCH: u64 = 64;
-
-fn request(i: u64, x: &mut u64) -> Request {
-    if i < ACCOUNTS {
-        return Request::OpenAccount { account: i };
-    }
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    let account = *x % ACCOUNTS;
-    let amount = 1 + (*x >> 40) as i64 % 10_000;
-    match (*x >> 20) % 4 {
-        0 | 1 => Request::Deposit { account, amount },
-        2 => Request::Withdraw { account, amount },
-        _ => Request::Transfer {
-            from: account,
-            to: (*x >> 24) % ACCOUNTS,
-            amount,
-        },
-    }
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -52,13 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch.clear();
         while seq < records && batch.len() < BATCH as usize {
             seq += 1;
-            let stamp = Stamp {
-                seq,
-                time_ms: seq / 1000,
-                session: 0,
-                req: 0,
-            };
-            batch.push(Stamped::new(stamp, request(seq - 1, &mut x)));
+            batch.push(wallet::stamped(seq, &mut x));
         }
         journal.commit(&batch)?;
     }
