@@ -123,17 +123,15 @@ impl Business {
                 if idle {
                     continue;
                 }
-                // Group commit: an fdatasync costs the same for one request
-                // as for thousands, and a parked gateway takes microseconds
-                // to wake and send more, so in sync mode the ring must stay
-                // dry for a moment before the group is closed.
-                if self.syncs_inline() {
-                    let deadline =
-                        *linger_until.get_or_insert_with(|| Instant::now() + SYNC_LINGER);
-                    if Instant::now() < deadline {
-                        std::thread::yield_now();
-                        continue;
-                    }
+                // Only inline sync holds outcomes across batches. Group
+                // commit: an fdatasync costs the same for one request as for
+                // thousands, and a parked gateway takes microseconds to wake
+                // and send more, so the ring must stay dry for a moment
+                // before the group is closed.
+                let deadline = *linger_until.get_or_insert_with(|| Instant::now() + SYNC_LINGER);
+                if Instant::now() < deadline {
+                    std::thread::yield_now();
+                    continue;
                 }
                 linger_until = None;
                 if !self.journal_held(&shared, &mut inputs, &mut held, responses.as_mut()) {

@@ -58,7 +58,7 @@ impl std::str::FromStr for JournalThread {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "business" | "inline" => Ok(JournalThread::Business),
+            "business" => Ok(JournalThread::Business),
             "flusher" => Ok(JournalThread::Flusher),
             other => Err(format!(
                 "unknown journal thread {other:?}: expected business or flusher"
