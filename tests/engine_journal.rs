@@ -291,3 +291,31 @@ fn answers_keep_their_order_through_the_flusher() {
     drop(client);
     engine.shutdown().unwrap();
 }
+
+/// A client's very first request, sent just before shutdown, is still
+/// answered whichever thread journals it: shutdown answers everything it
+/// accepted, including for a client the answering thread has not met yet.
+#[test]
+fn a_new_clients_last_moment_request_is_answered_at_shutdown() {
+    for thread in JOURNAL_THREADS {
+        for round in 0..100u64 {
+            let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+            let engine = Engine::builder()
+                .journal(dir.path(), Durability::Async)
+                .journal_thread(thread)
+                .segment_bytes(64 << 10)
+                .start()
+                .unwrap();
+            let mut client = engine.client().unwrap();
+            client
+                .send(Request::OpenAccount { account: round })
+                .unwrap();
+            engine.shutdown().unwrap();
+            assert_eq!(
+                client.recv().unwrap(),
+                Ok(Reply::Done),
+                "{thread}, round {round}"
+            );
+        }
+    }
+}

@@ -13,7 +13,7 @@ use crossbeam::channel::Sender;
 
 use super::flusher::Flusher;
 use super::outbox::Responses;
-use super::{Clock, EngineError, Envelope, Shared};
+use super::{Clock, EngineError, Envelope, PanicGuard, Shared};
 use crate::journal::{self, Durability, JournalWriter};
 use crate::ledger::Ledger;
 use crate::outcome::{Outcome, Reply};
@@ -45,19 +45,6 @@ pub(super) enum Sink {
     Business(JournalWriter),
     /// The flusher thread.
     Flusher(Flusher),
-}
-
-/// Marks the engine failed if the business thread unwinds, so clients get an
-/// error that says so instead of a bare "stopped".
-struct PanicGuard<'a>(&'a Shared);
-
-impl Drop for PanicGuard<'_> {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            self.0
-                .fail("the business thread panicked; see the panic message above".into());
-        }
-    }
 }
 
 pub(super) fn spawn(business: Business) -> Result<JoinHandle<Ledger>, EngineError> {
@@ -97,7 +84,10 @@ impl Business {
         let mut linger_until: Option<Instant> = None;
         // Declared after the response queues so that, unwinding, it marks
         // the engine failed before they close and wake their clients.
-        let _guard = PanicGuard(&shared);
+        let _guard = PanicGuard {
+            shared: &shared,
+            thread: "business",
+        };
 
         loop {
             if let Some((_, Sink::Flusher(flusher))) = &self.journal {
@@ -219,9 +209,6 @@ impl Business {
                 last_snapshot_seq = seq;
             }
         }
-        // Queues of clients registered too late to be adopted close now, so
-        // those clients get an error instead of waiting.
-        drop(shared.registrations.lock().drain(..));
         if let Some((dir, sink)) = self.journal.take() {
             let writer = match sink {
                 Sink::Business(writer) => Some(writer),
@@ -240,6 +227,12 @@ impl Business {
                 }
             }
         }
+        // Everything accepted is answered now (the flusher, if any, has
+        // stopped). Queues of clients registered too late to be adopted close
+        // now, so those clients get an error instead of waiting. Not earlier:
+        // the flusher adopts a client when it first answers it, possibly
+        // after this thread has left its loop.
+        drop(shared.registrations.lock().drain(..));
         self.ledger
     }
 

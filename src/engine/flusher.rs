@@ -11,7 +11,7 @@
 //! journaller and publisher in one thread.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use std::time::Duration;
 use crossbeam::channel::{self, Receiver, Sender};
 
 use super::outbox::Responses;
-use super::Shared;
+use super::{PanicGuard, Shared};
 use crate::journal::{Durability, JournalWriter};
 use crate::outcome::Outcome;
 use crate::request::Stamped;
@@ -75,19 +75,17 @@ struct Group {
     outcomes: Vec<(u32, Outcome)>,
 }
 
-/// What the flusher tells the business thread.
-struct Progress {
-    /// Highest seq written (async) or written and synced (sync).
-    durable: AtomicU64,
-    /// The flusher stopped on an I/O error (already reported via `Shared::fail`).
-    failed: AtomicBool,
-}
+/// Highest seq written (async) or written and synced (sync), as the
+/// flusher tells the business thread.
+type Durable = AtomicU64;
 
 /// The business thread's handle on the flusher.
 pub(super) struct Flusher {
     groups: Option<Sender<Group>>,
     recycled: Receiver<Group>,
-    progress: Arc<Progress>,
+    durable: Arc<Durable>,
+    /// Marked failed if the flusher stops on an error or a panic.
+    shared: Arc<Shared>,
     handle: Option<JoinHandle<JournalWriter>>,
     /// Highest seq handed over so far.
     sent: u64,
@@ -100,15 +98,14 @@ impl Flusher {
     pub fn spawn(writer: JournalWriter, durable: u64, shared: Arc<Shared>) -> io::Result<Flusher> {
         let (groups_tx, groups_rx) = channel::unbounded::<Group>();
         let (recycled_tx, recycled_rx) = channel::unbounded();
-        let progress = Arc::new(Progress {
-            durable: AtomicU64::new(durable),
-            failed: AtomicBool::new(false),
-        });
-        let thread_progress = Arc::clone(&progress);
+        let durable = Arc::new(AtomicU64::new(durable));
+        let thread_durable = Arc::clone(&durable);
+        let thread_shared = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name("ringledger-flusher".into())
             .spawn(move || {
-                let writer = run(writer, &groups_rx, &recycled_tx, &thread_progress, &shared);
+                let shared = thread_shared;
+                let writer = run(writer, &groups_rx, &recycled_tx, &thread_durable, &shared);
                 // Clients registered too late to be answered get an error
                 // instead of waiting.
                 drop(shared.registrations.lock().drain(..));
@@ -117,9 +114,10 @@ impl Flusher {
         Ok(Flusher {
             groups: Some(groups_tx),
             recycled: recycled_rx,
-            progress,
+            sent: durable.load(Ordering::Relaxed),
+            durable,
+            shared,
             handle: Some(handle),
-            sent: durable,
         })
     }
 
@@ -142,11 +140,11 @@ impl Flusher {
 
     /// Highest seq the journal holds per the durability mode.
     pub fn durable(&self) -> u64 {
-        self.progress.durable.load(Ordering::Acquire)
+        self.durable.load(Ordering::Acquire)
     }
 
     pub fn failed(&self) -> bool {
-        self.progress.failed.load(Ordering::Acquire)
+        self.shared.failed.load(Ordering::Acquire)
     }
 
     /// Waits until everything sent is durable. False if the flusher failed.
@@ -183,11 +181,17 @@ fn run(
     mut writer: JournalWriter,
     groups: &Receiver<Group>,
     recycled: &Sender<Group>,
-    progress: &Progress,
+    durable: &Durable,
     shared: &Shared,
 ) -> JournalWriter {
     let syncs = writer.durability() == Durability::Sync;
     let mut responses = Responses::new();
+    // Declared after the response queues so that, unwinding, it marks the
+    // engine failed before they close and wake their clients.
+    let _guard = PanicGuard {
+        shared,
+        thread: "journal flusher",
+    };
     let mut taken: Vec<Group> = Vec::new();
     while let Ok(first) = groups.recv() {
         taken.push(first);
@@ -200,12 +204,11 @@ fn run(
             shared.fail(format!(
                 "journal write failed, nothing more is accepted: {e}"
             ));
-            progress.failed.store(true, Ordering::Release);
             // Dropping `responses` closes every queue: clients get the failure.
             return writer;
         }
         if let Some(last) = taken.iter().rev().find_map(|g| g.inputs.last()) {
-            progress.durable.store(last.stamp.seq, Ordering::Release);
+            durable.store(last.stamp.seq, Ordering::Release);
         }
         let newest = taken
             .iter()

@@ -135,6 +135,24 @@ impl Shared {
     }
 }
 
+/// Marks the engine failed if the thread holding it unwinds, so clients get
+/// an error that says so instead of a bare "stopped" (or a wait).
+struct PanicGuard<'a> {
+    shared: &'a Shared,
+    thread: &'static str,
+}
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.shared.fail(format!(
+                "the {} thread panicked; see the panic message above",
+                self.thread
+            ));
+        }
+    }
+}
+
 /// How to build an [`Engine`]; every setting has a default that behaves on a
 /// small machine.
 pub struct EngineBuilder {
