@@ -261,7 +261,10 @@ mod tests {
         let scale = Scale::default();
         assert_eq!(scale.parse("007.5"), Ok(750));
         assert_eq!(scale.parse("0.1"), Ok(10));
-        assert_eq!(scale.parse("00000000000000000000000000000000000001"), Ok(100));
+        assert_eq!(
+            scale.parse("00000000000000000000000000000000000001"),
+            Ok(100)
+        );
         let fine = Scale::new(18).unwrap();
         assert_eq!(fine.parse("9.223372036854775807"), Ok(i64::MAX));
         assert_eq!(fine.parse("0.000000000000000001"), Ok(1));
@@ -289,14 +292,23 @@ mod tests {
     #[test]
     fn messages_quote_the_input_as_given_and_cut_long_ones() {
         let scale = Scale::default();
-        let message = scale.parse("1.004999999999999999999999999999").unwrap_err().to_string();
-        assert!(message.contains("\"1.004999999999999999999999999999\""), "{message}");
+        let message = scale
+            .parse("1.004999999999999999999999999999")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("\"1.004999999999999999999999999999\""),
+            "{message}"
+        );
         let message = scale.parse("\t10").unwrap_err().to_string();
         assert!(message.contains(r#""\t10""#), "{message}");
         let long = "7".repeat(1000);
         let message = scale.parse(&long).unwrap_err().to_string();
         assert!(message.len() < 200, "{message}");
-        assert!(message.contains(&format!("\"{}\"…", "7".repeat(40))), "{message}");
+        assert!(
+            message.contains(&format!("\"{}\"…", "7".repeat(40))),
+            "{message}"
+        );
     }
 
     #[test]

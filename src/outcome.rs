@@ -253,8 +253,13 @@ pub enum Reply {
         held: Units,
         available: Units,
     },
-    /// Newest first.
-    History(Vec<Entry>),
+    /// An account's newest entries, newest first, at most `limit` of them.
+    History {
+        entries: Vec<Entry>,
+        /// Retention (`history_per_account_max`) dropped entries that
+        /// `limit` would have included: older ones are only in the journal.
+        truncated: bool,
+    },
     Listed {
         instrument: InstrumentId,
     },

@@ -527,7 +527,7 @@ fn clients_created_concurrently_each_get_their_own_answers() {
                     }
                     client.send(Request::Balance { account: 1 }).unwrap();
                     for _ in 1..=3 {
-                        assert!(matches!(client.recv().unwrap(), Ok(Reply::History(_))));
+                        assert!(matches!(client.recv().unwrap(), Ok(Reply::History { .. })));
                     }
                     assert!(matches!(client.recv().unwrap(), Ok(Reply::Balance { .. })));
                 }

@@ -243,7 +243,7 @@ impl Session<'_> {
             } => {
                 json!({"balance": money(balance), "held": money(held), "available": money(available)})
             }
-            Reply::History(entries) => {
+            Reply::History { entries, truncated } => {
                 let entries: Vec<Value> = entries
                     .iter()
                     .map(|e| {
@@ -256,7 +256,7 @@ impl Session<'_> {
                         })
                     })
                     .collect();
-                json!({"entries": entries})
+                json!({"entries": entries, "truncated": truncated})
             }
             Reply::Instrument(view) => json!({
                 "supply": view.supply,

@@ -192,21 +192,32 @@ pub(super) struct History {
     records: Vec<Record>,
     /// Where the next entry goes once the ring is full (the oldest entry).
     oldest: u32,
+    /// Whether retention ever dropped an entry, so `history` can say its
+    /// answer was cut. A flag, not a count: it fits in the header's padding
+    /// (the header stays 32 bytes) and is all the answer needs.
+    dropped: bool,
 }
 
 impl History {
     pub fn push(&mut self, entry: &Entry, max: usize) {
-        let record = Record::new(entry);
         if self.records.len() < max {
-            self.records.push(record);
-        } else if max > 0 {
-            self.records[self.oldest as usize] = record;
+            self.records.push(Record::new(entry));
+            return;
+        }
+        self.dropped = true;
+        if max > 0 {
+            self.records[self.oldest as usize] = Record::new(entry);
             self.oldest = (self.oldest + 1) % max as u32;
         }
     }
 
     pub fn len(&self) -> usize {
         self.records.len()
+    }
+
+    /// Whether entries older than those kept were dropped.
+    pub fn dropped(&self) -> bool {
+        self.dropped
     }
 
     /// The account's entries from newest to oldest.
@@ -270,9 +281,16 @@ mod tests {
             assert_eq!(newest, expected);
         }
         assert_eq!(h.len(), 3);
+        assert!(h.dropped());
         let mut none = History::default();
         none.push(&entry(1), 0);
         assert_eq!(none.len(), 0);
+        assert!(none.dropped());
+        let mut roomy = History::default();
+        roomy.push(&entry(1), 2);
+        roomy.push(&entry(2), 2);
+        assert!(!roomy.dropped(), "full but nothing dropped yet");
+        assert_eq!(std::mem::size_of::<History>(), 32);
     }
 
     #[test]

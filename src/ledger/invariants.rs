@@ -1,6 +1,8 @@
 //! The Ledger's invariants and its digest: the two ways the rest of the
 //! system (tests, replay, debug builds) checks that state is right.
 
+use std::num::NonZeroU64;
+
 use xxhash_rust::xxh3::Xxh3;
 
 use super::Ledger;
@@ -28,9 +30,9 @@ impl Ledger {
         for (&id, r) in &self.reservations {
             held[r.account_index as usize] += i128::from(r.cost);
             reserved[r.instrument.0 as usize] += u128::from(r.qty);
-            if r.expires_at_ms != u64::MAX {
+            if let Some(at) = r.expires_at_ms {
                 timed += 1;
-                if !self.expiries.contains(&(r.expires_at_ms, id)) {
+                if !self.expiries.contains(&(at.get(), id)) {
                     return Err(format!("reservation {id} is missing from the expiry index"));
                 }
             }
@@ -146,6 +148,7 @@ impl Ledger {
             put(cash.balance as u64);
             put(cash.held as u64);
             put(history.len() as u64);
+            put(u64::from(history.dropped()));
             for e in history.newest(id) {
                 put(e.seq);
                 put(e.time_ms);
@@ -176,7 +179,8 @@ impl Ledger {
             put(u64::from(r.instrument.0));
             put(r.qty);
             put(r.cost as u64);
-            put(r.expires_at_ms);
+            // No expiry hashes as 0, which no expiry time can be.
+            put(r.expires_at_ms.map_or(0, NonZeroU64::get));
         }
         let mut closed: Vec<_> = self.closed_reservations.iter().collect();
         closed.sort_unstable_by_key(|(&id, _)| id);

@@ -21,6 +21,7 @@ mod invariants;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::num::NonZeroU64;
 
 use bincode::{Decode, Encode};
 use rustc_hash::FxHashMap;
@@ -79,8 +80,11 @@ struct Reservation {
     instrument: InstrumentId,
     qty: u64,
     cost: Units,
-    /// `u64::MAX` when the reservation never expires.
-    expires_at_ms: u64,
+    /// When the reservation expires; `None` when it never does (no TTL).
+    /// Never zero: a TTL is at least 1 ms after a time of at least 0. A
+    /// separate `None` (rather than a sentinel time) lets a TTL that runs
+    /// past the end of time expire at `u64::MAX` like any other.
+    expires_at_ms: Option<NonZeroU64>,
 }
 
 #[derive(Clone, Copy, Debug, Encode, Decode)]
@@ -427,9 +431,6 @@ impl Ledger {
     ) {
         let history_max = self.config.history_per_account_max as usize;
         self.accounts.cash[index].balance = balance;
-        if history_max == 0 {
-            return;
-        }
         let entry = Entry {
             seq: stamp.seq,
             time_ms: stamp.time_ms,
@@ -452,8 +453,11 @@ impl Ledger {
 
     fn history(&self, account: AccountId, limit: u32) -> Outcome {
         let history = &self.accounts.histories[self.index_of(account)?];
-        let entries = history.newest(account).take(limit as usize).collect();
-        Ok(Reply::History(entries))
+        let entries: Vec<Entry> = history.newest(account).take(limit as usize).collect();
+        Ok(Reply::History {
+            truncated: history.dropped() && entries.len() < limit as usize,
+            entries,
+        })
     }
 
     fn list_instrument(&mut self, symbol: Symbol, supply: u64, price: Units) -> Outcome {
@@ -548,12 +552,9 @@ impl Ledger {
                 requested: cost,
             });
         }
-        let expires_at_ms = if ttl_ms == 0 {
-            u64::MAX
-        } else {
-            // Saturating: a TTL beyond the end of time simply never expires.
-            self.now_ms.saturating_add(ttl_ms)
-        };
+        // Saturating: a TTL beyond the end of time expires at its last
+        // millisecond, u64::MAX, which a stamp can still reach.
+        let expires_at_ms = NonZeroU64::new(ttl_ms).map(|ttl| ttl.saturating_add(self.now_ms));
 
         let listed = &mut self.instruments[instrument.0 as usize];
         listed.available -= taken;
@@ -569,8 +570,8 @@ impl Ledger {
                 expires_at_ms,
             },
         );
-        if expires_at_ms != u64::MAX {
-            self.expiries.insert((expires_at_ms, reservation));
+        if let Some(at) = expires_at_ms {
+            self.expiries.insert((at.get(), reservation));
         }
         Ok(Reply::Reserved { qty: taken })
     }
@@ -586,8 +587,8 @@ impl Ledger {
                 },
             });
         };
-        if open.expires_at_ms != u64::MAX {
-            self.expiries.remove(&(open.expires_at_ms, reservation));
+        if let Some(at) = open.expires_at_ms {
+            self.expiries.remove(&(at.get(), reservation));
         }
         Ok(open)
     }

@@ -120,8 +120,13 @@ impl Driver {
     }
 
     fn history(&mut self, account: AccountId, limit: u32) -> Vec<Entry> {
+        self.history_cut(account, limit).0
+    }
+
+    /// The entries and whether retention cut them.
+    fn history_cut(&mut self, account: AccountId, limit: u32) -> (Vec<Entry>, bool) {
         match self.send(Request::History { account, limit }).unwrap() {
-            Reply::History(entries) => entries,
+            Reply::History { entries, truncated } => (entries, truncated),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -402,6 +407,43 @@ fn history_keeps_only_the_newest_entries_per_account() {
     }
     let amounts: Vec<_> = d.history(1, 100).iter().map(|e| e.amount).collect();
     assert_eq!(amounts, vec![5, 4, 3]);
+}
+
+#[test]
+fn history_says_when_retention_cut_what_limit_asked_for() {
+    let mut d = Driver::new();
+    d.open(1, 0);
+    d.open(2, 0);
+    for amount in 1..=82 {
+        d.send(Request::Deposit { account: 1, amount }).unwrap();
+    }
+    for amount in 1..=5 {
+        d.send(Request::Deposit { account: 2, amount }).unwrap();
+    }
+    let (entries, truncated) = d.history_cut(1, 1_000);
+    assert_eq!((entries.len(), truncated), (32, true));
+    assert_eq!((entries[0].amount, entries[31].amount), (82, 51));
+    assert_eq!(d.history_cut(1, 10).0.len(), 10);
+    assert!(!d.history_cut(1, 10).1, "the limit, not retention, cut it");
+    assert!(!d.history_cut(1, 32).1, "everything asked for was kept");
+    assert!(d.history_cut(1, 33).1);
+    assert_eq!(d.history_cut(2, 1_000), (d.history(2, 5), false));
+}
+
+#[test]
+fn history_kept_nowhere_is_always_cut() {
+    let mut d = Driver::with(LedgerConfig {
+        history_per_account_max: 0,
+    });
+    d.open(1, 0);
+    assert_eq!(d.history_cut(1, 5), (vec![], false), "nothing happened yet");
+    d.send(Request::Deposit {
+        account: 1,
+        amount: 7,
+    })
+    .unwrap();
+    assert_eq!(d.history_cut(1, 5), (vec![], true));
+    assert_eq!(d.history_cut(1, 0), (vec![], false));
 }
 
 #[test]
@@ -786,6 +828,30 @@ fn confirm_after_expiry_time_is_rejected_without_a_tick() {
         d.code(Request::Confirm { reservation: 1 }),
         ErrorCode::ReservationExpired
     );
+}
+
+#[test]
+fn a_ttl_past_the_end_of_time_expires_at_the_end_of_time() {
+    let mut d = Driver::new();
+    d.open(1, 10_000);
+    d.list("ACME", 100, 10);
+    d.now_ms = u64::MAX - 5;
+    d.reserve(1, 1, 1, 10, false).unwrap();
+    d.reserve(2, 1, 1, 10, false).unwrap();
+    d.reserve(3, 1, 1, 0, false).unwrap();
+    d.now_ms = u64::MAX - 1;
+    d.send(Request::Confirm { reservation: 2 }).unwrap();
+    d.now_ms = u64::MAX;
+    assert_eq!(
+        d.code(Request::Confirm { reservation: 1 }),
+        ErrorCode::ReservationExpired
+    );
+    assert_eq!(
+        d.instrument(ACME).reserved,
+        1,
+        "only the TTL-less one is left"
+    );
+    d.send(Request::Confirm { reservation: 3 }).unwrap();
 }
 
 #[test]
