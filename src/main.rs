@@ -63,6 +63,10 @@ enum Command {
         /// Decimal places of money.
         #[arg(long, default_value_t = 2)]
         scale: u32,
+        /// History entries kept per account for `history` (older ones stay
+        /// in the journal; a `history` answer cut by this says `truncated`).
+        #[arg(long, default_value_t = LedgerConfig::default().history_per_account_max)]
+        history: u32,
         /// Rebate credited on every deposit, as a fraction (0.01 = 1%).
         #[arg(long, default_value = "0.01")]
         rebate_rate: String,
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
             durability,
             clock,
             scale,
+            history,
             rebate_rate,
             wait,
             journal_thread,
@@ -116,7 +121,7 @@ fn main() -> ExitCode {
             journal_dir,
             durability,
             clock,
-            scale,
+            (scale, history),
             &rebate_rate,
             (wait, journal_thread),
         ),
@@ -250,7 +255,7 @@ fn run(
     journal_dir: PathBuf,
     durability: Durability,
     clock: ClockArg,
-    scale: u32,
+    (scale, history): (u32, u32),
     rebate_rate: &str,
     (wait, journal_thread): (WaitStrategy, JournalThread),
 ) -> ExitCode {
@@ -272,6 +277,7 @@ fn run(
     };
     let engine = match Engine::builder()
         .scale(scale)
+        .history_per_account_max(history)
         .rebate_policy(policy)
         .clock(engine_clock)
         .wait(wait)

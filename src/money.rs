@@ -45,8 +45,8 @@ impl fmt::Display for AmountError {
 impl std::error::Error for AmountError {}
 
 /// `text` as a quoted, escaped string literal, cut after
-/// [`QUOTED_CHARS_MAX`] characters.
-fn quote(text: &str) -> String {
+/// [`QUOTED_CHARS_MAX`] characters: how messages show what a client sent.
+pub(crate) fn quote(text: &str) -> String {
     match text.char_indices().nth(QUOTED_CHARS_MAX) {
         None => format!("{text:?}"),
         Some((cut, _)) => format!("{:?}…", &text[..cut]),

@@ -451,7 +451,7 @@ fn reservations_expire_by_the_engine_clock() {
         partial: false,
     };
     assert_eq!(c.call(reserve).unwrap(), Ok(Reply::Reserved { qty: 5 }));
-    clock.advance_to(1_500);
+    clock.advance_to(1_500).unwrap();
     c.call(Request::Tick).unwrap().unwrap();
     assert_eq!(
         c.call(Request::Confirm { reservation: 1 })

@@ -57,7 +57,7 @@ fn workload(seed: u64, clock: &ManualClock, client: &mut ringledger::Client) {
         };
         client.send(request).unwrap();
         if i % 97 == 0 {
-            clock.advance_to(clock.now_ms() + 50);
+            clock.advance_to(clock.now_ms() + 50).unwrap();
         }
         if client.in_flight() > 200 {
             client.recv().unwrap().ok();

@@ -3,3 +3,4 @@
 
 pub mod inspect;
 pub mod run;
+mod strict_json;

@@ -5,8 +5,10 @@
 
 use std::io::{self, BufRead, Write};
 
+use serde_json::error::Category;
 use serde_json::{json, Map, Value};
 
+use super::strict_json;
 use crate::engine::{Client, EngineError, ManualClock};
 use crate::money::{AmountError, Scale};
 use crate::outcome::{Closure, ErrorCode, Outcome, Reject, Reply};
@@ -130,8 +132,10 @@ impl Session<'_> {
         if line.trim().is_empty() {
             return Err(malformed("the line is empty: expected a JSON object").into());
         }
-        let value: Value =
-            serde_json::from_str(line).map_err(|e| malformed(format!("not valid JSON: {e}")))?;
+        let value = strict_json::from_str(line).map_err(|e| match e.classify() {
+            Category::Data => malformed(e.to_string()),
+            _ => malformed(format!("not valid JSON: {e}")),
+        })?;
         let Value::Object(fields) = value else {
             return Err(malformed("each line must be a JSON object").into());
         };
@@ -204,7 +208,9 @@ impl Session<'_> {
                 let clock = self.manual_clock.ok_or_else(|| {
                     malformed("tick needs the manual clock: start with --clock manual")
                 })?;
-                clock.advance_to(now_ms);
+                clock
+                    .advance_to(now_ms)
+                    .map_err(|e| malformed(e.to_string()))?;
                 Request::Tick
             }
             "barrier" => {

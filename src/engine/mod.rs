@@ -35,7 +35,7 @@ use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 
 pub use self::client::Client;
-pub use self::clock::{Clock, ManualClock, WallClock};
+pub use self::clock::{Clock, ManualClock, TimeWentBackwards, WallClock};
 pub use self::flusher::JournalThread;
 use crate::journal::{self, Durability, JournalConfig, JournalError, JournalWriter};
 use crate::ledger::{Ledger, LedgerConfig};
@@ -240,6 +240,15 @@ impl EngineBuilder {
         self
     }
 
+    /// History entries kept per account for `history` (default 32); a
+    /// `history` answer cut by this says `truncated`. Part of the
+    /// [`LedgerConfig`]: a Ledger recovered from a snapshot keeps the
+    /// retention it was taken with.
+    pub fn history_per_account_max(mut self, entries: u32) -> Self {
+        self.ledger_config.history_per_account_max = entries;
+        self
+    }
+
     /// Accounts to make room for up front, so opening them does not
     /// reallocate on the business thread.
     pub fn accounts_hint(mut self, accounts: usize) -> Self {
@@ -354,6 +363,7 @@ impl EngineBuilder {
                 (recovered.ledger, Some((dir.clone(), writer)))
             }
         };
+        self.clock.resume_from(ledger.now_ms());
         // Rebates still owed (after recovery) are dispatched before any
         // client exists, so a first barrier already waits for them.
         let (jobs_tx, jobs_rx) = crossbeam::channel::unbounded();
