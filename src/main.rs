@@ -85,6 +85,11 @@ enum Command {
         /// Start from the newest valid snapshot instead of the whole journal.
         #[arg(long)]
         from_snapshot: bool,
+        /// History entries kept per account: give the `--history` the journal
+        /// was written with, or the digest differs (history is state). A
+        /// snapshot keeps the retention it was taken with.
+        #[arg(long, default_value_t = LedgerConfig::default().history_per_account_max)]
+        history: u32,
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -128,8 +133,9 @@ fn main() -> ExitCode {
         Command::Replay {
             journal_dir,
             from_snapshot,
+            history,
             json,
-        } => replay(&journal_dir, from_snapshot, json),
+        } => replay(&journal_dir, from_snapshot, history, json),
         Command::Inspect {
             journal_dir,
             from,
@@ -178,7 +184,7 @@ fn run_bench(config: &bench::Config, json: bool, hgrm: Option<&Path>) -> ExitCod
     }
 }
 
-fn replay(dir: &std::path::Path, from_snapshot: bool, json: bool) -> ExitCode {
+fn replay(dir: &std::path::Path, from_snapshot: bool, history: u32, json: bool) -> ExitCode {
     let bar = if io::stderr().is_terminal() {
         replay_bar(dir)
     } else {
@@ -186,23 +192,25 @@ fn replay(dir: &std::path::Path, from_snapshot: bool, json: bool) -> ExitCode {
     };
     let started = Instant::now();
     let mut drawn = started;
-    let replayed =
-        journal::replay_with_progress(dir, LedgerConfig::default(), from_snapshot, |progress| {
-            // Called per chunk of a few thousand records; redraw 20 times a second.
-            let now = Instant::now();
-            if bar.is_hidden() || now.duration_since(drawn) < Duration::from_millis(50) {
-                return;
-            }
-            drawn = now;
-            let seconds = now.duration_since(started).as_secs_f64();
-            bar.set_message(format!(
-                "{:.1} M records at {:.1} M/s",
-                progress.records as f64 / 1e6,
-                progress.records as f64 / seconds / 1e6
-            ));
-            bar.set_length(progress.bytes_total);
-            bar.set_position(progress.bytes_read);
-        });
+    let config = LedgerConfig {
+        history_per_account_max: history,
+    };
+    let replayed = journal::replay_with_progress(dir, config, from_snapshot, |progress| {
+        // Called per chunk of a few thousand records; redraw 20 times a second.
+        let now = Instant::now();
+        if bar.is_hidden() || now.duration_since(drawn) < Duration::from_millis(50) {
+            return;
+        }
+        drawn = now;
+        let seconds = now.duration_since(started).as_secs_f64();
+        bar.set_message(format!(
+            "{:.1} M records at {:.1} M/s",
+            progress.records as f64 / 1e6,
+            progress.records as f64 / seconds / 1e6
+        ));
+        bar.set_length(progress.bytes_total);
+        bar.set_position(progress.bytes_read);
+    });
     bar.finish_and_clear();
     let replayed = match replayed {
         Ok(replayed) => replayed,

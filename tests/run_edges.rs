@@ -266,3 +266,33 @@ fn history_says_when_retention_cut_it() {
     );
     assert_eq!(histories(&answers, 2), vec![(5, true), (5, false)]);
 }
+
+#[test]
+fn replay_with_the_same_history_retention_reaches_the_same_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().display().to_string();
+    let mut lines = history_script(40, &[]);
+    lines.push(line(json!({"op":"barrier"})));
+    lines.push(line(json!({"op":"digest"})));
+    let answers = run(&["--journal-dir", &dir_arg, "--history", "100"], &lines);
+    let live = answers.last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let replay = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ringledger"))
+            .args(["replay", "--json", "--journal-dir", &dir_arg])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        report["digest"].as_str().unwrap().to_string()
+    };
+    assert_eq!(replay(&["--history", "100"]), live);
+    assert_ne!(replay(&[]), live, "32 entries kept is another state");
+}
