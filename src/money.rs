@@ -24,7 +24,7 @@ pub const SCALE_MAX: u32 = 18;
 const QUOTED_CHARS_MAX: usize = 40;
 
 /// Why an amount given at the edge was refused. Each message quotes the
-/// input as given (escaped, cut to [`QUOTED_CHARS_MAX`] characters).
+/// input as given (escaped, cut after 40 characters).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AmountError {
     /// Not of the form `DIGITS` or `DIGITS.DIGITS`, zero, or more decimals
@@ -130,11 +130,15 @@ impl Scale {
         };
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(whole) || !fraction.is_none_or(digits) {
+            let form = match self.places {
+                0 => "digits only (this ledger has no decimal places)".to_string(),
+                1 => "digits, optionally a dot and 1 decimal place".to_string(),
+                n => format!("digits, optionally a dot and 1 to {n} decimal places"),
+            };
             return Err(AmountError::Invalid(format!(
-                "amount {} is not a plain decimal such as \"10.50\": digits, optionally a dot and 1 to {} decimal places \
-                 (no sign, exponent, underscore or spaces)",
+                "amount {} is not a plain decimal such as \"{}\": {form} (no sign, exponent, underscore or spaces)",
                 quote(text),
-                self.places
+                self.format(self.unit + self.unit / 2)
             )));
         }
         let fraction = fraction.unwrap_or("");
@@ -344,7 +348,7 @@ mod tests {
         #[test]
         fn any_text_is_accepted_exactly_or_refused(
             text in "[0-9._eE+ -]{0,30}|[0-9]{0,25}(\\.[0-9]{0,4})?|\\PC{0,12}",
-            places in 0..=4u32,
+            places in 0..=SCALE_MAX,
         ) {
             let scale = Scale::new(places).unwrap();
             match scale.parse(&text) {

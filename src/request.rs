@@ -102,6 +102,8 @@ pub enum Request {
     Balance {
         account: AccountId,
     },
+    /// The account's newest `limit` entries; [`crate::Reply::History`] says
+    /// whether retention (`history_per_account_max`) cut the answer.
     History {
         account: AccountId,
         limit: u32,

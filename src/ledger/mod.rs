@@ -42,7 +42,8 @@ const PREFETCH_AHEAD: usize = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct LedgerConfig {
     /// History entries kept per account for `history`; older ones are only
-    /// in the journal.
+    /// in the journal, and a `history` answer they would have been part of
+    /// says `truncated`.
     pub history_per_account_max: u32,
 }
 
