@@ -56,6 +56,7 @@ impl Bench {
                     history_per_account_max: std::env::var("HIST")
                         .map(|v| v.parse().unwrap())
                         .unwrap_or(32),
+                    ..LedgerConfig::default()
                 },
                 ACCOUNTS as usize,
             ),

@@ -77,6 +77,10 @@ enum Command {
         /// or flusher (its own thread, while the business thread goes on).
         #[arg(long, default_value = "business")]
         journal_thread: JournalThread,
+        /// The session that numbers `req`: the same name across restarts
+        /// resumes its numbering, so a retried `req` is never applied twice.
+        #[arg(long, default_value = "default")]
+        session: String,
     },
     /// Rebuild the state from a journal and report how fast and to what digest.
     Replay {
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
             rebate_rate,
             wait,
             journal_thread,
+            session,
         } => run(
             journal_dir,
             durability,
@@ -129,6 +134,7 @@ fn main() -> ExitCode {
             (scale, history),
             &rebate_rate,
             (wait, journal_thread),
+            &session,
         ),
         Command::Replay {
             journal_dir,
@@ -266,6 +272,7 @@ fn run(
     (scale, history): (u32, u32),
     rebate_rate: &str,
     (wait, journal_thread): (WaitStrategy, JournalThread),
+    session: &str,
 ) -> ExitCode {
     let scale = match Scale::new(scale) {
         Ok(scale) => scale,
@@ -296,9 +303,9 @@ fn run(
         Ok(engine) => engine,
         Err(e) => return fail(e),
     };
-    let mut client = match engine.client() {
+    let mut client = match engine.session(session) {
         Ok(client) => client,
-        Err(e) => return fail(e),
+        Err(e) => return fail(format!("{e} (pick another with --session NAME)")),
     };
     let manual_clock = matches!(clock, ClockArg::Manual).then_some(&*manual);
     let served = ringledger::cli::run::serve(

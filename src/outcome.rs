@@ -6,10 +6,12 @@ use std::fmt;
 use bincode::{Decode, Encode};
 
 use crate::money::Units;
-use crate::request::{AccountId, InstrumentId, ReservationId, Symbol};
+use crate::request::{AccountId, InstrumentId, ReservationId, SessionId, Symbol};
 
 /// The error codes of the public contract, spelled exactly as on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Journaled (as the answer of a request refused at the edge) and
+/// snapshotted by variant index: add new codes at the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
 pub enum ErrorCode {
     Malformed,
     UnknownAccount,
@@ -24,10 +26,12 @@ pub enum ErrorCode {
     ReservationExists,
     ReservationExpired,
     Duplicate,
+    SessionExpired,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    /// Every code, in declaration (variant index) order.
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::Malformed,
         ErrorCode::UnknownAccount,
         ErrorCode::AccountExists,
@@ -41,6 +45,7 @@ impl ErrorCode {
         ErrorCode::ReservationExists,
         ErrorCode::ReservationExpired,
         ErrorCode::Duplicate,
+        ErrorCode::SessionExpired,
     ];
 
     /// The snake_case code as it appears in `{"error": "..."}`.
@@ -59,6 +64,7 @@ impl ErrorCode {
             ErrorCode::ReservationExists => "reservation_exists",
             ErrorCode::ReservationExpired => "reservation_expired",
             ErrorCode::Duplicate => "duplicate",
+            ErrorCode::SessionExpired => "session_expired",
         }
     }
 }
@@ -66,6 +72,31 @@ impl ErrorCode {
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The first answer a numbered request got, as a session remembers it and a
+/// duplicate reports it (`"original"` on the wire).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+pub enum Answer {
+    Ok,
+    Rejected(ErrorCode),
+}
+
+impl Answer {
+    /// `"ok"` or the error code, as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Answer::Ok => "ok",
+            Answer::Rejected(code) => code.as_str(),
+        }
+    }
+
+    pub fn of(outcome: &Outcome) -> Answer {
+        match outcome {
+            Ok(_) => Answer::Ok,
+            Err(reject) => Answer::Rejected(reject.code()),
+        }
     }
 }
 
@@ -106,11 +137,20 @@ pub enum Reject {
     },
     ReservationExists(ReservationId),
     ReservationExpired(ReservationId),
-    /// The session already used this request number (the last applied is `last`).
+    /// The session already answered this request number (its highest
+    /// answered number is `last`). `original` is the first answer while the
+    /// session still remembers it (see `ledger::SESSION_ANSWERS_MAX`).
     Duplicate {
         req: u64,
         last: u64,
+        original: Option<Answer>,
     },
+    /// The session was retired (closed, idle too long or evicted), or the
+    /// name being opened belonged to a retired session.
+    SessionExpired,
+    /// Refused at the edge, before the Ledger saw it, with this code; the
+    /// Ledger only recorded it as the answer of its request number.
+    AtEdge(ErrorCode),
 }
 
 impl Reject {
@@ -128,6 +168,8 @@ impl Reject {
             Reject::ReservationExists(_) => ErrorCode::ReservationExists,
             Reject::ReservationExpired(_) => ErrorCode::ReservationExpired,
             Reject::Duplicate { .. } => ErrorCode::Duplicate,
+            Reject::SessionExpired => ErrorCode::SessionExpired,
+            Reject::AtEdge(code) => *code,
         }
     }
 }
@@ -178,10 +220,25 @@ impl fmt::Display for Reject {
             ),
             Reject::ReservationExists(r) => write!(f, "reservation {r} already exists"),
             Reject::ReservationExpired(r) => write!(f, "reservation {r} has expired"),
-            Reject::Duplicate { req, last } => write!(
-                f,
-                "request number {req} was already applied in this session (last applied: {last})"
+            Reject::Duplicate {
+                req,
+                last,
+                original,
+            } => {
+                write!(
+                    f,
+                    "request number {req} was already answered in this session (highest answered: {last})"
+                )?;
+                match original {
+                    Some(Answer::Ok) => f.write_str("; it was applied"),
+                    Some(Answer::Rejected(code)) => write!(f, "; it was rejected ({code})"),
+                    None => f.write_str("; its answer is no longer remembered"),
+                }
+            }
+            Reject::SessionExpired => f.write_str(
+                "the session has been retired (closed, idle too long or evicted); open a session with a new name",
             ),
+            Reject::AtEdge(code) => write!(f, "refused before reaching the ledger ({code})"),
         }
     }
 }
@@ -275,6 +332,12 @@ pub enum Reply {
     /// repeated or unknown credit changes nothing and says `false`.
     RebateCredited {
         credited: bool,
+    },
+    /// A session opened (or resumed): its id for the stamps of its numbered
+    /// requests, and its highest answered number (0 when new).
+    Session {
+        session: SessionId,
+        last_req: u64,
     },
 }
 

@@ -7,12 +7,16 @@ use std::fmt;
 use bincode::{Decode, Encode};
 
 use crate::money::Units;
+use crate::outcome::ErrorCode;
 
 /// A wallet's identifier, chosen by the caller when the account is opened.
 pub type AccountId = u64;
 /// A reservation's identifier, chosen by the caller when shares are reserved.
 pub type ReservationId = u64;
-/// A client session: the unit of request numbering for idempotency.
+/// A live client session, as numbered requests name it in their stamp: the
+/// unit of request numbering for idempotency. The Ledger hands ids out from a
+/// counter when a session is opened by name and never reuses one; 0 is no
+/// session (unnumbered requests).
 pub type SessionId = u64;
 
 /// The dense id the Ledger gives an instrument when it is listed (0, 1, 2, …).
@@ -64,6 +68,68 @@ impl Symbol {
     /// The symbol exactly as stored, unchecked, as bincode decodes it.
     pub(crate) fn from_bytes(bytes: [u8; SYMBOL_LEN_MAX]) -> Symbol {
         Symbol(bytes)
+    }
+}
+
+/// Longest session name, in bytes.
+pub const SESSION_NAME_LEN_MAX: usize = 32;
+
+/// A session's durable name (`"default"`, `"gateway-7"`): 1 to 32 printable
+/// ASCII bytes, stored inline so that opening a session is a fixed-size
+/// request like any other. The name, not the [`SessionId`], is what a client
+/// keeps across restarts.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
+pub struct SessionName([u8; SESSION_NAME_LEN_MAX]);
+
+impl SessionName {
+    /// Validates and packs a name.
+    pub fn new(text: &str) -> Result<SessionName, String> {
+        let bytes = text.as_bytes();
+        if bytes.is_empty() || bytes.len() > SESSION_NAME_LEN_MAX {
+            return Err(format!(
+                "session name {text:?} must be 1 to {SESSION_NAME_LEN_MAX} bytes long"
+            ));
+        }
+        if !bytes.iter().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "session name {text:?} must be printable ASCII without spaces"
+            ));
+        }
+        let mut packed = [0u8; SESSION_NAME_LEN_MAX];
+        packed[..bytes.len()].copy_from_slice(bytes);
+        Ok(SessionName(packed))
+    }
+
+    /// The name's text.
+    pub fn as_str(&self) -> &str {
+        let len = self
+            .0
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(SESSION_NAME_LEN_MAX);
+        // As for symbols: only printable ASCII is packed; damage shows as "".
+        std::str::from_utf8(&self.0[..len]).unwrap_or("")
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8; SESSION_NAME_LEN_MAX] {
+        &self.0
+    }
+
+    /// The name exactly as stored, unchecked, as bincode decodes it.
+    pub(crate) fn from_bytes(bytes: [u8; SESSION_NAME_LEN_MAX]) -> SessionName {
+        SessionName(bytes)
+    }
+}
+
+impl fmt::Debug for SessionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionName({:?})", self.as_str())
+    }
+}
+
+impl fmt::Display for SessionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -143,11 +209,28 @@ pub enum Request {
         deposit_seq: u64,
         amount: Units,
     },
+    /// Opens the session called `name`, or resumes it if it is live; the
+    /// answer is its id and highest answered request number. Journaled like
+    /// any input, so the name survives restarts.
+    OpenSession {
+        name: SessionName,
+    },
+    /// Retires the session in the stamp: its numbers are answered
+    /// `session_expired` from now on and its name cannot be opened again.
+    CloseSession,
+    /// A numbered request the edge refused before the Ledger saw it (a bad
+    /// amount, a bad symbol): sequenced and journaled only so that its number
+    /// is used up with `code` as its answer.
+    Rejected {
+        code: ErrorCode,
+    },
 }
 
 impl Request {
     /// Whether the request is numbered for idempotency (it may change state on
-    /// purpose). Queries and ticks are not numbered: repeating them is harmless.
+    /// purpose). Queries and ticks are not numbered: repeating them is
+    /// harmless; nor is opening or closing a session, which is what scopes
+    /// the numbers.
     pub fn is_numbered(&self) -> bool {
         !matches!(
             self,
@@ -157,6 +240,8 @@ impl Request {
                 | Request::Holdings { .. }
                 | Request::Tick
                 | Request::Digest
+                | Request::OpenSession { .. }
+                | Request::CloseSession
         )
     }
 }
@@ -222,6 +307,17 @@ mod tests {
         assert!(Symbol::new("ABCDEFGHIJKLMNOPQ").is_err());
         assert!(Symbol::new("AC ME").is_err());
         assert!(Symbol::new("ÄCME").is_err());
+    }
+
+    #[test]
+    fn session_names_are_one_to_32_printable_bytes() {
+        assert_eq!(SessionName::new("default").unwrap().as_str(), "default");
+        let longest = "x".repeat(SESSION_NAME_LEN_MAX);
+        assert_eq!(SessionName::new(&longest).unwrap().as_str(), longest);
+        assert!(SessionName::new("").is_err());
+        assert!(SessionName::new(&format!("{longest}x")).is_err());
+        assert!(SessionName::new("a b").is_err());
+        assert!(SessionName::new("é").is_err());
     }
 
     #[test]

@@ -359,7 +359,7 @@ fn shutdown_answers_every_request_in_flight_exactly_once() {
 #[test]
 fn repeated_request_number_is_answered_duplicate_through_the_engine() {
     let engine = Engine::builder().start().unwrap();
-    let mut client = engine.client().unwrap();
+    let mut client = engine.session("gateway").unwrap();
     client
         .call_numbered(Request::OpenAccount { account: 9 }, 1)
         .unwrap()
@@ -384,19 +384,58 @@ fn repeated_request_number_is_answered_duplicate_through_the_engine() {
         )
         .unwrap();
     assert_eq!(again.unwrap_err().code(), ErrorCode::Duplicate);
-    // Automatic numbering continues above the highest number used.
+    // Unnumbered requests apply every time and use no number up.
+    for _ in 0..2 {
+        client
+            .call(Request::Withdraw {
+                account: 9,
+                amount: 50,
+            })
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(client.last_req(), 2);
     client
-        .call(Request::Withdraw {
-            account: 9,
-            amount: 100,
-        })
+        .call_numbered(
+            Request::Deposit {
+                account: 9,
+                amount: 1,
+            },
+            3,
+        )
         .unwrap()
         .unwrap();
     client.barrier().unwrap();
-    assert_eq!(balance(&mut client, 9), (405, 0));
+    assert_eq!(balance(&mut client, 9), (406, 0));
 }
 
 #[test]
+#[test]
+fn a_client_without_a_session_cannot_number_requests() {
+    let engine = Engine::builder().start().unwrap();
+    let mut client = engine.client().unwrap();
+    assert_eq!(client.session(), None);
+    assert!(matches!(
+        client.call_numbered(Request::OpenAccount { account: 1 }, 1),
+        Err(EngineError::Refused(_))
+    ));
+    assert!(matches!(
+        engine.session("has space"),
+        Err(EngineError::Session(_))
+    ));
+    let id = client.open_session("later").unwrap();
+    assert_eq!(client.session(), Some(id));
+    client
+        .call_numbered(Request::OpenAccount { account: 1 }, 1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(client.close_session().unwrap(), Ok(Reply::Done));
+    assert!(matches!(
+        engine.session("later"),
+        Err(EngineError::Session(_))
+    ));
+}
+
 fn call_keeps_earlier_outcomes_for_recv_in_order() {
     let engine = Engine::builder().start().unwrap();
     let mut client = engine.client().unwrap();

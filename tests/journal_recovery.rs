@@ -8,6 +8,8 @@ use ringledger::{InstrumentId, Ledger, LedgerConfig, Request, Stamp, Stamped, Sy
 
 const CONFIG: LedgerConfig = LedgerConfig {
     history_per_account_max: 8,
+    sessions_max: ringledger::ledger::SESSIONS_MAX_DEFAULT,
+    session_idle_ms_max: ringledger::ledger::SESSION_IDLE_MS_MAX_DEFAULT,
 };
 
 /// xorshift64*: deterministic, dependency-free.

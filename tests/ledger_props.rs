@@ -2,7 +2,9 @@
 //! with every invariant checked after every step.
 
 use proptest::prelude::*;
-use ringledger::{InstrumentId, Ledger, LedgerConfig, Reply, Request, Stamp, Stamped, Symbol};
+use ringledger::{
+    InstrumentId, Ledger, LedgerConfig, Reply, Request, SessionName, Stamp, Stamped, Symbol,
+};
 
 const ACCOUNTS: u64 = 5;
 const INSTRUMENTS: u32 = 2;
@@ -69,11 +71,33 @@ fn step() -> impl Strategy<Value = Step> {
 fn run(steps: &[Step]) -> (Ledger, Vec<Stamped>) {
     let mut ledger = Ledger::new(LedgerConfig {
         history_per_account_max: 8,
+        ..LedgerConfig::default()
     });
     let mut log = Vec::new();
     let mut seq = 0;
     let mut now_ms = 0;
     let mut next_req = [0u64; 4];
+    // Sessions 1, 2 and 3, as the Ledger numbers the first three opened.
+    for session in 1..4u64 {
+        seq += 1;
+        let name = SessionName::new(&format!("s{session}")).unwrap();
+        let stamped = Stamped::new(
+            Stamp {
+                seq,
+                ..Stamp::default()
+            },
+            Request::OpenSession { name },
+        );
+        let opened = ledger.apply(&stamped).outcome;
+        assert_eq!(
+            opened,
+            Ok(Reply::Session {
+                session,
+                last_req: 0
+            })
+        );
+        log.push(stamped);
+    }
     for step in steps {
         let (request, session, req) = match *step {
             Step::Advance(ms) => {
@@ -164,6 +188,7 @@ fn run(steps: &[Step]) -> (Ledger, Vec<Stamped>) {
 fn replay(log: &[Stamped]) -> Ledger {
     let mut ledger = Ledger::new(LedgerConfig {
         history_per_account_max: 8,
+        ..LedgerConfig::default()
     });
     for stamped in log {
         ledger.apply(stamped);

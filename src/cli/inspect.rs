@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::journal::{read_records, JournalError};
 use crate::ledger::{Ledger, LedgerConfig};
 use crate::money::Scale;
-use crate::outcome::Reply;
+use crate::outcome::{Reject, Reply};
 use crate::request::Request;
 
 /// Prints up to `limit` records with seq >= `from_seq`.
@@ -58,12 +58,23 @@ pub fn inspect(
                     Reply::RebateCredited { credited } => {
                         fields.insert("credited".into(), json!(credited));
                     }
+                    Reply::Session { session, last_req } => {
+                        fields.insert("opened".into(), json!(session));
+                        fields.insert("last_req".into(), json!(last_req));
+                    }
                     _ => {}
                 }
             }
             Err(reject) => {
                 fields.insert("ok".into(), json!(false));
                 fields.insert("error".into(), json!(reject.code().as_str()));
+                if let Reject::Duplicate {
+                    original: Some(original),
+                    ..
+                } = reject
+                {
+                    fields.insert("original".into(), json!(original.as_str()));
+                }
             }
         }
         serde_json::to_writer(&mut out, &line).map_err(|e| InspectError::Output(e.into()))?;
@@ -122,6 +133,10 @@ fn request_json(request: &Request, scale: Scale) -> Value {
         } => {
             json!({"op": "credit_rebate", "deposit_seq": deposit_seq, "amount": money(amount)})
         }
+        Request::OpenSession { name } => json!({"op": "open_session", "name": name.as_str()}),
+        Request::CloseSession => json!({"op": "close_session"}),
+        // A numbered line the edge refused: its number's answer is `code`.
+        Request::Rejected { code } => json!({"op": "rejected", "code": code.as_str()}),
     }
 }
 

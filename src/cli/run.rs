@@ -2,6 +2,13 @@
 //! exactly one object per line out, in the same order; a malformed line is
 //! answered and skipped. Amounts travel as strings and are converted at this
 //! edge; instrument symbols are resolved to ids here.
+//!
+//! Request numbers (`"req"`) are numbers in the client's session (`run`
+//! opens one by name at start). A line without `req` is unnumbered and never
+//! uses a number up. A numbered line on a mutating op that this edge refuses
+//! (a bad amount, a bad symbol, a missing field) still uses its number up:
+//! the refusal goes through the engine as [`Request::Rejected`], sequenced
+//! and journaled, so its retry is a `duplicate` that names the original code.
 
 use std::io::{self, BufRead, Write};
 
@@ -11,12 +18,25 @@ use serde_json::{json, Map, Value};
 use super::strict_json;
 use crate::engine::{Client, EngineError, ManualClock};
 use crate::money::{AmountError, Scale};
-use crate::outcome::{Closure, ErrorCode, Outcome, Reject, Reply};
+use crate::outcome::{Answer, Closure, ErrorCode, Outcome, Reject, Reply};
 use crate::request::{InstrumentId, Request, Symbol};
 
 /// The id sent for a symbol that is not listed: the Ledger answers
 /// `unknown_instrument` and the request still uses up its number.
 const UNLISTED: InstrumentId = InstrumentId(u32::MAX);
+
+/// The ops whose requests are numbered ([`Request::is_numbered`]): on these a
+/// `req` is a request number, even when the line is refused at this edge.
+const NUMBERED_OPS: [&str; 8] = [
+    "open_account",
+    "deposit",
+    "withdraw",
+    "transfer",
+    "list_instrument",
+    "reserve",
+    "confirm",
+    "cancel",
+];
 
 /// Answers every line of `input` on `output`, flushing after each so the
 /// command can be driven interactively through pipes. Every line gets exactly
@@ -64,7 +84,11 @@ pub fn serve(
 }
 
 fn failure_json(f: &Failure) -> Value {
-    json!({"ok": false, "error": f.code.as_str(), "message": f.message})
+    let mut answer = json!({"ok": false, "error": f.code.as_str(), "message": f.message});
+    if let Some(original) = f.original {
+        answer["original"] = Value::from(original.as_str());
+    }
+    answer
 }
 
 struct Session<'a> {
@@ -76,6 +100,8 @@ struct Session<'a> {
 struct Failure {
     code: ErrorCode,
     message: String,
+    /// A duplicate's first answer, while its session remembers it.
+    original: Option<Answer>,
 }
 
 /// Why a line got no answer at all: the engine itself is gone.
@@ -100,6 +126,7 @@ fn malformed(message: impl Into<String>) -> Failure {
     Failure {
         code: ErrorCode::Malformed,
         message: message.into(),
+        original: None,
     }
 }
 
@@ -112,6 +139,7 @@ impl From<AmountError> for Failure {
         Failure {
             code,
             message: e.to_string(),
+            original: None,
         }
     }
 }
@@ -145,6 +173,67 @@ impl Session<'_> {
         if req == Some(0) {
             return Err(malformed("req must be 1 or more").into());
         }
+        if op == "barrier" {
+            self.client.barrier().map_err(Fatal::Engine)?;
+            return Ok(Map::new());
+        }
+        let request = match self.request(op, &f) {
+            Ok(request) => request,
+            Err(Fatal::Line(refused)) => {
+                return match req {
+                    Some(req) if NUMBERED_OPS.contains(&op) => self.use_up(req, refused, &fields),
+                    _ => Err(refused.into()),
+                }
+            }
+            Err(fatal) => return Err(fatal),
+        };
+        let outcome = match req {
+            Some(req) if request.is_numbered() => {
+                self.require_session()?;
+                self.client.call_numbered(request, req)
+            }
+            _ => self.client.call(request),
+        }
+        .map_err(Fatal::Engine)?;
+        Ok(self.render(&fields, outcome)?)
+    }
+
+    /// Numbered lines need the session `run` opened at start.
+    fn require_session(&self) -> Result<(), Failure> {
+        match self.client.session() {
+            Some(_) => Ok(()),
+            None => Err(Failure {
+                code: ErrorCode::SessionExpired,
+                message: "no session is open here, so `req` cannot be honoured".into(),
+                original: None,
+            }),
+        }
+    }
+
+    /// Uses up `req` with the edge's refusal as its answer: sequenced and
+    /// journaled, so a retry (also after a restart) is a `duplicate` that
+    /// names this refusal's code. The line is answered with the refusal
+    /// itself, unless the number was already used (`duplicate`) or the
+    /// session has retired.
+    fn use_up(
+        &mut self,
+        req: u64,
+        refused: Failure,
+        fields: &Map<String, Value>,
+    ) -> Result<Map<String, Value>, Fatal> {
+        self.require_session()?;
+        let outcome = self
+            .client
+            .call_numbered(Request::Rejected { code: refused.code }, req)
+            .map_err(Fatal::Engine)?;
+        match outcome {
+            Err(Reject::AtEdge(_)) => Err(refused.into()),
+            other => Ok(self.render(fields, other)?),
+        }
+    }
+
+    /// The request a line asks for, checked and converted at this edge.
+    fn request(&mut self, op: &str, f: &Fields) -> Result<Request, Fatal> {
         let scale = self.client.scale();
         let request = match op {
             "open_account" => Request::OpenAccount {
@@ -180,6 +269,7 @@ impl Session<'_> {
                 let instrument = self.client.instrument_id(&symbol).ok_or_else(|| Failure {
                     code: ErrorCode::UnknownInstrument,
                     message: format!("instrument {symbol} is not listed"),
+                    original: None,
                 })?;
                 Request::Instrument { instrument }
             }
@@ -213,19 +303,10 @@ impl Session<'_> {
                     .map_err(|e| malformed(e.to_string()))?;
                 Request::Tick
             }
-            "barrier" => {
-                self.client.barrier().map_err(Fatal::Engine)?;
-                return Ok(Map::new());
-            }
             "digest" => Request::Digest,
             other => return Err(malformed(format!("unknown op {other:?}")).into()),
         };
-        let outcome = match req {
-            Some(req) if request.is_numbered() => self.client.call_numbered(request, req),
-            _ => self.client.call(request),
-        }
-        .map_err(Fatal::Engine)?;
-        Ok(self.render(&fields, outcome)?)
+        Ok(request)
     }
 
     fn render(
@@ -238,9 +319,16 @@ impl Session<'_> {
         let reply = outcome.map_err(|reject| Failure {
             code: reject.code(),
             message: describe(&reject, fields, scale),
+            original: match reject {
+                Reject::Duplicate { original, .. } => original,
+                _ => None,
+            },
         })?;
         let answer = match reply {
-            Reply::Done | Reply::Listed { .. } | Reply::RebateCredited { .. } => json!({}),
+            Reply::Done
+            | Reply::Listed { .. }
+            | Reply::RebateCredited { .. }
+            | Reply::Session { .. } => json!({}),
             Reply::Moved { balance } => json!({"balance": money(balance)}),
             Reply::Balance {
                 balance,

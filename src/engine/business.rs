@@ -80,7 +80,7 @@ impl Business {
         let mut last_snapshot_seq = seq;
         let mut dispatched = shared.rebates_dispatched.load(Ordering::Acquire);
         let mut answered = 0u64;
-        let rebate_session = shared.rebate_session.load(Ordering::Acquire);
+        let rebate_client = shared.rebate_client.load(Ordering::Acquire);
         let mut linger_until: Option<Instant> = None;
         // Declared after the response queues so that, unwinding, it marks
         // the engine failed before they close and wake their clients.
@@ -165,7 +165,7 @@ impl Business {
                         .store(dispatched, Ordering::Release);
                 }
                 match (&envelope.request, &applied.outcome) {
-                    (Request::CreditRebate { .. }, _) if envelope.session == rebate_session => {
+                    (Request::CreditRebate { .. }, _) if envelope.client == rebate_client => {
                         answered += 1;
                         shared.rebates_answered.store(answered, Ordering::Release);
                     }

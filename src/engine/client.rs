@@ -1,5 +1,5 @@
-//! A gateway's handle: its own session (for request numbering) and its own
-//! response queue, so answers never contend with other gateways'.
+//! A gateway's handle: its own response queue, so answers never contend with
+//! other gateways', and optionally a named session (for request numbering).
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::{EngineError, Envelope, Shared};
 use crate::money::Scale;
-use crate::outcome::Outcome;
-use crate::request::{InstrumentId, Request, SessionId, Symbol};
+use crate::outcome::{Outcome, Reply};
+use crate::request::{InstrumentId, Request, SessionId, SessionName, Symbol};
 use crate::ring::{self, Consumer, Producer};
 
 /// One gateway's connection to the engine. Not shared between threads:
@@ -18,10 +18,20 @@ use crate::ring::{self, Consumer, Producer};
 /// Requests are pipelined: [`Client::send`] returns at once and
 /// [`Client::recv`] hands back outcomes in the order the requests were sent.
 /// [`Client::call`] does both for one request.
+///
+/// Requests are unnumbered unless the caller numbers them
+/// ([`Client::send_numbered`]) within a named session ([`Engine::session`]
+/// or [`Client::open_session`]): an unnumbered request never uses a number
+/// up, and a numbered one is applied at most once, across restarts too.
+///
+/// [`Engine::session`]: super::Engine::session
 pub struct Client {
     shared: Arc<Shared>,
     id: u32,
+    /// The open session's id; 0 while there is none.
     session: SessionId,
+    /// The highest request number the session has answered or this client
+    /// has sent in it.
     last_req: u64,
     requests: Producer<Envelope>,
     responses: Consumer<Outcome>,
@@ -40,7 +50,6 @@ impl Client {
             .as_ref()
             .cloned()
             .ok_or_else(|| shared.error())?;
-        let session = shared.next_session.fetch_add(1, Ordering::Relaxed);
         let (producer, responses) = ring::channel(shared.response_capacity, shared.wait);
         // The id is taken under the same lock that publishes the queue, so
         // by the time any request carries this id, its queue is registered.
@@ -53,7 +62,7 @@ impl Client {
         Ok(Client {
             shared: Arc::clone(shared),
             id,
-            session,
+            session: 0,
             last_req: 0,
             requests,
             responses,
@@ -62,9 +71,55 @@ impl Client {
         })
     }
 
-    /// This client's session: the scope of its request numbers.
-    pub fn session(&self) -> SessionId {
-        self.session
+    /// The client's response queue id.
+    pub(super) fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The id of this client's open session (the scope of its request
+    /// numbers), if it has one. Ids change across restarts; names do not.
+    pub fn session(&self) -> Option<SessionId> {
+        (self.session != 0).then_some(self.session)
+    }
+
+    /// The highest request number the session had answered when it was
+    /// opened, or that this client has sent in it since: where a client that
+    /// resumed its session after a restart continues numbering (0 with no
+    /// session).
+    pub fn last_req(&self) -> u64 {
+        self.last_req
+    }
+
+    /// Opens the session called `name`, or resumes it (same numbering) if it
+    /// is live, for example after a restart. Its numbered requests are then
+    /// applied at most once. Fails with [`EngineError::Session`] if the name
+    /// is invalid or belongs to a retired session (see the `ledger::sessions`
+    /// rules: a retired name never opens again). Outcomes of requests sent
+    /// earlier are kept for `recv`.
+    pub fn open_session(&mut self, name: &str) -> Result<SessionId, EngineError> {
+        let name = SessionName::new(name).map_err(EngineError::Session)?;
+        match self.call(Request::OpenSession { name })? {
+            Ok(Reply::Session { session, last_req }) => {
+                self.session = session;
+                self.last_req = last_req;
+                Ok(session)
+            }
+            Ok(other) => unreachable!("open_session answered {other:?}"),
+            Err(reject) => Err(EngineError::Session(format!(
+                "session {name:?} cannot be opened: {reject}"
+            ))),
+        }
+    }
+
+    /// Retires this client's session for good: its numbers are answered
+    /// `session_expired` from now on, and its name cannot be opened again.
+    /// (Dropping a client does not close its session: a new client, or the
+    /// same program after a restart, resumes it by name.)
+    pub fn close_session(&mut self) -> Result<Outcome, EngineError> {
+        let outcome = self.call(Request::CloseSession)?;
+        self.session = 0;
+        self.last_req = 0;
+        Ok(outcome)
     }
 
     pub fn scale(&self) -> Scale {
@@ -81,26 +136,33 @@ impl Client {
         self.shared.directory.read().get(symbol).copied()
     }
 
-    /// Sends a request without waiting for its outcome. Requests that can
-    /// change state are numbered 1, 2, 3… for idempotency.
+    /// Sends a request without waiting for its outcome, unnumbered: it is
+    /// applied every time it is sent.
     pub fn send(&mut self, request: Request) -> Result<(), EngineError> {
-        let req = if request.is_numbered() {
-            self.last_req + 1
-        } else {
-            0
-        };
-        self.send_numbered(request, req)
+        self.send_numbered(request, 0)
     }
 
-    /// Sends a request under a number the caller chose (for example one a
-    /// remote client supplied, so that its retry is recognised as a
-    /// duplicate). Later automatic numbers continue above the highest used.
+    /// Sends a request under a number the caller chose in this client's
+    /// session (`req` ≥ 1; increasing, gaps allowed), for example one a
+    /// remote client supplied: a repeat of the number is answered
+    /// `duplicate` with the first answer and changes nothing. `req` 0 sends
+    /// it unnumbered. A number on a query is ignored.
     pub fn send_numbered(&mut self, request: Request, req: u64) -> Result<(), EngineError> {
         if matches!(request, Request::CreditRebate { .. })
-            && self.session != self.shared.rebate_session.load(Ordering::Acquire)
+            && self.id != self.shared.rebate_client.load(Ordering::Acquire)
         {
             return Err(EngineError::Refused(
                 "credit_rebate comes only from the engine's rebate thread",
+            ));
+        }
+        if matches!(request, Request::OpenSession { .. } | Request::CloseSession) && req != 0 {
+            return Err(EngineError::Refused(
+                "opening or closing a session is not numbered",
+            ));
+        }
+        if req != 0 && self.session == 0 {
+            return Err(EngineError::Refused(
+                "a numbered request needs a named session: Engine::session or Client::open_session",
             ));
         }
         while self.in_flight - self.received.len() >= self.shared.response_capacity {
@@ -154,7 +216,8 @@ impl Client {
         self.drain_all_but_last()
     }
 
-    /// Like [`Client::call`] with a caller-chosen request number.
+    /// Like [`Client::call`] with a caller-chosen request number (see
+    /// [`Client::send_numbered`]).
     pub fn call_numbered(&mut self, request: Request, req: u64) -> Result<Outcome, EngineError> {
         self.send_numbered(request, req)?;
         self.drain_all_but_last()

@@ -62,6 +62,8 @@ pub enum EngineError {
     Journal(JournalError),
     /// A request this client may not send.
     Refused(&'static str),
+    /// A session could not be opened (an invalid or retired name).
+    Session(String),
 }
 
 impl fmt::Display for EngineError {
@@ -78,6 +80,7 @@ impl fmt::Display for EngineError {
             EngineError::Io(e) => write!(f, "engine I/O error: {e}"),
             EngineError::Journal(e) => write!(f, "{e}"),
             EngineError::Refused(why) => write!(f, "request refused: {why}"),
+            EngineError::Session(why) => f.write_str(why),
         }
     }
 }
@@ -103,7 +106,6 @@ struct Shared {
     /// thread to adopt them (locked only when a client is created).
     registrations: Mutex<Vec<(u32, Producer<Outcome>)>>,
     next_client: AtomicU32,
-    next_session: AtomicU64,
     response_capacity: usize,
     wait: WaitStrategy,
     /// Symbol → id, updated by the business thread when a listing succeeds.
@@ -111,8 +113,9 @@ struct Shared {
     /// Rebate jobs handed to the side thread so far / credits applied so far.
     rebates_dispatched: AtomicU64,
     rebates_answered: AtomicU64,
-    /// The session the rebate side thread uses, so its credits are counted.
-    rebate_session: AtomicU64,
+    /// The client id of the rebate side thread, so its credits are counted
+    /// (they are unnumbered and use no session).
+    rebate_client: AtomicU32,
     failure: Mutex<Option<String>>,
     failed: AtomicBool,
 }
@@ -379,20 +382,19 @@ impl EngineBuilder {
             requests: Mutex::new(Some(producer)),
             registrations: Mutex::new(Vec::new()),
             next_client: AtomicU32::new(0),
-            next_session: AtomicU64::new(ledger.session_max() + 1),
             response_capacity: self.response_capacity,
             wait: self.wait,
             directory: RwLock::new(directory),
             rebates_dispatched: AtomicU64::new(owed),
             rebates_answered: AtomicU64::new(0),
-            rebate_session: AtomicU64::new(0),
+            rebate_client: AtomicU32::new(u32::MAX),
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
         });
         let rebate_client = Client::new(&shared)?;
         shared
-            .rebate_session
-            .store(rebate_client.session(), Ordering::Release);
+            .rebate_client
+            .store(rebate_client.id(), Ordering::Release);
         let journal = match journal {
             None => None,
             Some((dir, writer)) => Some((
@@ -447,9 +449,32 @@ impl Engine {
         EngineBuilder::default()
     }
 
-    /// A new gateway handle with its own session and response queue.
+    /// A new gateway handle with its own response queue and no session: its
+    /// requests are unnumbered (see [`Engine::session`] for numbered ones).
     pub fn client(&self) -> Result<Client, EngineError> {
         Client::new(&self.shared)
+    }
+
+    /// A new gateway handle in the session called `name`, opened or, if it
+    /// is live (also after a restart: the name is journaled), resumed with
+    /// its numbering, so that a request retried under the same number is
+    /// applied at most once. See [`Client::open_session`].
+    ///
+    /// ```
+    /// use ringledger::{Engine, Request};
+    ///
+    /// let engine = Engine::builder().start().unwrap();
+    /// let mut client = engine.session("gateway-1").unwrap();
+    /// let deposit = Request::Deposit { account: 1, amount: 500 };
+    /// client.call_numbered(Request::OpenAccount { account: 1 }, 1).unwrap().unwrap();
+    /// client.call_numbered(deposit, 2).unwrap().unwrap();
+    /// let retry = client.call_numbered(deposit, 2).unwrap();
+    /// assert_eq!(retry.unwrap_err().code().as_str(), "duplicate");
+    /// ```
+    pub fn session(&self, name: &str) -> Result<Client, EngineError> {
+        let mut client = Client::new(&self.shared)?;
+        client.open_session(name)?;
+        Ok(client)
     }
 
     pub fn scale(&self) -> Scale {

@@ -1,7 +1,8 @@
 //! The bytes on disk: segment and snapshot headers, batch frames, and the one
 //! bincode configuration every record goes through. See `journal/README.md`.
 
-use crate::request::{InstrumentId, Request, Stamp, Stamped, Symbol};
+use crate::outcome::ErrorCode;
+use crate::request::{InstrumentId, Request, SessionName, Stamp, Stamped, Symbol};
 
 /// Fixed-width little-endian integers: a record's size depends only on its
 /// variant, and decoding never has to guess a varint's length.
@@ -230,6 +231,13 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Option<(Stamped, usize)> {
             deposit_seq: r.u64()?,
             amount: r.i64()?,
         },
+        15 => Request::OpenSession {
+            name: SessionName::from_bytes(r.array()?),
+        },
+        16 => Request::CloseSession,
+        17 => Request::Rejected {
+            code: *ErrorCode::ALL.get(r.u32()? as usize)?,
+        },
         _ => return None,
     };
     Some((Stamped { stamp, request }, r.at))
@@ -429,6 +437,13 @@ mod tests {
                 deposit_seq: next(),
                 amount: next() as i64,
             },
+            Request::OpenSession {
+                name: SessionName::from_bytes(std::array::from_fn(|_| next() as u8)),
+            },
+            Request::CloseSession,
+            Request::Rejected {
+                code: ErrorCode::ALL[next() as usize % ErrorCode::ALL.len()],
+            },
         ];
         for (index, request) in requests.iter().enumerate() {
             let variant = match request {
@@ -447,6 +462,9 @@ mod tests {
                 Request::Tick => 12,
                 Request::Digest => 13,
                 Request::CreditRebate { .. } => 14,
+                Request::OpenSession { .. } => 15,
+                Request::CloseSession => 16,
+                Request::Rejected { .. } => 17,
             };
             assert_eq!(variant, index);
         }
@@ -499,7 +517,7 @@ mod tests {
                 assert_eq!(decode_record(&bytes[..cut]), bincode_says(&bytes[..cut]));
                 let mut changed = bytes.clone();
                 let at = 32 + next() as usize % (bytes.len() - 32);
-                changed[at] = [0, 1, 2, 14, 15, 0xff][next() as usize % 6];
+                changed[at] = [0, 1, 2, 13, 14, 17, 18, 0xff][next() as usize % 8];
                 assert_eq!(
                     decode_record(&changed),
                     bincode_says(&changed),

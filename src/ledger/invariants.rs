@@ -135,6 +135,8 @@ impl Ledger {
         let mut h = Xxh3::new();
         let mut put = |v: u64| h.update(&v.to_le_bytes());
         put(u64::from(self.config.history_per_account_max));
+        put(u64::from(self.config.sessions_max));
+        put(self.config.session_idle_ms_max);
         put(self.now_ms);
         put(self.accounts.len() as u64);
         let accounts = &self.accounts;
@@ -195,13 +197,7 @@ impl Ledger {
             put(u64::from(id.0));
             put(qty);
         }
-        let mut sessions: Vec<_> = self.sessions.iter().collect();
-        sessions.sort_unstable();
-        put(sessions.len() as u64);
-        for (&session, &last) in sessions {
-            put(session);
-            put(last);
-        }
+        put(self.sessions.digest());
         put(self.rebates_pending as u64);
         for job in self.pending_rebates() {
             put(job.deposit_seq);

@@ -17,6 +17,7 @@
 
 mod accounts;
 mod invariants;
+mod sessions;
 #[cfg(test)]
 mod tests;
 
@@ -27,11 +28,13 @@ use bincode::{Decode, Encode};
 use rustc_hash::FxHashMap;
 
 use self::accounts::Accounts;
+use self::sessions::Sessions;
+pub use self::sessions::{RETIRED_NAMES_BITS, RETIRED_NAME_HASHES, SESSION_ANSWERS_MAX};
 use crate::money::Units;
-use crate::outcome::{Closure, Entry, EntryKind, InstrumentView, Outcome, Reject, Reply};
+use crate::outcome::{Answer, Closure, Entry, EntryKind, InstrumentView, Outcome, Reject, Reply};
 use crate::rebate::RebateJob;
 use crate::request::{
-    AccountId, InstrumentId, Request, ReservationId, SessionId, Stamp, Stamped, Symbol,
+    AccountId, InstrumentId, Request, ReservationId, SessionId, SessionName, Stamp, Stamped, Symbol,
 };
 
 /// How many requests ahead `apply_batch` starts loading accounts: far enough
@@ -45,12 +48,27 @@ pub struct LedgerConfig {
     /// in the journal, and a `history` answer they would have been part of
     /// says `truncated`.
     pub history_per_account_max: u32,
+    /// Live sessions kept at most (at least 1): opening one more retires the
+    /// longest-idle. Each costs up to ~1 KiB (its window of answers).
+    pub sessions_max: u32,
+    /// A session unused (no open, no numbered request) for longer than this,
+    /// in sequencer time, retires; `u64::MAX` never retires one for idleness.
+    pub session_idle_ms_max: u64,
 }
+
+/// Default `LedgerConfig::sessions_max`: a few thousand gateways or remote
+/// clients, about 4 MiB of windows at most.
+pub const SESSIONS_MAX_DEFAULT: u32 = 4096;
+/// Default `LedgerConfig::session_idle_ms_max`: 7 days, long enough that a
+/// client retrying after an outage or a restart still finds its session.
+pub const SESSION_IDLE_MS_MAX_DEFAULT: u64 = 7 * 24 * 60 * 60 * 1000;
 
 impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
             history_per_account_max: 32,
+            sessions_max: SESSIONS_MAX_DEFAULT,
+            session_idle_ms_max: SESSION_IDLE_MS_MAX_DEFAULT,
         }
     }
 }
@@ -116,8 +134,8 @@ pub struct Ledger {
     /// (expiry time, reservation) for every open reservation with a TTL.
     expiries: BTreeSet<(u64, ReservationId)>,
     holdings: BTreeMap<(AccountId, InstrumentId), u64>,
-    /// Last applied request number per session.
-    sessions: FxHashMap<SessionId, u64>,
+    /// Sessions by name and id, each with its window of answers (see `sessions`).
+    sessions: Sessions,
     /// Rebates in deposit order; credited ones are popped from the front.
     rebates: VecDeque<PendingRebate>,
     rebates_pending: usize,
@@ -143,7 +161,7 @@ impl Ledger {
             closed_reservations: FxHashMap::default(),
             expiries: BTreeSet::new(),
             holdings: BTreeMap::new(),
-            sessions: FxHashMap::default(),
+            sessions: Sessions::default(),
             rebates: VecDeque::new(),
             rebates_pending: 0,
             totals: Totals::default(),
@@ -179,10 +197,14 @@ impl Ledger {
         self.accounts.len()
     }
 
-    /// The largest session id that has sent a numbered request; a restarted
-    /// engine numbers new sessions above it so old numbers never collide.
-    pub fn session_max(&self) -> SessionId {
-        self.sessions.keys().copied().max().unwrap_or(0)
+    /// The live session called `name`: its id and highest answered request
+    /// number.
+    pub fn session(&self, name: &SessionName) -> Option<(SessionId, u64)> {
+        self.sessions.find(name)
+    }
+
+    pub fn sessions_len(&self) -> usize {
+        self.sessions.live_len()
     }
 
     /// The id an instrument got when it was listed.
@@ -206,8 +228,9 @@ impl Ledger {
     }
 
     /// Applies one stamped request. Reservations due at the stamp's time
-    /// expire first, then the request runs; a rejected request changes
-    /// nothing beyond that expiry and the session's request number.
+    /// expire and idle sessions retire first, then the request runs; a
+    /// rejected request changes nothing beyond that and its session's record
+    /// of the answer.
     pub fn apply(&mut self, stamped: &Stamped) -> Applied {
         let Stamped { stamp, request } = *stamped;
         debug_assert!(
@@ -219,13 +242,28 @@ impl Ledger {
         self.last_seq = stamp.seq;
         self.now_ms = self.now_ms.max(stamp.time_ms);
         self.expire_due();
+        self.sessions
+            .retire_idle(self.now_ms, self.config.session_idle_ms_max);
 
-        let applied = match self.check_request_number(&stamp, &request) {
+        let numbered = stamp.req != 0 && request.is_numbered();
+        let checked = if numbered {
+            self.sessions.check(stamp.session, stamp.req, self.now_ms)
+        } else {
+            Ok(())
+        };
+        let applied = match checked {
             Err(reject) => Applied {
                 outcome: Err(reject),
                 rebate: None,
             },
-            Ok(()) => self.dispatch(&stamp, &request),
+            Ok(()) => {
+                let applied = self.dispatch(&stamp, &request);
+                if numbered {
+                    self.sessions
+                        .record(stamp.session, stamp.req, Answer::of(&applied.outcome));
+                }
+                applied
+            }
         };
         #[cfg(debug_assertions)]
         self.debug_check(&request);
@@ -258,21 +296,6 @@ impl Ledger {
             }
             each(i, self.apply(stamped));
         }
-    }
-
-    fn check_request_number(&mut self, stamp: &Stamp, request: &Request) -> Result<(), Reject> {
-        if stamp.req == 0 || !request.is_numbered() {
-            return Ok(());
-        }
-        let last = self.sessions.entry(stamp.session).or_insert(0);
-        if stamp.req <= *last {
-            return Err(Reject::Duplicate {
-                req: stamp.req,
-                last: *last,
-            });
-        }
-        *last = stamp.req;
-        Ok(())
     }
 
     fn dispatch(&mut self, stamp: &Stamp, request: &Request) -> Applied {
@@ -325,6 +348,12 @@ impl Ledger {
                 deposit_seq,
                 amount,
             } => self.credit_rebate(stamp, deposit_seq, amount),
+            Request::OpenSession { name } => self
+                .sessions
+                .open(name, self.now_ms, self.config.sessions_max)
+                .map(|(session, last_req)| Reply::Session { session, last_req }),
+            Request::CloseSession => self.sessions.close(stamp.session).map(|()| Reply::Done),
+            Request::Rejected { code } => Err(Reject::AtEdge(code)),
         };
         Applied { outcome, rebate }
     }

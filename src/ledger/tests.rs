@@ -4,12 +4,12 @@ use super::*;
 use crate::outcome::ErrorCode;
 
 /// Stamps requests the way the sequencer would: increasing sequence numbers,
-/// a controllable clock, one session numbering every numbered request.
+/// a controllable clock, unnumbered (request numbers are tested in
+/// `sessions::tests`).
 struct Driver {
     ledger: Ledger,
     seq: u64,
     now_ms: u64,
-    req: u64,
 }
 
 const ACME: InstrumentId = InstrumentId(0);
@@ -24,7 +24,6 @@ impl Driver {
             ledger: Ledger::new(config),
             seq: 0,
             now_ms: 1_000,
-            req: 0,
         }
     }
 
@@ -46,13 +45,7 @@ impl Driver {
     }
 
     fn full(&mut self, request: Request) -> Applied {
-        let req = if request.is_numbered() {
-            self.req += 1;
-            self.req
-        } else {
-            0
-        };
-        self.stamped(1, req, request)
+        self.stamped(0, 0, request)
     }
 
     fn code(&mut self, request: Request) -> ErrorCode {
@@ -400,6 +393,7 @@ fn every_balance_change_is_recorded_newest_first() {
 fn history_keeps_only_the_newest_entries_per_account() {
     let mut d = Driver::with(LedgerConfig {
         history_per_account_max: 3,
+        ..LedgerConfig::default()
     });
     d.open(1, 0);
     for amount in 1..=5 {
@@ -901,125 +895,6 @@ fn time_never_goes_backwards_for_expiry() {
         1,
         "the second TTL counted from the ledger's time"
     );
-}
-
-#[test]
-fn repeated_request_number_is_a_duplicate_and_changes_nothing() {
-    let mut d = Driver::new();
-    d.stamped(1, 1, Request::OpenAccount { account: 1 })
-        .outcome
-        .unwrap();
-    d.stamped(
-        1,
-        2,
-        Request::Deposit {
-            account: 1,
-            amount: 500,
-        },
-    )
-    .outcome
-    .unwrap();
-    let again = d.stamped(
-        1,
-        2,
-        Request::Deposit {
-            account: 1,
-            amount: 500,
-        },
-    );
-    assert_eq!(again.outcome, Err(Reject::Duplicate { req: 2, last: 2 }));
-    assert_eq!(again.rebate, None);
-    assert_eq!(
-        d.stamped(
-            1,
-            1,
-            Request::Withdraw {
-                account: 1,
-                amount: 1
-            }
-        )
-        .outcome
-        .unwrap_err()
-        .code(),
-        ErrorCode::Duplicate
-    );
-    assert_eq!(d.balance(1).0, 500);
-}
-
-#[test]
-fn rejected_request_still_uses_up_its_number() {
-    let mut d = Driver::new();
-    d.stamped(1, 1, Request::OpenAccount { account: 1 })
-        .outcome
-        .unwrap();
-    assert_eq!(
-        d.stamped(
-            1,
-            2,
-            Request::Withdraw {
-                account: 1,
-                amount: 5
-            }
-        )
-        .outcome
-        .unwrap_err()
-        .code(),
-        ErrorCode::InsufficientFunds
-    );
-    assert_eq!(
-        d.stamped(
-            1,
-            2,
-            Request::Deposit {
-                account: 1,
-                amount: 5
-            }
-        )
-        .outcome
-        .unwrap_err()
-        .code(),
-        ErrorCode::Duplicate
-    );
-}
-
-#[test]
-fn sessions_number_independently_and_unnumbered_requests_always_apply() {
-    let mut d = Driver::new();
-    d.stamped(1, 1, Request::OpenAccount { account: 1 })
-        .outcome
-        .unwrap();
-    d.stamped(
-        2,
-        1,
-        Request::Deposit {
-            account: 1,
-            amount: 5,
-        },
-    )
-    .outcome
-    .unwrap();
-    d.stamped(
-        3,
-        0,
-        Request::Deposit {
-            account: 1,
-            amount: 5,
-        },
-    )
-    .outcome
-    .unwrap();
-    d.stamped(
-        3,
-        0,
-        Request::Deposit {
-            account: 1,
-            amount: 5,
-        },
-    )
-    .outcome
-    .unwrap();
-    assert_eq!(d.balance(1).0, 15);
-    assert_eq!(d.ledger.session_max(), 2);
 }
 
 #[test]
