@@ -410,7 +410,6 @@ fn repeated_request_number_is_answered_duplicate_through_the_engine() {
 }
 
 #[test]
-#[test]
 fn a_client_without_a_session_cannot_number_requests() {
     let engine = Engine::builder().start().unwrap();
     let mut client = engine.client().unwrap();
@@ -436,6 +435,7 @@ fn a_client_without_a_session_cannot_number_requests() {
     ));
 }
 
+#[test]
 fn call_keeps_earlier_outcomes_for_recv_in_order() {
     let engine = Engine::builder().start().unwrap();
     let mut client = engine.client().unwrap();

@@ -277,3 +277,89 @@ fn a_library_session_resumed_by_name_after_a_restart_refuses_the_retry() {
         engine.shutdown().unwrap();
     }
 }
+
+/// Idle retirement in sequencer time, through `run --clock manual`: the
+/// session idles past 7 days, its numbers are refused, and a later `run`
+/// cannot reopen the name; another name works. `inspect` shows the session
+/// records, and a replay agrees with the live digest.
+#[test]
+fn an_idle_session_retires_and_its_name_is_refused_after_a_restart() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let journal = ["--journal-dir", dir.path().to_str().unwrap()];
+    let week_ms = 7 * 24 * 3600 * 1000u64;
+    let late = format!(r#"{{"op":"tick","now_ms":{}}}"#, week_ms + 2);
+    let answers = run(
+        &[&journal[..], &["--clock", "manual"]].concat(),
+        &[
+            r#"{"op":"open_account","account":1,"req":1}"#,
+            r#"{"op":"deposit","account":1,"amount":"1.005","req":2}"#,
+            r#"{"op":"tick","now_ms":1}"#,
+            r#"{"op":"deposit","account":1,"amount":"1.00","req":3}"#,
+            &late,
+            r#"{"op":"deposit","account":1,"amount":"1.00","req":4}"#,
+            r#"{"op":"deposit","account":1,"amount":"1.00"}"#,
+        ],
+    );
+    assert_eq!(answers[3]["balance"], "1.00");
+    assert_eq!(answers[5]["error"], "session_expired", "{}", answers[5]);
+    assert_eq!(answers[6]["balance"], "2.00", "unnumbered lines still work");
+
+    let refused = ringledger()
+        .args(["run", "--clock", "manual"])
+        .args(journal)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("\"default\"") && stderr.contains("--session"),
+        "{stderr}"
+    );
+
+    let answers = run(
+        &[&journal[..], &["--clock", "manual", "--session", "next"]].concat(),
+        &[
+            r#"{"op":"deposit","account":1,"amount":"1.00","req":4}"#,
+            r#"{"op":"barrier"}"#,
+            r#"{"op":"digest"}"#,
+        ],
+    );
+    assert_eq!(answers[0]["balance"], "3.00");
+    let live_digest = answers[2]["digest"].clone();
+
+    let replay = ringledger()
+        .args(["replay", "--json", "--journal-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let replay: Value = serde_json::from_slice(&replay.stdout).unwrap();
+    assert_eq!(replay["digest"], live_digest);
+
+    let inspect = ringledger()
+        .args(["inspect", "--journal-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(inspect.status.success());
+    let records: Vec<Value> = String::from_utf8(inspect.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ops: Vec<&str> = records.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    assert_eq!(
+        ops.iter().filter(|&&op| op == "open_session").count(),
+        3,
+        "{ops:?}"
+    );
+    let rejected = records.iter().find(|r| r["op"] == "rejected").unwrap();
+    assert_eq!(rejected["code"], "invalid_amount");
+    assert_eq!(rejected["req"], 2);
+    assert_eq!(rejected["error"], "invalid_amount");
+    let expired = records
+        .iter()
+        .find(|r| r["error"] == "session_expired")
+        .unwrap();
+    assert_eq!(expired["req"], 4);
+}
