@@ -13,7 +13,7 @@ pub(crate) const BINCODE: bincode::config::Configuration<
 > = bincode::config::standard().with_fixed_int_encoding();
 
 /// The on-disk format this build writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"RLJSEG\0\0";
 pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"RLJSNAP\0";
