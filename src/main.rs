@@ -200,6 +200,7 @@ fn replay(dir: &std::path::Path, from_snapshot: bool, history: u32, json: bool) 
     let mut drawn = started;
     let config = LedgerConfig {
         history_per_account_max: history,
+        ..LedgerConfig::default()
     };
     let replayed = journal::replay_with_progress(dir, config, from_snapshot, |progress| {
         // Called per chunk of a few thousand records; redraw 20 times a second.

@@ -522,7 +522,7 @@ fn an_unknown_format_version_is_named_with_the_file() {
             err,
             JournalError::UnsupportedVersion {
                 found: 99,
-                supported: 1,
+                supported: ringledger::journal::FORMAT_VERSION,
                 ..
             }
         ),

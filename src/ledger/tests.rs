@@ -428,6 +428,7 @@ fn history_says_when_retention_cut_what_limit_asked_for() {
 fn history_kept_nowhere_is_always_cut() {
     let mut d = Driver::with(LedgerConfig {
         history_per_account_max: 0,
+        ..LedgerConfig::default()
     });
     d.open(1, 0);
     assert_eq!(d.history_cut(1, 5), (vec![], false), "nothing happened yet");
