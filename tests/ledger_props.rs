@@ -23,6 +23,26 @@ enum Step {
         pick: usize,
         amount: i64,
     },
+    /// Gives session slot `slot` a session under a new name, closing its
+    /// current one first or not (then the table bound evicts the longest
+    /// idle, which may be another slot's).
+    Reopen {
+        slot: u64,
+        close_first: bool,
+    },
+}
+
+/// Sessions live at once in the generated workloads, and their idle limit:
+/// small, so that eviction and idle retirement happen.
+const SESSIONS_MAX: u32 = 3;
+const SESSION_IDLE_MS_MAX: u64 = 5_000;
+
+fn config() -> LedgerConfig {
+    LedgerConfig {
+        history_per_account_max: 8,
+        sessions_max: SESSIONS_MAX,
+        session_idle_ms_max: SESSION_IDLE_MS_MAX,
+    }
 }
 
 fn account() -> impl Strategy<Value = u64> {
@@ -63,40 +83,46 @@ fn step() -> impl Strategy<Value = Step> {
         12 => (request(), 1..4u64, prop::bool::weighted(0.05)).prop_map(|(request, session, renumber)| Step::Send { request, session, renumber }),
         2 => (1..300u64).prop_map(Step::Advance),
         3 => (any::<usize>(), 0..60i64).prop_map(|(pick, amount)| Step::CreditPending { pick, amount }),
+        1 => (1..4u64, any::<bool>()).prop_map(|(slot, close_first)| Step::Reopen { slot, close_first }),
     ]
 }
 
 /// Runs the steps, checking invariants after each; returns the ledger and
 /// every stamped request it applied, in order.
 fn run(steps: &[Step]) -> (Ledger, Vec<Stamped>) {
-    let mut ledger = Ledger::new(LedgerConfig {
-        history_per_account_max: 8,
-        ..LedgerConfig::default()
-    });
+    let mut ledger = Ledger::new(config());
     let mut log = Vec::new();
     let mut seq = 0;
     let mut now_ms = 0;
     let mut next_req = [0u64; 4];
-    // Sessions 1, 2 and 3, as the Ledger numbers the first three opened.
-    for session in 1..4u64 {
-        seq += 1;
-        let name = SessionName::new(&format!("s{session}")).unwrap();
+    // Slot → session id; slots 1, 2 and 3 start with the first three opened.
+    let mut slots = [0u64; 4];
+    let mut names = 0u64;
+    let mut open = |ledger: &mut Ledger, seq: u64, now_ms: u64, log: &mut Vec<Stamped>| {
+        names += 1;
+        let name = SessionName::new(&format!("n{names}")).unwrap();
         let stamped = Stamped::new(
             Stamp {
                 seq,
+                time_ms: now_ms,
                 ..Stamp::default()
             },
             Request::OpenSession { name },
         );
-        let opened = ledger.apply(&stamped).outcome;
-        assert_eq!(
-            opened,
-            Ok(Reply::Session {
-                session,
-                last_req: 0
-            })
-        );
         log.push(stamped);
+        match ledger.apply(&stamped).outcome {
+            Ok(Reply::Session { session, last_req }) => {
+                assert_eq!(last_req, 0, "a new name starts numbering afresh");
+                assert!(ledger.sessions_len() <= SESSIONS_MAX as usize);
+                session
+            }
+            other => panic!("opening a new name answered {other:?}"),
+        }
+    };
+    for slot in 1..4 {
+        seq += 1;
+        slots[slot] = open(&mut ledger, seq, now_ms, &mut log);
+        assert_eq!(slots[slot], slot as u64);
     }
     for step in steps {
         let (request, session, req) = match *step {
@@ -128,7 +154,28 @@ fn run(steps: &[Step]) -> (Ledger, Vec<Stamped>) {
                 if !renumber {
                     next_req[s] += 1;
                 }
-                (request, session, next_req[s].max(1))
+                (request, slots[s], next_req[s].max(1))
+            }
+            Step::Reopen { slot, close_first } => {
+                let s = slot as usize;
+                if close_first {
+                    seq += 1;
+                    let close = Stamped::new(
+                        Stamp {
+                            seq,
+                            time_ms: now_ms,
+                            session: slots[s],
+                            req: 0,
+                        },
+                        Request::CloseSession,
+                    );
+                    log.push(close);
+                    ledger.apply(&close);
+                }
+                seq += 1;
+                slots[s] = open(&mut ledger, seq, now_ms, &mut log);
+                next_req[s] = 0;
+                continue;
             }
         };
         seq += 1;
@@ -186,10 +233,7 @@ fn run(steps: &[Step]) -> (Ledger, Vec<Stamped>) {
 }
 
 fn replay(log: &[Stamped]) -> Ledger {
-    let mut ledger = Ledger::new(LedgerConfig {
-        history_per_account_max: 8,
-        ..LedgerConfig::default()
-    });
+    let mut ledger = Ledger::new(config());
     for stamped in log {
         ledger.apply(stamped);
     }
