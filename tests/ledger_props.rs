@@ -119,10 +119,10 @@ fn run(steps: &[Step]) -> (Ledger, Vec<Stamped>) {
             other => panic!("opening a new name answered {other:?}"),
         }
     };
-    for slot in 1..4 {
+    for (slot, id) in slots.iter_mut().enumerate().skip(1) {
         seq += 1;
-        slots[slot] = open(&mut ledger, seq, now_ms, &mut log);
-        assert_eq!(slots[slot], slot as u64);
+        *id = open(&mut ledger, seq, now_ms, &mut log);
+        assert_eq!(*id, slot as u64);
     }
     for step in steps {
         let (request, session, req) = match *step {
