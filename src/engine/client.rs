@@ -104,7 +104,9 @@ impl Client {
                 self.last_req = last_req;
                 Ok(session)
             }
-            Ok(other) => unreachable!("open_session answered {other:?}"),
+            Ok(other) => Err(EngineError::Session(format!(
+                "opening session {name:?} was answered {other:?}, not with a session"
+            ))),
             Err(reject) => Err(EngineError::Session(format!(
                 "session {name:?} cannot be opened: {reject}"
             ))),
