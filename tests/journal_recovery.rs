@@ -10,6 +10,7 @@ const CONFIG: LedgerConfig = LedgerConfig {
     history_per_account_max: 8,
     sessions_max: ringledger::ledger::SESSIONS_MAX_DEFAULT,
     session_idle_ms_max: ringledger::ledger::SESSION_IDLE_MS_MAX_DEFAULT,
+    closed_reservations_max: 1_000,
 };
 
 /// xorshift64*: deterministic, dependency-free.

@@ -42,6 +42,8 @@ fn config() -> LedgerConfig {
         history_per_account_max: 8,
         sessions_max: SESSIONS_MAX,
         session_idle_ms_max: SESSION_IDLE_MS_MAX,
+        // Small, so random runs forget closed reservations and reuse ids.
+        closed_reservations_max: 4,
     }
 }
 

@@ -93,11 +93,11 @@ impl Ledger {
                 t.deposited, t.withdrawn, t.rebated
             ));
         }
-        let pending = self.rebates.iter().filter(|r| !r.credited).count();
-        if pending != self.rebates_pending {
+        let pending = self.rebates.pending_counted();
+        if pending != self.rebates.pending_len() {
             return Err(format!(
                 "{pending} rebates pending but the count says {}",
-                self.rebates_pending
+                self.rebates.pending_len()
             ));
         }
         Ok(())
@@ -184,10 +184,10 @@ impl Ledger {
             // No expiry hashes as 0, which no expiry time can be.
             put(r.expires_at_ms.map_or(0, NonZeroU64::get));
         }
-        let mut closed: Vec<_> = self.closed_reservations.iter().collect();
-        closed.sort_unstable_by_key(|(&id, _)| id);
-        put(closed.len() as u64);
-        for (&id, &how) in closed {
+        // In closing order: it decides which one is forgotten next.
+        put(u64::from(self.config.closed_reservations_max));
+        put(self.closed_reservations.len() as u64);
+        for (id, how) in self.closed_reservations.iter() {
             put(id);
             put(how as u64);
         }
@@ -198,11 +198,18 @@ impl Ledger {
             put(qty);
         }
         put(self.sessions.digest());
-        put(self.rebates_pending as u64);
+        put(self.rebates.pending_len() as u64);
         for job in self.pending_rebates() {
             put(job.deposit_seq);
             put(job.account);
             put(job.amount as u64);
+        }
+        put(self.rebates.unpaid().count() as u64);
+        for unpaid in self.rebates.unpaid() {
+            put(unpaid.job.deposit_seq);
+            put(unpaid.job.account);
+            put(unpaid.job.amount as u64);
+            put(unpaid.amount as u64);
         }
         let t = self.totals;
         for total in [t.deposited, t.withdrawn, t.rebated] {

@@ -13,21 +13,28 @@
 //! before history); balances are `i64` minor units with checked arithmetic;
 //! history rings hold 32-byte records; expiries are a `BTreeSet` ordered by
 //! time so expiring k reservations costs O(k log n); owed rebates form a
-//! queue in deposit order. See `accounts` for why.
+//! queue in deposit order (see `rebates`); closed reservations are
+//! remembered for a bounded window (see `closed_reservations`). See
+//! `accounts` for why.
 
 mod accounts;
+mod closed_reservations;
 mod invariants;
+mod rebates;
 mod sessions;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU64;
 
 use bincode::{Decode, Encode};
 use rustc_hash::FxHashMap;
 
 use self::accounts::Accounts;
+use self::closed_reservations::ClosedReservations;
+use self::rebates::{Owed, Rebates};
+pub use self::rebates::UnpaidRebate;
 use self::sessions::Sessions;
 pub use self::sessions::{RETIRED_NAMES_BITS, RETIRED_NAME_HASHES, SESSION_ANSWERS_MAX};
 use crate::money::Units;
@@ -54,6 +61,10 @@ pub struct LedgerConfig {
     /// A session unused (no open, no numbered request) for longer than this,
     /// in sequencer time, retires; `u64::MAX` never retires one for idleness.
     pub session_idle_ms_max: u64,
+    /// Closed (confirmed, cancelled, expired) reservations remembered, the
+    /// most recently closed; older ones are forgotten, first closed first,
+    /// and answer `unknown_reservation` (their ids may be used again).
+    pub closed_reservations_max: u32,
 }
 
 /// Default `LedgerConfig::sessions_max`: a few thousand gateways or remote
@@ -69,6 +80,9 @@ impl Default for LedgerConfig {
             history_per_account_max: 32,
             sessions_max: SESSIONS_MAX_DEFAULT,
             session_idle_ms_max: SESSION_IDLE_MS_MAX_DEFAULT,
+            // About 40 bytes each in memory and 10 in a snapshot: 4 MB and
+            // 1 MB at most.
+            closed_reservations_max: 100_000,
         }
     }
 }
@@ -106,12 +120,6 @@ struct Reservation {
     expires_at_ms: Option<NonZeroU64>,
 }
 
-#[derive(Clone, Copy, Debug, Encode, Decode)]
-struct PendingRebate {
-    job: RebateJob,
-    credited: bool,
-}
-
 /// Money that entered and left the ledger; conservation is checked against it.
 #[derive(Clone, Copy, Debug, Default, Encode, Decode)]
 struct Totals {
@@ -128,17 +136,15 @@ pub struct Ledger {
     instrument_index: FxHashMap<Symbol, InstrumentId>,
     instruments: Vec<Instrument>,
     reservations: FxHashMap<ReservationId, Reservation>,
-    /// Ids of reservations that are no longer open, so a reused id is
-    /// refused and a late confirm learns what happened.
-    closed_reservations: FxHashMap<ReservationId, Closure>,
+    /// Ids of recently closed reservations, so a reused id is refused and a
+    /// late confirm learns what happened (a bounded window).
+    closed_reservations: ClosedReservations,
     /// (expiry time, reservation) for every open reservation with a TTL.
     expiries: BTreeSet<(u64, ReservationId)>,
     holdings: BTreeMap<(AccountId, InstrumentId), u64>,
     /// Sessions by name and id, each with its window of answers (see `sessions`).
     sessions: Sessions,
-    /// Rebates in deposit order; credited ones are popped from the front.
-    rebates: VecDeque<PendingRebate>,
-    rebates_pending: usize,
+    rebates: Rebates,
     totals: Totals,
     last_seq: u64,
     now_ms: u64,
@@ -158,12 +164,11 @@ impl Ledger {
             instrument_index: FxHashMap::default(),
             instruments: Vec::new(),
             reservations: FxHashMap::default(),
-            closed_reservations: FxHashMap::default(),
+            closed_reservations: ClosedReservations::default(),
             expiries: BTreeSet::new(),
             holdings: BTreeMap::new(),
             sessions: Sessions::default(),
-            rebates: VecDeque::new(),
-            rebates_pending: 0,
+            rebates: Rebates::default(),
             totals: Totals::default(),
             last_seq: 0,
             now_ms: 0,
@@ -220,11 +225,23 @@ impl Ledger {
     /// Rebates owed but not yet credited, in deposit order. After recovery
     /// these are handed to the side thread again.
     pub fn pending_rebates(&self) -> impl Iterator<Item = RebateJob> + '_ {
-        self.rebates.iter().filter(|r| !r.credited).map(|r| r.job)
+        self.rebates.pending()
     }
 
     pub fn pending_rebates_len(&self) -> usize {
-        self.rebates_pending
+        self.rebates.pending_len()
+    }
+
+    /// Rebates still owed whose credit was refused because it would have
+    /// overflowed the balance (it grew after the deposit), by deposit
+    /// sequence. They are not dispatched again; a credit that fits pays them.
+    pub fn unpaid_rebates(&self) -> impl Iterator<Item = UnpaidRebate> + '_ {
+        self.rebates.unpaid()
+    }
+
+    /// Closed reservations remembered now (at most `closed_reservations_max`).
+    pub fn closed_reservations_len(&self) -> usize {
+        self.closed_reservations.len()
     }
 
     /// Applies one stamped request. Reservations due at the stamp's time
@@ -310,11 +327,7 @@ impl Ledger {
                         account,
                         amount,
                     };
-                    self.rebates.push_back(PendingRebate {
-                        job,
-                        credited: false,
-                    });
-                    self.rebates_pending += 1;
+                    self.rebates.push(job);
                     rebate = Some(job);
                 }
                 outcome
@@ -381,6 +394,12 @@ impl Ledger {
             .balance
             .checked_add(amount)
             .ok_or(Reject::Overflow("the balance"))?;
+        // The rebate is part of what a deposit promises and never exceeds
+        // it, so a deposit is taken only if twice its amount fits: then its
+        // rebate can be credited (unless the balance grows meanwhile).
+        balance
+            .checked_add(amount)
+            .ok_or(Reject::Overflow("the balance with the deposit's rebate"))?;
         self.totals.deposited += i128::from(amount);
         self.set_balance(stamp, (account, index), EntryKind::Deposit, amount, balance);
         Ok(Reply::Moved { balance })
@@ -548,7 +567,7 @@ impl Ledger {
         partial: bool,
     ) -> Outcome {
         if self.reservations.contains_key(&reservation)
-            || self.closed_reservations.contains_key(&reservation)
+            || self.closed_reservations.contains(reservation)
         {
             return Err(Reject::ReservationExists(reservation));
         }
@@ -609,11 +628,11 @@ impl Ledger {
     /// Removes an open reservation, or says why there is none.
     fn take_open(&mut self, reservation: ReservationId) -> Result<Reservation, Reject> {
         let Some(open) = self.reservations.remove(&reservation) else {
-            return Err(match self.closed_reservations.get(&reservation) {
+            return Err(match self.closed_reservations.get(reservation) {
                 Some(Closure::Expired) => Reject::ReservationExpired(reservation),
                 closed => Reject::UnknownReservation {
                     reservation,
-                    closed: closed.copied(),
+                    closed,
                 },
             });
         };
@@ -644,8 +663,7 @@ impl Ledger {
             .holdings
             .entry((account_id, open.instrument))
             .or_insert(0) += open.qty;
-        self.closed_reservations
-            .insert(reservation, Closure::Confirmed);
+        self.close(reservation, Closure::Confirmed);
         Ok(Reply::Done)
     }
 
@@ -661,7 +679,12 @@ impl Ledger {
         let listed = &mut self.instruments[open.instrument.0 as usize];
         listed.reserved -= open.qty;
         listed.available += open.qty;
-        self.closed_reservations.insert(reservation, how);
+        self.close(reservation, how);
+    }
+
+    fn close(&mut self, reservation: ReservationId, how: Closure) {
+        let max = self.config.closed_reservations_max;
+        self.closed_reservations.insert(reservation, how, max);
     }
 
     /// Expires every reservation due at `now_ms`, earliest first.
@@ -688,41 +711,37 @@ impl Ledger {
     }
 
     fn credit_rebate(&mut self, stamp: &Stamp, deposit_seq: u64, amount: Units) -> Outcome {
-        // Credits come back in deposit order almost always (the side thread
-        // is FIFO), so the owed rebate is usually the oldest: O(1) before
-        // falling back to a binary search.
-        let position = match self.rebates.front() {
-            Some(oldest) if oldest.job.deposit_seq == deposit_seq => 0,
-            _ => match self
-                .rebates
-                .binary_search_by_key(&deposit_seq, |r| r.job.deposit_seq)
-            {
-                Ok(position) => position,
-                Err(_) => return Ok(Reply::RebateCredited { credited: false }),
-            },
+        let (job, position) = match self.rebates.find(deposit_seq) {
+            Owed::No => return Ok(Reply::RebateCredited { credited: false }),
+            Owed::Queued(position) => (self.rebates.job(position), Some(position)),
+            Owed::Unpaid(unpaid) => (unpaid.job, None),
         };
-        if self.rebates[position].credited {
-            return Ok(Reply::RebateCredited { credited: false });
-        }
-        if amount < 0 || amount > self.rebates[position].job.amount {
+        if amount < 0 || amount > job.amount {
             return Err(Reject::InvalidAmount(
                 "a rebate must be between zero and the deposit it is for",
             ));
         }
-        let account = self.rebates[position].job.account;
-        let index = self.index_of(account)?;
-        let balance = self.accounts.cash[index]
-            .balance
-            .checked_add(amount)
-            .ok_or(Reject::Overflow("the balance with its rebate"))?;
-        self.rebates[position].credited = true;
-        self.rebates_pending -= 1;
-        while self.rebates.front().is_some_and(|r| r.credited) {
-            self.rebates.pop_front();
+        let index = self.index_of(job.account)?;
+        let Some(balance) = self.accounts.cash[index].balance.checked_add(amount) else {
+            // Still owed, but out of the queue so later credits settle.
+            if let Some(position) = position {
+                self.rebates.set_unpaid(position, amount);
+            }
+            return Err(Reject::Overflow("the balance with its rebate"));
+        };
+        match position {
+            Some(position) => self.rebates.settle(position),
+            None => self.rebates.paid(deposit_seq),
         }
         if amount > 0 {
             self.totals.rebated += i128::from(amount);
-            self.set_balance(stamp, (account, index), EntryKind::Rebate, amount, balance);
+            self.set_balance(
+                stamp,
+                (job.account, index),
+                EntryKind::Rebate,
+                amount,
+                balance,
+            );
         }
         Ok(Reply::RebateCredited { credited: true })
     }

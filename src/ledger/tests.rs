@@ -330,7 +330,8 @@ fn transfer_to_self_is_a_checked_no_op() {
 #[test]
 fn balance_overflow_is_rejected_and_changes_nothing() {
     let mut d = Driver::new();
-    d.open(1, i64::MAX);
+    d.open(1, 0);
+    fill_to(&mut d, 1, i64::MAX);
     d.open(2, 5);
     assert_eq!(
         d.code(Request::Deposit {
@@ -708,7 +709,8 @@ fn reserve_of_zero_shares_is_invalid() {
 #[test]
 fn reserve_cost_overflow_is_rejected() {
     let mut d = Driver::new();
-    d.open(1, i64::MAX);
+    d.open(1, 0);
+    fill_to(&mut d, 1, i64::MAX);
     d.list("ACME", u64::MAX, i64::MAX);
     assert_eq!(
         d.reserve(1, 1, 2, 0, false).unwrap_err().code(),
@@ -987,24 +989,6 @@ fn interleaved_deposits_and_withdrawals_on_one_wallet_end_exact() {
 }
 
 #[test]
-fn rebate_that_would_overflow_is_refused_and_stays_pending() {
-    let mut d = Driver::new();
-    d.open(1, i64::MAX - 10);
-    let job = d.ledger.pending_rebates().next().unwrap();
-    let before = d.ledger.digest();
-    let credit = Request::CreditRebate {
-        deposit_seq: job.deposit_seq,
-        amount: 11,
-    };
-    assert_eq!(
-        d.stamped(9, 0, credit).outcome.unwrap_err().code(),
-        ErrorCode::Overflow
-    );
-    assert_eq!(d.ledger.digest(), before);
-    assert_eq!(d.ledger.pending_rebates_len(), 1);
-}
-
-#[test]
 fn apply_batch_gives_the_same_outcomes_and_state_as_one_by_one() {
     let mut requests = vec![Request::ListInstrument {
         symbol: Symbol::new("ACME").unwrap(),
@@ -1078,4 +1062,230 @@ fn rebate_larger_than_its_deposit_is_refused() {
         ErrorCode::InvalidAmount
     );
     assert_eq!(d.ledger.pending_rebates_len(), 1);
+}
+
+/// Moves `account`'s balance up to exactly `balance` with deposits that each
+/// leave room for their rebate, spread over helper accounts 900.. and
+/// transferred in, so `account` itself owes no new rebate.
+fn fill_to(d: &mut Driver, account: AccountId, balance: Units) {
+    let mut helper = 900;
+    while d.balance(account).0 < balance {
+        let amount = (balance - d.balance(account).0).min(i64::MAX / 2);
+        d.open(helper, amount);
+        d.send(Request::Transfer {
+            from: helper,
+            to: account,
+            amount,
+        })
+        .unwrap();
+        helper += 1;
+    }
+}
+
+#[test]
+fn deposit_without_room_for_its_rebate_is_refused_and_changes_nothing() {
+    let mut d = Driver::new();
+    d.open(1, 0);
+    let before = d.ledger.digest();
+    // i64::MAX minor units: "92233720368547758.07" at scale 2.
+    for amount in [i64::MAX, i64::MAX / 2 + 1] {
+        let applied = d.stamped(
+            9,
+            0,
+            Request::Deposit {
+                account: 1,
+                amount,
+            },
+        );
+        assert_eq!(applied.outcome.unwrap_err().code(), ErrorCode::Overflow);
+        assert_eq!(applied.rebate, None);
+    }
+    assert_eq!(d.ledger.digest(), before);
+    assert_eq!(d.ledger.pending_rebates_len(), 0);
+    // The largest deposit whose rebate (at most the deposit) still fits.
+    d.send(Request::Deposit {
+        account: 1,
+        amount: i64::MAX / 2,
+    })
+    .unwrap();
+    assert_eq!(d.balance(1).0, i64::MAX / 2);
+}
+
+#[test]
+fn rebate_refused_for_overflow_stays_owed_without_blocking_later_ones() {
+    let mut d = Driver::new();
+    d.open(1, 0);
+    let stuck = d
+        .full(Request::Deposit {
+            account: 1,
+            amount: 100,
+        })
+        .rebate
+        .unwrap();
+    d.open(2, 0);
+    let later: Vec<_> = (0..3)
+        .map(|_| {
+            d.full(Request::Deposit {
+                account: 2,
+                amount: 1_000,
+            })
+            .rebate
+            .unwrap()
+        })
+        .collect();
+    // The balance grew after the deposit: its rebate no longer fits.
+    fill_to(&mut d, 1, i64::MAX - 50);
+    let helper_jobs: Vec<_> = d.ledger.pending_rebates().skip(4).collect();
+    let credit = |job: RebateJob, amount| Request::CreditRebate {
+        deposit_seq: job.deposit_seq,
+        amount,
+    };
+    assert_eq!(d.code(credit(stuck, 100)), ErrorCode::Overflow);
+    for job in later.iter().chain(&helper_jobs) {
+        assert_eq!(
+            d.send(credit(*job, 10)),
+            Ok(Reply::RebateCredited { credited: true })
+        );
+    }
+    // Every other rebate settled and left the queue; the refused one is
+    // still owed, with its amount, but no longer dispatched.
+    assert_eq!(d.ledger.pending_rebates_len(), 0);
+    assert_eq!(d.ledger.pending_rebates().count(), 0);
+    assert_eq!(d.ledger.rebates.queued_len(), 0);
+    assert_eq!(
+        d.ledger.unpaid_rebates().collect::<Vec<_>>(),
+        vec![UnpaidRebate {
+            job: stuck,
+            amount: 100
+        }]
+    );
+    assert_eq!(d.balance(1).0, i64::MAX - 50);
+    // Once the balance has room, the same credit pays it, exactly once.
+    d.send(Request::Withdraw {
+        account: 1,
+        amount: 1_000,
+    })
+    .unwrap();
+    assert_eq!(
+        d.send(credit(stuck, 100)),
+        Ok(Reply::RebateCredited { credited: true })
+    );
+    assert_eq!(
+        d.send(credit(stuck, 100)),
+        Ok(Reply::RebateCredited { credited: false })
+    );
+    assert_eq!(d.ledger.unpaid_rebates().count(), 0);
+    assert_eq!(d.balance(1).0, i64::MAX - 950);
+}
+
+#[test]
+fn unpaid_rebates_are_in_the_digest_and_survive_a_snapshot() {
+    let mut d = Driver::new();
+    d.open(1, 100);
+    let job = d.ledger.pending_rebates().next().unwrap();
+    fill_to(&mut d, 1, i64::MAX);
+    for job in d.ledger.pending_rebates().skip(1).collect::<Vec<_>>() {
+        d.send(Request::CreditRebate {
+            deposit_seq: job.deposit_seq,
+            amount: 0,
+        })
+        .unwrap();
+    }
+    let owed = d.ledger.digest();
+    d.code(Request::CreditRebate {
+        deposit_seq: job.deposit_seq,
+        amount: 1,
+    });
+    assert_ne!(d.ledger.digest(), owed, "the rebate moved from owed to unpaid");
+    let config = bincode::config::standard();
+    let bytes = bincode::encode_to_vec(&d.ledger, config).unwrap();
+    let (copy, _): (Ledger, usize) = bincode::decode_from_slice(&bytes, config).unwrap();
+    assert_eq!(copy.digest(), d.ledger.digest());
+    assert_eq!(copy.unpaid_rebates().count(), 1);
+}
+
+#[test]
+fn closed_reservations_beyond_the_window_are_forgotten_oldest_first() {
+    let mut d = Driver::with(LedgerConfig {
+        closed_reservations_max: 3,
+        ..LedgerConfig::default()
+    });
+    d.open(1, 10_000);
+    d.list("ACME", 100, 10);
+    for id in 1..=5 {
+        d.reserve(id, 1, 1, 0, false).unwrap();
+        d.send(if id % 2 == 0 {
+            Request::Confirm { reservation: id }
+        } else {
+            Request::Cancel { reservation: id }
+        })
+        .unwrap();
+        assert!(d.ledger.closed_reservations_len() <= 3);
+    }
+    assert_eq!(d.ledger.closed_reservations_len(), 3);
+    for forgotten in [1, 2] {
+        assert_eq!(
+            d.send(Request::Confirm {
+                reservation: forgotten
+            }),
+            Err(Reject::UnknownReservation {
+                reservation: forgotten,
+                closed: None
+            })
+        );
+    }
+    assert_eq!(
+        d.send(Request::Confirm { reservation: 3 }),
+        Err(Reject::UnknownReservation {
+            reservation: 3,
+            closed: Some(Closure::Cancelled)
+        })
+    );
+    assert_eq!(
+        d.reserve(4, 1, 1, 0, false).unwrap_err().code(),
+        ErrorCode::ReservationExists
+    );
+    // A forgotten id may be used again.
+    assert_eq!(d.reserve(1, 1, 1, 0, false), Ok(Reply::Reserved { qty: 1 }));
+}
+
+#[test]
+fn closed_reservation_window_is_state_in_the_digest_and_snapshot() {
+    let config = LedgerConfig {
+        closed_reservations_max: 2,
+        ..LedgerConfig::default()
+    };
+    let close_in = |order: [u64; 2]| {
+        let mut d = Driver::with(config);
+        d.open(1, 10_000);
+        d.list("ACME", 100, 10);
+        for id in [1, 2] {
+            d.reserve(id, 1, 1, 0, false).unwrap();
+        }
+        for id in order {
+            d.send(Request::Cancel { reservation: id }).unwrap();
+        }
+        d
+    };
+    let (mut a, b) = (close_in([1, 2]), close_in([2, 1]));
+    // The same ids remembered, but a different one is forgotten next.
+    assert_ne!(a.ledger.digest(), b.ledger.digest());
+    let bincode_config = bincode::config::standard();
+    let bytes = bincode::encode_to_vec(&a.ledger, bincode_config).unwrap();
+    let (copy, _): (Ledger, usize) = bincode::decode_from_slice(&bytes, bincode_config).unwrap();
+    assert_eq!(copy.digest(), a.ledger.digest());
+    a.ledger = copy;
+    a.reserve(3, 1, 1, 0, false).unwrap();
+    a.send(Request::Cancel { reservation: 3 }).unwrap();
+    assert_eq!(
+        a.send(Request::Cancel { reservation: 1 }),
+        Err(Reject::UnknownReservation {
+            reservation: 1,
+            closed: None
+        })
+    );
+    assert_eq!(
+        a.code(Request::Cancel { reservation: 2 }),
+        ErrorCode::UnknownReservation
+    );
 }
