@@ -337,10 +337,17 @@ impl<T> Shared<T> {
 
     /// Consumer half of the eventcount; see `wake_consumer`.
     fn park_consumer(&self, next: u64, deadline: Option<Instant>) {
+        self.park_consumer_unless(deadline, &mut || self.ready(next));
+    }
+
+    /// Parks the consumer unless `ready()`, checked after announcing the
+    /// park: whatever can make it true must be followed by `wake_consumer`
+    /// (a push, or a [`Waker`]).
+    fn park_consumer_unless(&self, deadline: Option<Instant>, ready: &mut dyn FnMut() -> bool) {
         *self.lock_consumer_thread() = Some(sync::thread::current());
         self.sleeping.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        if !self.ready(next) {
+        if !ready() {
             match deadline {
                 None => sync::thread::park(),
                 Some(deadline) => {
@@ -576,6 +583,21 @@ impl<T> Drop for Producer<T> {
     }
 }
 
+/// Wakes a ring's consumer waiting in [`Consumer::wait_until`] without
+/// pushing. Costs one fence and one load while the consumer is awake.
+pub struct Waker<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Waker<T> {
+    /// Call after making the waiting consumer's condition true.
+    pub fn wake(&self) {
+        if self.shared.wait == WaitStrategy::Block {
+            self.shared.wake_consumer();
+        }
+    }
+}
+
 /// The receiving end, owned by the one business thread.
 pub struct Consumer<T> {
     shared: Arc<Shared<T>>,
@@ -678,6 +700,45 @@ impl<T: Send> Consumer<T> {
     /// The ring's real capacity (after rounding).
     pub fn capacity(&self) -> usize {
         self.shared.capacity() as usize
+    }
+
+    /// Whether a drain would hand out a value now, or the ring is closed
+    /// and drained: either way a waiting consumer has something to do.
+    pub fn ready(&self) -> bool {
+        self.shared.ready(self.next)
+    }
+
+    /// Whether the ring is closed and everything accepted was drained.
+    pub fn is_disconnected(&self) -> bool {
+        self.shared.close_seq.load(Ordering::Acquire) == self.next
+    }
+
+    /// A handle that wakes this consumer while it waits in
+    /// [`Consumer::wait_until`], for whoever makes its condition true
+    /// without pushing to this ring.
+    pub fn waker(&self) -> Waker<T> {
+        Waker {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Waits, per the wait strategy, until `ready()` holds, so one consumer
+    /// can wait on this ring and something else at once (the business thread
+    /// on the gateways' ring and the rebate lane). A push to this ring or a
+    /// [`Waker::wake`] wakes it; `ready` is checked after the consumer
+    /// announced its park, so whatever makes `ready` true and then calls
+    /// `wake` is never missed. `ready` typically checks [`Consumer::ready`]
+    /// of this ring and of the other one.
+    pub fn wait_until(&self, mut ready: impl FnMut() -> bool) {
+        let mut round = 0u32;
+        while !ready() {
+            match pause(self.shared.wait, round) {
+                Pause::Spin => sync::spin_loop(),
+                Pause::Yield => sync::thread::yield_now(),
+                Pause::Park => self.shared.park_consumer_unless(None, &mut ready),
+            }
+            round = round.saturating_add(1);
+        }
     }
 
     fn wait_drain_until(
@@ -1146,6 +1207,27 @@ mod loom_tests {
             assert_eq!(got, [1]);
             drop(sender.join().unwrap());
             assert_eq!(consumer.wait_drain(2, |v| got.push(v)), Err(Disconnected));
+        });
+    }
+
+    /// A consumer parked on one ring until another has a value is always
+    /// woken by that ring's producer calling the first ring's waker.
+    #[test]
+    fn a_consumer_waiting_on_two_rings_never_misses_a_waker() {
+        loom::model(|| {
+            let (_main_producer, main) = channel::<u8>(2, WaitStrategy::Block);
+            let (lane_producer, mut lane) = channel(2, WaitStrategy::Block);
+            let waker = main.waker();
+            let sender = thread::spawn(move || {
+                lane_producer.push(7u8).unwrap();
+                waker.wake();
+                lane_producer
+            });
+            main.wait_until(|| main.ready() || lane.ready());
+            let mut got = Vec::new();
+            lane.drain(2, |v| got.push(v));
+            assert_eq!(got, [7]);
+            drop(sender.join().unwrap());
         });
     }
 

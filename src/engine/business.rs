@@ -1,7 +1,14 @@
 //! The business thread: the single writer of all state. It drains a batch
-//! from the ring, stamps it (sequence, one clock read per batch), applies it
-//! to the Ledger, hands rebate jobs to the side thread and answers each
-//! client on its own response queue.
+//! (rebate credits from their lane first, then gateway requests from the
+//! ring), stamps it (sequence, one clock read per batch), applies it to the
+//! Ledger, hands rebate jobs to the side thread and answers each client on
+//! its own response queue.
+//!
+//! Backpressure from the rebate thread: the owed backlog (jobs handed over,
+//! credits not yet applied) never exceeds `rebate_backlog_max`, because a
+//! batch takes at most as many gateway requests as the backlog has room for
+//! (any of them may be a deposit). At the limit it takes none, and waits for
+//! credits while the gateways' requests wait in the ring.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -34,6 +41,9 @@ pub(super) struct Business {
     pub batch_max: usize,
     pub core: Option<core_affinity::CoreId>,
     pub jobs: Sender<RebateJob>,
+    /// Rebate credits from the side thread (see `rebater`).
+    pub credits: Consumer<Envelope>,
+    pub rebate_backlog_max: u64,
     /// Where inputs are journaled (absent: durability none).
     pub journal: Option<(PathBuf, Sink)>,
     pub snapshot_every: Option<u64>,
@@ -80,7 +90,7 @@ impl Business {
         let mut last_snapshot_seq = seq;
         let mut dispatched = shared.rebates_dispatched.load(Ordering::Acquire);
         let mut answered = 0u64;
-        let rebate_client = shared.rebate_client.load(Ordering::Acquire);
+        let mut backlog_peak = shared.rebate_backlog_peak.load(Ordering::Relaxed);
         let mut linger_until: Option<Instant> = None;
         // Declared after the response queues so that, unwinding, it marks
         // the engine failed before they close and wake their clients.
@@ -96,21 +106,38 @@ impl Business {
                 }
             }
             envelopes.clear();
-            // Nothing held: sleep on the ring until a request arrives.
-            // Otherwise never sleep: take what is there, and when the ring
-            // runs dry, journal the held inputs and release their outcomes.
+            // Credits first: each one shrinks the backlog, making room for
+            // gateway requests in this same batch.
+            let credits = self
+                .credits
+                .drain(self.batch_max, |envelope| envelopes.push(envelope));
+            let backlog = dispatched - answered - credits as u64;
+            let room = self.rebate_backlog_max.saturating_sub(backlog);
+            let take = (self.batch_max - credits).min(room.try_into().unwrap_or(usize::MAX));
+            let drained = credits
+                + if take > 0 {
+                    self.consumer
+                        .drain(take, |envelope| envelopes.push(envelope))
+                } else {
+                    0
+                };
+            // Nothing held: sleep until a credit arrives, or a request when
+            // there is room for one. Otherwise never sleep: take what is
+            // there, and when the ring runs dry, journal the held inputs and
+            // release their outcomes.
             let idle = held.is_empty();
-            let take = |envelope| envelopes.push(envelope);
-            let drained = if idle {
-                match self.consumer.wait_drain(self.batch_max, take) {
-                    Ok(drained) => drained,
-                    Err(_) => break,
-                }
-            } else {
-                self.consumer.drain(self.batch_max, take)
-            };
             if drained == 0 {
                 if idle {
+                    if self.consumer.is_disconnected() {
+                        break;
+                    }
+                    if self.credits.is_disconnected() {
+                        // The rebate thread is gone: it panicked (and failed
+                        // the engine), so no credit will make room again.
+                        break;
+                    }
+                    let (ring, lane) = (&self.consumer, &self.credits);
+                    ring.wait_until(|| lane.ready() || (room > 0 && ring.ready()));
                     continue;
                 }
                 // Only inline sync holds outcomes across batches. Group
@@ -145,8 +172,7 @@ impl Business {
                 )
             }));
             if let Some(responses) = &mut responses {
-                let newest = envelopes.iter().map(|e| e.client).max().unwrap_or(0);
-                responses.adopt_new_clients(&shared, newest);
+                responses.adopt_new_clients(&shared);
             }
 
             // Applying before the journal write is safe because nothing the
@@ -156,23 +182,27 @@ impl Business {
             // deposit, so any journal prefix is consistent.
             let ledger = &mut self.ledger;
             ledger.apply_batch(&inputs[first..], |i, applied| {
+                if i < credits {
+                    // Nobody waits for a credit's answer; the Ledger keeps
+                    // a refused one owed (see `Ledger::unpaid_rebates`).
+                    answered += 1;
+                    shared.rebates_answered.store(answered, Ordering::Release);
+                    return;
+                }
                 let envelope = &envelopes[i];
                 if let Some(job) = applied.rebate {
                     dispatched += 1;
+                    // Never waits: the channel holds as many jobs as the
+                    // backlog may reach (see `room`).
                     let _ = self.jobs.send(job);
                     shared
                         .rebates_dispatched
                         .store(dispatched, Ordering::Release);
                 }
-                match (&envelope.request, &applied.outcome) {
-                    (Request::CreditRebate { .. }, _) if envelope.client == rebate_client => {
-                        answered += 1;
-                        shared.rebates_answered.store(answered, Ordering::Release);
-                    }
-                    (Request::ListInstrument { symbol, .. }, Ok(Reply::Listed { instrument })) => {
-                        shared.directory.write().insert(*symbol, *instrument);
-                    }
-                    _ => {}
+                if let (Request::ListInstrument { symbol, .. }, Ok(Reply::Listed { instrument })) =
+                    (&envelope.request, &applied.outcome)
+                {
+                    shared.directory.write().insert(*symbol, *instrument);
                 }
                 match &mut responses {
                     Some(responses) if !journaling => {
@@ -181,10 +211,16 @@ impl Business {
                     _ => held.push((envelope.client, applied.outcome)),
                 }
             });
+            if dispatched - answered > backlog_peak {
+                backlog_peak = dispatched - answered;
+                shared
+                    .rebate_backlog_peak
+                    .store(backlog_peak, Ordering::Relaxed);
+            }
             if !journaling {
                 inputs.clear();
                 if let Some(responses) = &mut responses {
-                    responses.wake_answered();
+                    responses.wake_answered(&shared);
                 }
                 continue;
             }
@@ -276,7 +312,7 @@ impl Business {
             for (client, outcome) in held.drain(..) {
                 responses.send(client, outcome);
             }
-            responses.wake_answered();
+            responses.wake_answered(shared);
         }
         true
     }

@@ -37,6 +37,8 @@ pub struct Client {
     responses: Consumer<Outcome>,
     /// Sent but not yet handed to the caller.
     in_flight: usize,
+    /// Sent in all: what the answering side owes this client when it drops.
+    sent: u64,
     /// Answers already taken off the response queue (to make room) but not
     /// yet handed to the caller.
     received: VecDeque<Outcome>,
@@ -53,10 +55,15 @@ impl Client {
         let (producer, responses) = ring::channel(shared.response_capacity, shared.wait);
         // The id is taken under the same lock that publishes the queue, so
         // by the time any request carries this id, its queue is registered.
+        // Ids of dropped clients the answering side has freed come first.
         let id = {
             let mut registrations = shared.registrations.lock();
-            let id = shared.next_client.fetch_add(1, Ordering::Relaxed);
+            let id = match shared.departures.lock().free.pop() {
+                Some(id) => id,
+                None => shared.next_client.fetch_add(1, Ordering::Relaxed),
+            };
             registrations.push((id, producer));
+            shared.registered.store(true, Ordering::Release);
             id
         };
         Ok(Client {
@@ -67,13 +74,9 @@ impl Client {
             requests,
             responses,
             in_flight: 0,
+            sent: 0,
             received: VecDeque::new(),
         })
-    }
-
-    /// The client's response queue id.
-    pub(super) fn id(&self) -> u32 {
-        self.id
     }
 
     /// The id of this client's open session (the scope of its request
@@ -150,9 +153,7 @@ impl Client {
     /// `duplicate` with the first answer and changes nothing. `req` 0 sends
     /// it unnumbered. A number on a query is ignored.
     pub fn send_numbered(&mut self, request: Request, req: u64) -> Result<(), EngineError> {
-        if matches!(request, Request::CreditRebate { .. })
-            && self.id != self.shared.rebate_client.load(Ordering::Acquire)
-        {
+        if matches!(request, Request::CreditRebate { .. }) {
             return Err(EngineError::Refused(
                 "credit_rebate comes only from the engine's rebate thread",
             ));
@@ -181,6 +182,7 @@ impl Client {
             .map_err(|_| self.shared.error())?;
         self.last_req = self.last_req.max(req);
         self.in_flight += 1;
+        self.sent += 1;
         Ok(())
     }
 
@@ -260,6 +262,20 @@ impl Client {
                 })
         };
         result.map(|_| ()).map_err(|_| self.shared.error())
+    }
+}
+
+impl Drop for Client {
+    /// Tells the answering side how many answers this client was owed, so it
+    /// frees the response queue once they are all out (answers still in
+    /// flight are discarded) and hands the id to a later client.
+    fn drop(&mut self) {
+        self.shared
+            .departures
+            .lock()
+            .left
+            .push((self.id, self.sent));
+        self.shared.departed.store(true, Ordering::Release);
     }
 }
 

@@ -210,13 +210,7 @@ fn run(
         if let Some(last) = taken.iter().rev().find_map(|g| g.inputs.last()) {
             durable.store(last.stamp.seq, Ordering::Release);
         }
-        let newest = taken
-            .iter()
-            .flat_map(|g| g.outcomes.iter().map(|&(client, _)| client))
-            .max();
-        if let Some(newest) = newest {
-            responses.adopt_new_clients(shared, newest);
-        }
+        responses.adopt_new_clients(shared);
         for mut group in taken.drain(..) {
             for (client, outcome) in group.outcomes.drain(..) {
                 responses.send(client, outcome);
@@ -224,7 +218,7 @@ fn run(
             group.inputs.clear();
             let _ = recycled.send(group);
         }
-        responses.wake_answered();
+        responses.wake_answered(shared);
     }
     writer
 }

@@ -23,10 +23,12 @@ mod clock;
 mod flusher;
 mod outbox;
 mod rebater;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -105,7 +107,18 @@ struct Shared {
     /// Response producers of newly created clients, waiting for the business
     /// thread to adopt them (locked only when a client is created).
     registrations: Mutex<Vec<(u32, Producer<Outcome>)>>,
+    /// Set (under the `registrations` lock) when it holds something.
+    registered: AtomicBool,
     next_client: AtomicU32,
+    /// Dropped clients and freed ids (see `outbox`); locked only when a
+    /// client is created or dropped, and by the answering side after that.
+    departures: Mutex<Departures>,
+    /// Set when `departures.left` holds something.
+    departed: AtomicBool,
+    /// Response queues the answering side holds / client ids it has slots
+    /// for, as it last published them (for tests of the bound).
+    response_queues_held: AtomicUsize,
+    response_slots: AtomicUsize,
     response_capacity: usize,
     wait: WaitStrategy,
     /// Symbol → id, updated by the business thread when a listing succeeds.
@@ -113,11 +126,19 @@ struct Shared {
     /// Rebate jobs handed to the side thread so far / credits applied so far.
     rebates_dispatched: AtomicU64,
     rebates_answered: AtomicU64,
-    /// The client id of the rebate side thread, so its credits are counted
-    /// (they are unnumbered and use no session).
-    rebate_client: AtomicU32,
+    /// The largest owed backlog seen after a batch (for tests of the bound).
+    rebate_backlog_peak: AtomicU64,
     failure: Mutex<Option<String>>,
     failed: AtomicBool,
+}
+
+/// Clients that went away, and the ids the answering side freed.
+#[derive(Default)]
+struct Departures {
+    /// (client id, requests it sent), for the answering side.
+    left: Vec<(u32, u64)>,
+    /// Ids whose queues are freed, for new clients.
+    free: Vec<u32>,
 }
 
 impl Shared {
@@ -168,6 +189,7 @@ pub struct EngineBuilder {
     ledger_config: LedgerConfig,
     accounts_hint: usize,
     rebate_policy: Box<dyn RebatePolicy>,
+    rebate_backlog_max: usize,
     clock: Arc<dyn Clock>,
     ledger: Option<Ledger>,
     journal: Option<(PathBuf, Durability)>,
@@ -188,6 +210,7 @@ impl Default for EngineBuilder {
             ledger_config: LedgerConfig::default(),
             accounts_hint: 0,
             rebate_policy: Box::new(RateRebate::default()),
+            rebate_backlog_max: REBATE_BACKLOG_MAX_DEFAULT,
             clock: Arc::new(WallClock),
             ledger: None,
             journal: None,
@@ -264,6 +287,19 @@ impl EngineBuilder {
         self
     }
 
+    /// Most rebates handed to the rebate thread and not yet credited back
+    /// (the owed backlog). At the limit, the business thread takes no more
+    /// gateway requests (they wait in the ring, then gateways wait to push)
+    /// until credits come back, so a rebate thread that falls behind slows
+    /// the gateways instead of growing a queue. Credits travel on a lane of
+    /// their own that the business thread drains first, so they always get
+    /// through. After recovery the backlog may start above the limit (every
+    /// owed rebate is dispatched again); gateways then wait for it to drop.
+    pub fn rebate_backlog_max(mut self, jobs: usize) -> Self {
+        self.rebate_backlog_max = jobs;
+        self
+    }
+
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -318,6 +354,11 @@ impl EngineBuilder {
                 "batch_max must be at least 1 and capacities at least 2".into(),
             ));
         }
+        if self.rebate_backlog_max == 0 {
+            return Err(EngineError::Config(
+                "rebate_backlog_max must be at least 1: every deposit owes a rebate".into(),
+            ));
+        }
         // Read the cores before pinning anything: a pinned thread sees only its own.
         let core = match self.pin_core {
             None => None,
@@ -368,33 +409,37 @@ impl EngineBuilder {
         };
         self.clock.resume_from(ledger.now_ms());
         // Rebates still owed (after recovery) are dispatched before any
-        // client exists, so a first barrier already waits for them.
-        let (jobs_tx, jobs_rx) = crossbeam::channel::unbounded();
-        let mut owed = 0u64;
+        // client exists, so a first barrier already waits for them. The
+        // backlog never exceeds the larger of its limit and what was owed at
+        // the start, so the business thread's sends never wait.
+        let owed = ledger.pending_rebates_len();
+        let (jobs_tx, jobs_rx) = crossbeam::channel::bounded(self.rebate_backlog_max.max(owed));
         for job in ledger.pending_rebates() {
-            owed += 1;
             let _ = jobs_tx.send(job);
         }
         let (producer, consumer) = ring::channel(self.ring_capacity, self.wait);
+        let (credits_tx, credits_rx) = ring::channel(rebater::LANE_CAPACITY, self.wait);
         let directory = ledger.instruments().map(|i| (i.symbol, i.id)).collect();
         let shared = Arc::new(Shared {
             scale: self.scale,
             requests: Mutex::new(Some(producer)),
             registrations: Mutex::new(Vec::new()),
+            registered: AtomicBool::new(false),
             next_client: AtomicU32::new(0),
+            departures: Mutex::new(Departures::default()),
+            departed: AtomicBool::new(false),
+            response_queues_held: AtomicUsize::new(0),
+            response_slots: AtomicUsize::new(0),
             response_capacity: self.response_capacity,
             wait: self.wait,
             directory: RwLock::new(directory),
-            rebates_dispatched: AtomicU64::new(owed),
+            rebates_dispatched: AtomicU64::new(owed as u64),
             rebates_answered: AtomicU64::new(0),
-            rebate_client: AtomicU32::new(u32::MAX),
+            rebate_backlog_peak: AtomicU64::new(owed as u64),
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
         });
-        let rebate_client = Client::new(&shared)?;
-        shared
-            .rebate_client
-            .store(rebate_client.id(), Ordering::Release);
+        let waker = consumer.waker();
         let journal = match journal {
             None => None,
             Some((dir, writer)) => Some((
@@ -416,14 +461,17 @@ impl EngineBuilder {
             batch_max: self.batch_max,
             core,
             jobs: jobs_tx,
+            credits: credits_rx,
+            rebate_backlog_max: self.rebate_backlog_max as u64,
             journal,
             snapshot_every: self.snapshot_every,
         })?;
         let rebater = rebater::spawn(
             Arc::clone(&shared),
-            rebate_client,
             self.rebate_policy,
             jobs_rx,
+            credits_tx,
+            waker,
         )?;
         Ok(Engine {
             shared,
@@ -439,6 +487,10 @@ pub struct Engine {
     business: Option<JoinHandle<Ledger>>,
     rebater: Option<JoinHandle<()>>,
 }
+
+/// Default of [`EngineBuilder::rebate_backlog_max`]: a few milliseconds of
+/// deposits at full speed, about 2 MB of queued jobs.
+pub const REBATE_BACKLOG_MAX_DEFAULT: usize = 1 << 16;
 
 /// How long shutdown waits for owed rebates before closing anyway (they stay
 /// owed in the Ledger and are dispatched again on the next start).

@@ -1,20 +1,35 @@
 //! The rebate side thread: computes each deposit's rebate with the
-//! [`RebatePolicy`] away from the business thread and sends it back through
-//! the ring as an ordinary `CreditRebate` request, so it is sequenced (and
-//! journaled) like any other input. The Ledger ignores a credit for a rebate
-//! that is no longer owed, which makes a repeated credit harmless.
+//! [`RebatePolicy`] away from the business thread and sends it back as an
+//! ordinary `CreditRebate` request, so it is sequenced (and journaled) like
+//! any other input. The Ledger ignores a credit for a rebate that is no
+//! longer owed, which makes a repeated credit harmless.
+//!
+//! Credits travel on a lane of their own, a small ring that the business
+//! thread drains before the gateways' ring, never through the gateways'
+//! ring: when the owed backlog is at its limit the business thread stops
+//! taking gateway requests, and the credits that bring the backlog down
+//! must still get through. The business thread never waits for this thread
+//! (its job sends cannot find the channel full); this thread waits for the
+//! business thread only when the lane is full, which the business thread
+//! always drains first. So the two cannot deadlock.
 
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use crossbeam::channel::Receiver;
 
-use super::{Client, EngineError, Shared};
+use super::{EngineError, Envelope, Shared};
 use crate::rebate::{RebateJob, RebatePolicy};
-use crate::request::Request;
+use crate::request::{Request, SessionId};
+use crate::ring::{Producer, Waker};
 
-/// Most credits sent before their answers are collected.
-const CREDITS_IN_FLIGHT_MAX: usize = 256;
+/// Slots in the credit lane: enough to keep the business thread's batches
+/// full of credits when they pile up.
+pub(super) const LANE_CAPACITY: usize = 1024;
+
+/// The session rebate credits are stamped with: none (0). Credits are
+/// unnumbered; the deposit's sequence number is their identity.
+pub(super) const REBATE_SESSION: SessionId = 0;
 
 struct PanicGuard(Arc<Shared>);
 
@@ -29,44 +44,45 @@ impl Drop for PanicGuard {
 
 pub(super) fn spawn(
     shared: Arc<Shared>,
-    mut client: Client,
     policy: Box<dyn RebatePolicy>,
     jobs: Receiver<RebateJob>,
+    lane: Producer<Envelope>,
+    waker: Waker<Envelope>,
 ) -> Result<JoinHandle<()>, EngineError> {
     thread::Builder::new()
         .name("ringledger-rebates".into())
         .spawn(move || {
             let _guard = PanicGuard(shared);
             // Ends when the business thread drops its sender (shutdown) or
-            // the ring refuses the credit (engine stopped).
-            while let Ok(job) = jobs.recv() {
-                let mut batch = 0;
-                for job in
-                    std::iter::once(job).chain(jobs.try_iter().take(CREDITS_IN_FLIGHT_MAX - 1))
-                {
-                    let amount = policy.rebate(&job);
-                    // A policy must answer within 0..=deposit; anything else
-                    // would mint or destroy money, so it becomes no rebate.
-                    let amount = if (0..=job.amount).contains(&amount) {
-                        amount
-                    } else {
-                        0
-                    };
-                    let credit = Request::CreditRebate {
+            // the lane refuses the credit (the business thread is gone).
+            for job in jobs.iter() {
+                let amount = policy.rebate(&job);
+                // A policy must answer within 0..=deposit; anything else
+                // would mint or destroy money, so it becomes no rebate.
+                let amount = if (0..=job.amount).contains(&amount) {
+                    amount
+                } else {
+                    0
+                };
+                let credit = Envelope {
+                    client: NO_CLIENT,
+                    session: REBATE_SESSION,
+                    req: 0,
+                    request: Request::CreditRebate {
                         deposit_seq: job.deposit_seq,
                         amount,
-                    };
-                    if client.send(credit).is_err() {
-                        return;
-                    }
-                    batch += 1;
+                    },
+                };
+                if lane.push_deferring_wake(credit).is_err() {
+                    return;
                 }
-                for _ in 0..batch {
-                    if client.recv().is_err() {
-                        return;
-                    }
-                }
+                // The business thread parks on the gateways' ring (watching
+                // the lane too); wake it there.
+                waker.wake();
             }
         })
         .map_err(EngineError::Io)
 }
+
+/// The `client` of a credit: nobody is answered.
+pub(super) const NO_CLIENT: u32 = u32::MAX;

@@ -37,7 +37,10 @@ impl ClosedReservations {
     /// Remembers `id` (not remembered now: an open reservation's id is never
     /// in the window), forgetting the oldest beyond `max`.
     pub fn insert(&mut self, id: ReservationId, how: Closure, max: u32) {
-        debug_assert!(!self.by_id.contains_key(&id), "reservation {id} closed twice");
+        debug_assert!(
+            !self.by_id.contains_key(&id),
+            "reservation {id} closed twice"
+        );
         if max == 0 {
             return;
         }

@@ -33,8 +33,8 @@ use rustc_hash::FxHashMap;
 
 use self::accounts::Accounts;
 use self::closed_reservations::ClosedReservations;
-use self::rebates::{Owed, Rebates};
 pub use self::rebates::UnpaidRebate;
+use self::rebates::{Owed, Rebates};
 use self::sessions::Sessions;
 pub use self::sessions::{RETIRED_NAMES_BITS, RETIRED_NAME_HASHES, SESSION_ANSWERS_MAX};
 use crate::money::Units;

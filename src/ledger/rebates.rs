@@ -75,6 +75,7 @@ impl Rebates {
     }
 
     /// Entries in the queue, settled ones not yet popped included.
+    #[cfg(test)]
     pub fn queued_len(&self) -> usize {
         self.queue.len()
     }

@@ -1089,14 +1089,7 @@ fn deposit_without_room_for_its_rebate_is_refused_and_changes_nothing() {
     let before = d.ledger.digest();
     // i64::MAX minor units: "92233720368547758.07" at scale 2.
     for amount in [i64::MAX, i64::MAX / 2 + 1] {
-        let applied = d.stamped(
-            9,
-            0,
-            Request::Deposit {
-                account: 1,
-                amount,
-            },
-        );
+        let applied = d.stamped(9, 0, Request::Deposit { account: 1, amount });
         assert_eq!(applied.outcome.unwrap_err().code(), ErrorCode::Overflow);
         assert_eq!(applied.rebate, None);
     }
@@ -1196,7 +1189,11 @@ fn unpaid_rebates_are_in_the_digest_and_survive_a_snapshot() {
         deposit_seq: job.deposit_seq,
         amount: 1,
     });
-    assert_ne!(d.ledger.digest(), owed, "the rebate moved from owed to unpaid");
+    assert_ne!(
+        d.ledger.digest(),
+        owed,
+        "the rebate moved from owed to unpaid"
+    );
     let config = bincode::config::standard();
     let bytes = bincode::encode_to_vec(&d.ledger, config).unwrap();
     let (copy, _): (Ledger, usize) = bincode::decode_from_slice(&bytes, config).unwrap();

@@ -1,0 +1,199 @@
+//! Engine behaviour that needs a look inside: how many response queues the
+//! answering side holds, and the rebate backlog's peak.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::outcome::Reply;
+use crate::rebate::RebateJob;
+
+fn balance(client: &mut Client, account: u64) -> i64 {
+    match client.call(Request::Balance { account }).unwrap() {
+        Ok(Reply::Balance { balance, .. }) => balance,
+        other => panic!("expected a balance, got {other:?}"),
+    }
+}
+
+#[test]
+fn dropped_clients_free_their_response_queues_and_ids() {
+    let engine = Engine::builder().start().unwrap();
+    let mut setup = engine.client().unwrap();
+    setup
+        .call(Request::OpenAccount { account: 1 })
+        .unwrap()
+        .unwrap();
+    drop(setup);
+    let mut deposited = 0;
+    for round in 0..3_000 {
+        let mut client = engine.client().unwrap();
+        // A reused id must not receive answers meant for its last owner.
+        balance(&mut client, 1);
+        if round % 2 == 0 {
+            // Dropped with answers still in flight: they are discarded.
+            for _ in 0..8 {
+                client
+                    .send(Request::Deposit {
+                        account: 1,
+                        amount: 1,
+                    })
+                    .unwrap();
+                deposited += 1;
+            }
+        }
+    }
+    let mut last = engine.client().unwrap();
+    // The second call's batch comes after the release that settled every
+    // earlier departure.
+    balance(&mut last, 1);
+    assert_eq!(balance(&mut last, 1), deposited);
+    let held = engine.shared.response_queues_held.load(Ordering::Relaxed);
+    let slots = engine.shared.response_slots.load(Ordering::Relaxed);
+    assert_eq!(held, 1, "only the live client's queue is held");
+    assert!(
+        slots <= 8,
+        "{slots} client slots for at most 2 clients alive at once"
+    );
+    drop(last);
+    engine.shutdown().unwrap();
+}
+
+/// A rebate policy that holds every computation until the gate opens.
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    fn open(&self) {
+        *self.0 .0.lock().unwrap() = true;
+        self.0 .1.notify_all();
+    }
+}
+
+impl RebatePolicy for Gate {
+    fn rebate(&self, job: &RebateJob) -> i64 {
+        let mut open = self.0 .0.lock().unwrap();
+        while !*open {
+            open = self.0 .1.wait(open).unwrap();
+        }
+        job.amount / 100
+    }
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "gave up waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn rebate_backlog_stays_bounded_under_a_flood_and_every_rebate_is_credited_once() {
+    const BACKLOG_MAX: u64 = 64;
+    const GATEWAYS: u64 = 4;
+    const DEPOSITS: u64 = 2_000;
+    let gate = Gate::default();
+    let engine = Engine::builder()
+        .rebate_policy(gate.clone())
+        .rebate_backlog_max(BACKLOG_MAX as usize)
+        .ring_capacity(64)
+        .start()
+        .unwrap();
+    let engine = Arc::new(engine);
+    let gateways: Vec<_> = (0..GATEWAYS)
+        .map(|g| {
+            let engine = Arc::clone(&engine);
+            thread::spawn(move || {
+                let mut client = engine.client().unwrap();
+                client
+                    .call(Request::OpenAccount { account: g })
+                    .unwrap()
+                    .unwrap();
+                for i in 0..DEPOSITS {
+                    // Pipelined, 32 in flight.
+                    if client.in_flight() == 32 {
+                        client.recv().unwrap().unwrap();
+                    }
+                    client
+                        .send(Request::Deposit {
+                            account: g,
+                            amount: 100 + i as i64,
+                        })
+                        .unwrap();
+                }
+                while client.in_flight() > 0 {
+                    client.recv().unwrap().unwrap();
+                }
+            })
+        })
+        .collect();
+    // The rebate thread is stuck: deposits stop at the limit, the ring fills
+    // and the gateways wait.
+    let shared = Arc::clone(&engine.shared);
+    wait_for("the backlog to reach its limit", || {
+        shared.rebates_dispatched.load(Ordering::Acquire) >= BACKLOG_MAX
+    });
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        shared.rebates_dispatched.load(Ordering::Acquire),
+        BACKLOG_MAX
+    );
+    gate.open();
+    for gateway in gateways {
+        gateway.join().unwrap();
+    }
+    let mut client = engine.client().unwrap();
+    client.barrier().unwrap();
+    for g in 0..GATEWAYS {
+        let expected: i64 = (0..DEPOSITS as i64)
+            .map(|i| (100 + i) + (100 + i) / 100)
+            .sum();
+        assert_eq!(balance(&mut client, g), expected, "account {g}");
+    }
+    drop(client);
+    let peak = shared.rebate_backlog_peak.load(Ordering::Relaxed);
+    assert!(peak <= BACKLOG_MAX, "backlog peaked at {peak}");
+    let ledger = Arc::into_inner(engine).unwrap().shutdown().unwrap();
+    assert_eq!(ledger.pending_rebates_len(), 0);
+    assert_eq!(
+        shared.rebates_answered.load(Ordering::Acquire),
+        GATEWAYS * DEPOSITS
+    );
+}
+
+#[test]
+fn owed_rebates_above_the_limit_at_start_are_all_credited() {
+    use crate::request::{Stamp, Stamped};
+    let mut ledger = Ledger::default();
+    let requests = std::iter::once(Request::OpenAccount { account: 1 }).chain((0..100).map(|_| {
+        Request::Deposit {
+            account: 1,
+            amount: 10_000,
+        }
+    }));
+    for (seq, request) in (1..).zip(requests) {
+        let stamp = Stamp {
+            seq,
+            time_ms: 0,
+            session: 1,
+            req: 0,
+        };
+        ledger.apply(&Stamped { stamp, request }).outcome.unwrap();
+    }
+    assert_eq!(ledger.pending_rebates_len(), 100);
+    let engine = Engine::builder()
+        .ledger(ledger)
+        .rebate_backlog_max(10)
+        .start()
+        .unwrap();
+    let mut client = engine.client().unwrap();
+    client.barrier().unwrap();
+    assert_eq!(balance(&mut client, 1), 100 * 10_100);
+    drop(client);
+    assert_eq!(engine.shutdown().unwrap().pending_rebates_len(), 0);
+}
