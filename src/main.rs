@@ -159,7 +159,10 @@ fn main() -> ExitCode {
                     LedgerConfig::default(),
                     out,
                 ) {
-                    Ok(_) => ExitCode::SUCCESS,
+                    Ok(inspected) => {
+                        eprintln!("ringledger inspect: {inspected}");
+                        ExitCode::SUCCESS
+                    }
                     Err(e) => fail(e),
                 }
             }

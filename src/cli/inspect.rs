@@ -1,6 +1,11 @@
 //! `ringledger inspect`: the journal as JSON lines, each input with the
 //! outcome it had. The journal holds inputs only; outcomes come from
 //! replaying it from the start, which is exactly how they were made.
+//!
+//! After the records, one line per rebate still owed whose credit was
+//! refused for overflow (`{"unpaid_rebate": true, ...}`; these are not
+//! dispatched again on their own), as of the end of the journal: the whole
+//! journal is replayed even when `limit` stops the printing early.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -8,12 +13,38 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::journal::{read_records, JournalError};
-use crate::ledger::{Ledger, LedgerConfig};
+use crate::ledger::{Ledger, LedgerConfig, UnpaidRebate};
 use crate::money::Scale;
 use crate::outcome::{Reject, Reply};
 use crate::request::Request;
 
-/// Prints up to `limit` records with seq >= `from_seq`.
+/// What `inspect` printed, and the rebates owed at the journal's end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inspected {
+    pub printed: u64,
+    /// The last record's seq (0 for an empty journal).
+    pub last_seq: u64,
+    /// Rebates waiting for a credit (dispatched again at the next start).
+    pub pending_rebates: usize,
+    /// Rebates owed whose credit was refused for overflow.
+    pub unpaid_rebates: Vec<UnpaidRebate>,
+}
+
+impl std::fmt::Display for Inspected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} records printed; at seq {}: {} rebates pending, {} unpaid (refused for overflow, not dispatched again)",
+            self.printed,
+            self.last_seq,
+            self.pending_rebates,
+            self.unpaid_rebates.len()
+        )
+    }
+}
+
+/// Prints up to `limit` records with seq >= `from_seq`, then the unpaid
+/// rebates at the end of the journal.
 pub fn inspect(
     dir: &Path,
     from_seq: u64,
@@ -21,7 +52,7 @@ pub fn inspect(
     scale: Scale,
     config: LedgerConfig,
     mut out: impl Write,
-) -> Result<u64, InspectError> {
+) -> Result<Inspected, InspectError> {
     let mut ledger = Ledger::new(config);
     let mut printed = 0u64;
     let records = read_records(dir, 1).map_err(InspectError::Journal)?;
@@ -31,11 +62,8 @@ pub fn inspect(
             return Err(InspectError::Pruned(stamped.stamp.seq));
         }
         let applied = ledger.apply(&stamped);
-        if stamped.stamp.seq < from_seq {
+        if stamped.stamp.seq < from_seq || printed == limit {
             continue;
-        }
-        if printed == limit {
-            break;
         }
         let mut line = request_json(&stamped.request, scale);
         let fields = line.as_object_mut().expect("request_json makes objects");
@@ -81,7 +109,24 @@ pub fn inspect(
         out.write_all(b"\n").map_err(InspectError::Output)?;
         printed += 1;
     }
-    Ok(printed)
+    let unpaid_rebates: Vec<_> = ledger.unpaid_rebates().collect();
+    for unpaid in &unpaid_rebates {
+        let line = json!({
+            "unpaid_rebate": true,
+            "deposit_seq": unpaid.job.deposit_seq,
+            "account": unpaid.job.account,
+            "deposit": scale.format(unpaid.job.amount),
+            "amount": scale.format(unpaid.amount),
+        });
+        serde_json::to_writer(&mut out, &line).map_err(|e| InspectError::Output(e.into()))?;
+        out.write_all(b"\n").map_err(InspectError::Output)?;
+    }
+    Ok(Inspected {
+        printed,
+        last_seq: ledger.last_seq(),
+        pending_rebates: ledger.pending_rebates_len(),
+        unpaid_rebates,
+    })
 }
 
 fn request_json(request: &Request, scale: Scale) -> Value {
@@ -163,3 +208,90 @@ impl std::fmt::Display for InspectError {
 }
 
 impl std::error::Error for InspectError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Durability, JournalConfig, JournalWriter};
+    use crate::request::{Stamp, Stamped};
+
+    #[test]
+    fn a_rebate_refused_for_overflow_is_shown_as_unpaid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = JournalConfig {
+            segment_bytes: 1 << 16,
+            durability: Durability::Async,
+        };
+        let half = i64::MAX / 2;
+        let requests = [
+            Request::OpenAccount { account: 1 },
+            Request::Deposit {
+                account: 1,
+                amount: 10_000,
+            },
+            Request::OpenAccount { account: 2 },
+            Request::Deposit {
+                account: 2,
+                amount: half,
+            },
+            Request::Transfer {
+                from: 2,
+                to: 1,
+                amount: half,
+            },
+            Request::Deposit {
+                account: 2,
+                amount: half - 10_000,
+            },
+            Request::Transfer {
+                from: 2,
+                to: 1,
+                amount: half - 10_000,
+            },
+            // Account 1 now holds i64::MAX - 1: its 100.00 rebate no longer fits.
+            Request::CreditRebate {
+                deposit_seq: 2,
+                amount: 10_000,
+            },
+        ];
+        let batch: Vec<_> = (1..)
+            .zip(requests)
+            .map(|(seq, request)| Stamped {
+                stamp: Stamp {
+                    seq,
+                    time_ms: 0,
+                    session: 1,
+                    req: 0,
+                },
+                request,
+            })
+            .collect();
+        let mut writer = JournalWriter::open(tmp.path(), config).unwrap();
+        writer.commit(&batch).unwrap();
+        drop(writer);
+        let mut out = Vec::new();
+        let inspected = inspect(
+            tmp.path(),
+            1,
+            3,
+            Scale::default(),
+            LedgerConfig::default(),
+            &mut out,
+        )
+        .unwrap();
+        let lines: Vec<Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4, "three records, then the unpaid rebate");
+        assert_eq!(
+            lines[3],
+            json!({"unpaid_rebate": true, "deposit_seq": 2, "account": 1,
+                   "deposit": "100.00", "amount": "100.00"})
+        );
+        assert_eq!(inspected.last_seq, 8);
+        assert_eq!(inspected.pending_rebates, 2);
+        assert_eq!(inspected.unpaid_rebates.len(), 1);
+    }
+}
