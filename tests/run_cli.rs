@@ -264,3 +264,21 @@ fn bad_arguments_fail_with_a_clear_message() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("between 0 and 1"));
 }
+
+#[test]
+fn deposit_without_room_for_its_rebate_is_overflow_and_changes_nothing() {
+    let script = r#"{"op":"open_account","account":1}
+{"op":"deposit","account":1,"amount":"92233720368547758.07"}
+{"op":"barrier"}
+{"op":"balance","account":1}
+{"op":"deposit","account":1,"amount":"46116860184273879.03"}
+{"op":"barrier"}
+{"op":"balance","account":1}
+"#;
+    let answers = run_script(&[], script);
+    assert_eq!(answers[1]["error"], "overflow", "{}", answers[1]);
+    assert_eq!(answers[3]["balance"], "0.00");
+    // Half of i64::MAX units: the deposit and its 1% rebate both fit.
+    assert_eq!(answers[4]["balance"], "46116860184273879.03");
+    assert_eq!(answers[6]["balance"], "46578028786116617.82");
+}
