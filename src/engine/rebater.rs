@@ -33,6 +33,21 @@ pub(super) const REBATE_SESSION: SessionId = 0;
 
 struct PanicGuard(Arc<Shared>);
 
+/// The lane's sending end. Dropping it, as the thread ends (even by a
+/// panic), closes the lane and wakes the business thread, which may be
+/// parked on its own ring waiting for credits, to notice.
+struct Lane {
+    producer: Option<Producer<Envelope>>,
+    waker: Waker<Envelope>,
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        drop(self.producer.take());
+        self.waker.wake();
+    }
+}
+
 impl Drop for PanicGuard {
     fn drop(&mut self) {
         if thread::panicking() {
@@ -52,7 +67,16 @@ pub(super) fn spawn(
     thread::Builder::new()
         .name("ringledger-rebates".into())
         .spawn(move || {
+            let lane = Lane {
+                producer: Some(lane),
+                waker,
+            };
+            // Declared after the lane, so it marks the engine failed before
+            // the lane closes.
             let _guard = PanicGuard(shared);
+            let Some(producer) = &lane.producer else {
+                return;
+            };
             // Ends when the business thread drops its sender (shutdown) or
             // the lane refuses the credit (the business thread is gone).
             for job in jobs.iter() {
@@ -73,12 +97,12 @@ pub(super) fn spawn(
                         amount,
                     },
                 };
-                if lane.push_deferring_wake(credit).is_err() {
+                if producer.push_deferring_wake(credit).is_err() {
                     return;
                 }
                 // The business thread parks on the gateways' ring (watching
                 // the lane too); wake it there.
-                waker.wake();
+                lane.waker.wake();
             }
         })
         .map_err(EngineError::Io)

@@ -197,3 +197,42 @@ fn owed_rebates_above_the_limit_at_start_are_all_credited() {
     drop(client);
     assert_eq!(engine.shutdown().unwrap().pending_rebates_len(), 0);
 }
+
+/// A rebate policy that panics: a bug in user code on the side thread.
+struct Panicking;
+
+impl RebatePolicy for Panicking {
+    fn rebate(&self, _: &RebateJob) -> i64 {
+        panic!("injected rebate policy fault")
+    }
+}
+
+#[test]
+fn a_panicking_rebate_policy_fails_the_engine_without_a_hang() {
+    let engine = Engine::builder()
+        .rebate_policy(Panicking)
+        .rebate_backlog_max(4)
+        .start()
+        .unwrap();
+    let mut client = engine.client().unwrap();
+    client
+        .call(Request::OpenAccount { account: 1 })
+        .unwrap()
+        .unwrap();
+    // With the rebate thread gone, the backlog fills and never drains: the
+    // business thread stops instead of waiting for credits forever.
+    let failed = (0..100).find_map(|_| {
+        client
+            .call(Request::Deposit {
+                account: 1,
+                amount: 100,
+            })
+            .err()
+    });
+    assert!(
+        matches!(failed, Some(EngineError::Failed(_))),
+        "expected a failure, got {failed:?}"
+    );
+    assert!(matches!(client.barrier(), Err(EngineError::Failed(_))));
+    assert!(matches!(engine.shutdown(), Err(EngineError::Failed(_))));
+}
