@@ -17,6 +17,7 @@ fn mixed_operations_with_client_churn_keep_rss_and_snapshot_bounded() {
         ledger: LedgerConfig {
             history_per_account_max: 4,
             closed_reservations_max: 2_000,
+            ..LedgerConfig::default()
         },
         churn_ops: 1_000,
         inflight: 64,
