@@ -37,17 +37,24 @@ enum ClockArg {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Measure ops/s and latency percentiles of a scenario on the engine or
-    /// a lock-based baseline.
+    /// Measure settled ops/s and latency percentiles of a scenario on the
+    /// engine or a lock-based baseline, under equal rules (same requests in
+    /// flight, same journal, same rebates); --compare runs every engine.
     Bench {
         #[command(flatten)]
         config: bench::Config,
-        /// Print one JSON object instead of the table.
+        /// Print one JSON object instead of the table ({"runs": [...]} for
+        /// --compare or --sweep-inflight).
         #[arg(long)]
         json: bool,
-        /// Also write the latency percentile distribution (.hgrm text, µs) to this file.
-        #[arg(long)]
+        /// Also write the latency percentile distribution (.hgrm text, µs) to
+        /// this file (one run only: use --plot for several).
+        #[arg(long, conflicts_with_all = ["compare", "sweep_inflight"])]
         hgrm: Option<PathBuf>,
+        /// Also draw latency by percentile (log 1/(1-p) axis) as SVG: one
+        /// line per run, plus the hiccup meter's.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
     },
     /// Serve JSON-lines requests from stdin, one answer per line on stdout.
     Run {
@@ -116,7 +123,12 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Bench { config, json, hgrm } => run_bench(&config, json, hgrm.as_deref()),
+        Command::Bench {
+            config,
+            json,
+            hgrm,
+            plot,
+        } => run_bench(&config, json, hgrm.as_deref(), plot.as_deref()),
         Command::Run {
             journal_dir,
             durability,
@@ -170,26 +182,58 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_bench(config: &bench::Config, json: bool, hgrm: Option<&Path>) -> ExitCode {
-    let run = match bench::run(config, io::stderr().is_terminal()) {
-        Ok(run) => run,
+fn run_bench(
+    config: &bench::Config,
+    json: bool,
+    hgrm: Option<&Path>,
+    plot: Option<&Path>,
+) -> ExitCode {
+    if hgrm.is_some() && config.is_suite() {
+        return fail("--hgrm writes one run's distribution: not with --compare or --sweep-inflight (use --plot)");
+    }
+    if let Some(path) = plot {
+        if path.extension().is_none_or(|e| e != "svg") {
+            return fail(format!(
+                "--plot writes SVG: name the file *.svg, got {}",
+                path.display()
+            ));
+        }
+    }
+    let runs = match bench::suite(config, io::stderr().is_terminal()) {
+        Ok(runs) => runs,
         Err(e) => return fail(e),
     };
-    if json {
-        println!("{}", run.report.to_json());
-    } else {
-        print!("{}", run.report.to_table());
+    let reports: Vec<bench::Report> = runs.iter().map(|run| run.report.clone()).collect();
+    match (json, config.is_suite()) {
+        (true, false) => println!("{}", reports[0].to_json()),
+        (true, true) => println!("{}", bench::report::suite_json(&reports)),
+        (false, false) => print!("{}", reports[0].to_table()),
+        (false, true) => print!("{}", bench::report::suite_table(&reports)),
     }
     if let Some(path) = hgrm {
         let written = File::create(path)
-            .and_then(|file| bench::write_hgrm(&run.histogram, BufWriter::new(file)));
+            .and_then(|file| bench::write_hgrm(&runs[0].histogram, BufWriter::new(file)));
         if let Err(e) = written {
             return fail(format!("writing --hgrm {}: {e}", path.display()));
         }
     }
-    match &run.report.invariants_error {
-        None => ExitCode::SUCCESS,
-        Some(why) => fail(format!("invariants broken: {why}")),
+    if let Some(path) = plot {
+        if let Err(e) = bench::plot_runs(path, &runs) {
+            return fail(format!("writing --plot {}: {e}", path.display()));
+        }
+    }
+    let broken: Vec<String> = reports
+        .iter()
+        .filter_map(|r| {
+            r.invariants_error
+                .as_ref()
+                .map(|why| format!("{} at {} in flight: {why}", r.engine, r.inflight))
+        })
+        .collect();
+    if broken.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        fail(format!("invariants broken: {}", broken.join("; ")))
     }
 }
 

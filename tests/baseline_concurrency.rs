@@ -32,6 +32,7 @@ fn config() -> BankConfig {
         accounts_max: 2_048,
         instruments_max: 4,
         reservation_shards: 64,
+        rebates: None,
     }
 }
 

@@ -13,6 +13,8 @@ fn config() -> BankConfig {
         accounts_max: 8,
         instruments_max: 2,
         reservation_shards: 4,
+        // Rules tests assert exact balances: no rebates arriving later.
+        rebates: None,
     }
 }
 

@@ -1,206 +1,125 @@
-//! The baselines' write-ahead log: one fixed-size binary record per accepted
-//! mutating operation, appended in one total order under one mutex, written
-//! to the file before the operation answers. It exists so the benchmark can
-//! compare the engine and the baselines at equal durability.
+//! The baselines' write-ahead log: the engine's own journal (the same
+//! [`JournalWriter`], the same frames of [`Stamped`] records, the same
+//! durability modes) behind a leader/follower group commit on the model of
+//! PostgreSQL's WAL, so the comparison measures the designs, not two
+//! journals of different quality.
 //!
-//! `Sync` durability uses group commit: whoever finds no fsync running
-//! becomes the leader, syncs everything written so far and wakes everyone
-//! whose record that covered; the others wait. The fsync runs on a second
-//! handle to the file without the append mutex, so appends go on meanwhile.
+//! How a record gets to disk:
+//! 1. [`BaselineJournal::append`] (PostgreSQL's `XLogInsert`): the record
+//!    takes the next sequence number and joins the queue, under one short
+//!    mutex, with no I/O. The mutex bank calls it while it still holds its
+//!    business locks, so the sequence order is the order the locks
+//!    serialized the operations in.
+//! 2. [`BaselineJournal::make_durable`] (`XLogFlush`): a caller whose record
+//!    is not yet written and who finds no leader becomes the leader: it takes
+//!    everything queued so far, writes it as ONE frame with
+//!    [`JournalWriter::commit`] (a copy into the mapped segment for `async`;
+//!    a `pwrite` and one `fdatasync` for `sync`) and wakes every follower.
+//!    A caller who finds a leader at work parks until it is done and then
+//!    looks again: its record may have been in that group, or it leads the
+//!    next one. So one write (and one fdatasync) serves every record queued
+//!    while the previous group was being written, as in the engine, whose
+//!    business thread journals each drained batch as one frame.
+//!
+//! A write or sync that fails stops every caller with a panic: an
+//! acknowledged operation must never be missing from the journal.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::money::Units;
-use crate::request::{InstrumentId, Symbol};
+use crate::journal::{self, Durability, JournalConfig, JournalError, JournalWriter};
+use crate::request::{Request, Stamp, Stamped};
 
-/// Bytes in one record.
-pub const RECORD_LEN: usize = 48;
-
-/// When an operation's record must be on its way to disk before it answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
-    /// Written to the OS page cache: survives a process crash.
-    Async,
-    /// Also `fdatasync`ed (group commit): survives power loss.
-    Sync,
-}
-
-/// What an accepted operation did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Op {
-    OpenAccount = 1,
-    Deposit = 2,
-    Withdraw = 3,
-    Transfer = 4,
-    ListInstrument = 5,
-    Reserve = 6,
-    Confirm = 7,
-    Cancel = 8,
-}
-
-impl Op {
-    fn from_u8(code: u8) -> Option<Op> {
-        Some(match code {
-            1 => Op::OpenAccount,
-            2 => Op::Deposit,
-            3 => Op::Withdraw,
-            4 => Op::Transfer,
-            5 => Op::ListInstrument,
-            6 => Op::Reserve,
-            7 => Op::Confirm,
-            8 => Op::Cancel,
-            _ => return None,
-        })
-    }
-}
-
-/// One journal record. Little-endian layout, 48 bytes:
-/// `seq u64 | op u8 | partial u8 | 0u16 | instrument u32 | a u64 | b u64 | amount i64 | qty u64`.
-///
-/// | op | a | b | amount | qty | instrument |
-/// |---|---|---|---|---|---|
-/// | open_account | account | | | | |
-/// | deposit, withdraw | account | | amount | | |
-/// | transfer | from | to | amount | | |
-/// | list_instrument | symbol bytes 0..8 | symbol bytes 8..16 | price | supply | new id |
-/// | reserve | reservation | account | cost | shares taken | instrument |
-/// | confirm, cancel | reservation | | | | |
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Record {
-    /// Position in the journal's total order, from 1; set when appended.
-    pub seq: u64,
-    pub op: Op,
-    pub partial: bool,
-    pub instrument: u32,
-    pub a: u64,
-    pub b: u64,
-    pub amount: Units,
-    pub qty: u64,
-}
-
-impl Record {
-    pub fn new(op: Op, a: u64, b: u64, amount: Units) -> Record {
-        Record {
-            seq: 0,
-            op,
-            partial: false,
-            instrument: 0,
-            a,
-            b,
-            amount,
-            qty: 0,
-        }
-    }
-
-    /// A listing's record: the symbol's 16 bytes travel in `a` and `b`.
-    pub fn listing(id: InstrumentId, symbol: Symbol, supply: u64, price: Units) -> Record {
-        let bytes = symbol.bytes();
-        let mut low = [0u8; 8];
-        let mut high = [0u8; 8];
-        low.copy_from_slice(&bytes[..8]);
-        high.copy_from_slice(&bytes[8..]);
-        Record {
-            instrument: id.0,
-            qty: supply,
-            ..Record::new(
-                Op::ListInstrument,
-                u64::from_le_bytes(low),
-                u64::from_le_bytes(high),
-                price,
-            )
-        }
-    }
-
-    pub fn encode(&self) -> [u8; RECORD_LEN] {
-        let mut bytes = [0u8; RECORD_LEN];
-        bytes[0..8].copy_from_slice(&self.seq.to_le_bytes());
-        bytes[8] = self.op as u8;
-        bytes[9] = u8::from(self.partial);
-        bytes[12..16].copy_from_slice(&self.instrument.to_le_bytes());
-        bytes[16..24].copy_from_slice(&self.a.to_le_bytes());
-        bytes[24..32].copy_from_slice(&self.b.to_le_bytes());
-        bytes[32..40].copy_from_slice(&self.amount.to_le_bytes());
-        bytes[40..48].copy_from_slice(&self.qty.to_le_bytes());
-        bytes
-    }
-
-    pub fn decode(bytes: &[u8; RECORD_LEN]) -> Option<Record> {
-        let u64_at = |at: usize| {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&bytes[at..at + 8]);
-            u64::from_le_bytes(word)
-        };
-        let mut instrument = [0u8; 4];
-        instrument.copy_from_slice(&bytes[12..16]);
-        Some(Record {
-            seq: u64_at(0),
-            op: Op::from_u8(bytes[8])?,
-            partial: bytes[9] != 0,
-            instrument: u32::from_le_bytes(instrument),
-            a: u64_at(16),
-            b: u64_at(24),
-            amount: u64_at(32) as i64,
-            qty: u64_at(40),
-        })
-    }
-}
-
-struct Appender {
-    file: File,
-    /// Sequence of the last record appended (written to the page cache).
+/// The queue of records appended but not yet written, and who is writing.
+struct Queue {
+    /// Records waiting for the next leader, in sequence order.
+    pending: Vec<Stamped>,
+    /// The sequence the next appended record takes.
+    next_seq: u64,
+    /// Every record up to this sequence is written as the durability asks.
     written_seq: u64,
-    /// Sequence of the last record known durable (`Sync` only).
-    synced_seq: u64,
-    /// Whether a leader is running an fsync right now.
-    syncing: bool,
+    /// Whether a leader is writing a group right now.
+    leading: bool,
+    /// Why the journal stopped, once a write or sync failed.
+    failed: Option<String>,
+    /// Groups (frames) the leaders have written.
+    groups_written: u64,
 }
 
-/// An append-only journal file shared by every thread of one bank.
+/// The writer and the leader's spare buffer; locked only by the leader.
+struct Leader {
+    writer: JournalWriter,
+    /// Swapped with the queue's buffer, so taking a group allocates nothing.
+    spare: Vec<Stamped>,
+}
+
+/// A journal directory shared by every thread of one bank.
 ///
 /// ```
-/// use ringledger::baseline::{Bank, BankConfig, BaselineJournal, Durability, MutexBank, Op};
+/// use ringledger::baseline::{Bank, BankConfig, BaselineJournal, MutexBank};
+/// use ringledger::journal::Durability;
+/// use ringledger::Request;
 ///
 /// let dir = tempfile::tempdir().unwrap();
-/// let path = dir.path().join("bank.journal");
-/// let journal = BaselineJournal::create(&path, Durability::Sync).unwrap();
+/// let journal = BaselineJournal::create(dir.path(), Durability::Sync).unwrap();
 /// let bank = MutexBank::new(BankConfig::with_accounts(16), Some(journal));
-/// bank.open_funded(0..2, 500).unwrap();
+/// bank.open_funded(0..1, 500).unwrap();
 /// assert!(bank.withdraw(0, 501).is_err()); // refused: not journaled
-/// let ops: Vec<Op> = BaselineJournal::read(&path).unwrap().iter().map(|r| r.op).collect();
-/// assert_eq!(ops, [Op::OpenAccount, Op::Deposit, Op::OpenAccount, Op::Deposit]);
+/// drop(bank);
+/// let records = BaselineJournal::read(dir.path()).unwrap();
+/// assert_eq!(records[0].request, Request::OpenAccount { account: 0 });
+/// assert_eq!(records[1].request, Request::Deposit { account: 0, amount: 500 });
+/// assert_eq!(records.len(), 2);
 /// ```
 pub struct BaselineJournal {
-    appender: Mutex<Appender>,
-    synced: Condvar,
-    /// A second handle for the leader's fsync, used without the mutex.
-    sync_file: File,
+    queue: Mutex<Queue>,
+    /// Signalled whenever a leader finishes (or fails) a group.
+    written: Condvar,
+    leader: Mutex<Leader>,
     durability: Durability,
+    dir: PathBuf,
 }
 
 impl BaselineJournal {
-    /// Creates (or truncates) the journal file at `path`.
-    pub fn create(path: &Path, durability: Durability) -> io::Result<BaselineJournal> {
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(path)?;
-        let sync_file = file.try_clone()?;
+    /// Opens the journal in `dir` (created if missing; appended to after its
+    /// last record otherwise) with the engine's default segment size.
+    /// `Durability::None` is refused: a bank without a journal takes `None`.
+    pub fn create(dir: &Path, durability: Durability) -> Result<BaselineJournal, JournalError> {
+        if durability == Durability::None {
+            return Err(JournalError::io(
+                dir,
+                "open a baseline journal in",
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "durability none has no journal: pass no journal to the bank instead",
+                ),
+            ));
+        }
+        let writer = JournalWriter::open(
+            dir,
+            JournalConfig {
+                durability,
+                ..JournalConfig::default()
+            },
+        )?;
+        let next_seq = writer.next_seq().unwrap_or(1);
         Ok(BaselineJournal {
-            appender: Mutex::new(Appender {
-                file,
-                written_seq: 0,
-                synced_seq: 0,
-                syncing: false,
+            queue: Mutex::new(Queue {
+                pending: Vec::new(),
+                next_seq,
+                written_seq: next_seq - 1,
+                leading: false,
+                failed: None,
+                groups_written: 0,
             }),
-            synced: Condvar::new(),
-            sync_file,
+            written: Condvar::new(),
+            leader: Mutex::new(Leader {
+                writer,
+                spare: Vec::new(),
+            }),
             durability,
+            dir: dir.to_path_buf(),
         })
     }
 
@@ -208,86 +127,96 @@ impl BaselineJournal {
         self.durability
     }
 
-    /// Records appended so far.
-    pub fn records_written(&self) -> u64 {
-        self.appender.lock().written_seq
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
-    /// Appends `record` at the end of the total order and writes it to the
-    /// file; returns its sequence for [`BaselineJournal::make_durable`].
-    /// A journal that cannot be written stops the bank with a panic: an
-    /// acknowledged operation must never be missing from it.
-    pub(super) fn append(&self, mut record: Record) -> u64 {
-        let mut appender = self.appender.lock();
-        record.seq = appender.written_seq + 1;
-        if let Err(error) = appender.file.write_all(&record.encode()) {
-            panic!(
-                "baseline journal: writing record {} failed: {error}",
-                record.seq
-            );
-        }
-        appender.written_seq = record.seq;
-        record.seq
+    /// Records appended so far (queued or written).
+    pub fn records_appended(&self) -> u64 {
+        self.queue.lock().next_seq - 1
     }
 
-    /// Returns once record `seq` is as durable as the journal promises:
-    /// at once for `Async`, after an fdatasync covering it for `Sync`.
+    /// Groups written so far: one frame (and, for `sync`, one fdatasync)
+    /// each; fewer than the records whenever callers overlapped.
+    pub fn groups_written(&self) -> u64 {
+        self.queue.lock().groups_written
+    }
+
+    /// Gives `request` the next sequence number and queues it; returns the
+    /// sequence for [`BaselineJournal::make_durable`]. No I/O.
+    pub(super) fn append(&self, request: Request) -> u64 {
+        let mut queue = self.queue.lock();
+        let seq = queue.next_seq;
+        queue.next_seq += 1;
+        queue.pending.push(Stamped::new(
+            Stamp {
+                seq,
+                ..Stamp::default()
+            },
+            request,
+        ));
+        seq
+    }
+
+    /// Returns once record `seq` is written as the durability asks (page
+    /// cache for `async`, fdatasync'ed for `sync`), leading a group commit
+    /// when nobody else is (see the module docs).
     pub(super) fn make_durable(&self, seq: u64) {
-        if self.durability == Durability::Async {
-            return;
-        }
-        let mut appender = self.appender.lock();
-        while appender.synced_seq < seq {
-            if appender.syncing {
-                self.synced.wait(&mut appender);
+        let mut queue = self.queue.lock();
+        loop {
+            if let Some(why) = &queue.failed {
+                panic!("baseline journal: {why}");
+            }
+            if queue.written_seq >= seq {
+                return;
+            }
+            if queue.leading {
+                self.written.wait(&mut queue);
                 continue;
             }
-            appender.syncing = true;
-            let target = appender.written_seq;
-            let result =
-                parking_lot::MutexGuard::unlocked(&mut appender, || self.sync_file.sync_data());
-            appender.syncing = false;
-            if let Err(error) = result {
-                self.synced.notify_all();
-                panic!("baseline journal: fdatasync up to record {target} failed: {error}");
+            queue.leading = true;
+            let last_seq = queue.next_seq - 1;
+            let mut leader = self.leader.lock();
+            let Leader { writer, spare } = &mut *leader;
+            std::mem::swap(&mut queue.pending, spare);
+            let result = parking_lot::MutexGuard::unlocked(&mut queue, || {
+                let result = writer.commit(spare);
+                spare.clear();
+                result
+            });
+            drop(leader);
+            queue.leading = false;
+            match result {
+                Ok(()) => {
+                    queue.written_seq = last_seq;
+                    queue.groups_written += 1;
+                }
+                Err(error) => {
+                    queue.failed = Some(format!(
+                        "writing records up to {last_seq} in {} failed: {error}",
+                        self.dir.display()
+                    ))
+                }
             }
-            appender.synced_seq = target;
-            self.synced.notify_all();
+            self.written.notify_all();
         }
     }
 
-    /// Reads every record of a journal file back, in file order.
-    pub fn read(path: &Path) -> io::Result<Vec<Record>> {
-        let mut bytes = Vec::new();
-        File::open(path)?.read_to_end(&mut bytes)?;
-        if bytes.len() % RECORD_LEN != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{}: {} bytes is not a whole number of {RECORD_LEN}-byte records",
-                    path.display(),
-                    bytes.len()
-                ),
-            ));
+    /// Reads every record of a journal directory back, in sequence order
+    /// (with the engine's reader: a torn tail ends the list quietly).
+    pub fn read(dir: &Path) -> Result<Vec<Stamped>, JournalError> {
+        journal::read_records(dir, 1)?.collect()
+    }
+}
+
+impl Drop for BaselineJournal {
+    /// Writes whatever is still queued (records of operations that were
+    /// never waited for), so the file holds every appended record.
+    fn drop(&mut self) {
+        let last_seq = self.queue.get_mut().next_seq - 1;
+        if self.queue.get_mut().failed.is_none() {
+            self.make_durable(last_seq);
         }
-        bytes
-            .chunks_exact(RECORD_LEN)
-            .enumerate()
-            .map(|(i, chunk)| {
-                let chunk: &[u8; RECORD_LEN] = chunk.try_into().expect("chunks are RECORD_LEN");
-                Record::decode(chunk).ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "{}: record at offset {} has an unknown op code {}",
-                            path.display(),
-                            i * RECORD_LEN,
-                            chunk[8]
-                        ),
-                    )
-                })
-            })
-            .collect()
     }
 }
 
@@ -296,24 +225,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn record_round_trips_through_its_bytes() {
-        let record = Record {
-            seq: 7,
-            op: Op::Reserve,
-            partial: true,
-            instrument: 3,
-            a: 11,
-            b: u64::MAX,
-            amount: -5,
-            qty: 42,
-        };
-        assert_eq!(Record::decode(&record.encode()), Some(record));
+    fn one_leader_writes_everything_queued_as_one_group() {
+        for durability in [Durability::Async, Durability::Sync] {
+            let dir = tempfile::tempdir().unwrap();
+            let journal = BaselineJournal::create(dir.path(), durability).unwrap();
+            for account in 0..3 {
+                assert_eq!(
+                    journal.append(Request::OpenAccount { account }),
+                    account + 1
+                );
+            }
+            // The first record's wait writes all three, as one frame.
+            journal.make_durable(1);
+            assert_eq!(journal.groups_written(), 1);
+            journal.make_durable(3);
+            assert_eq!(journal.groups_written(), 1, "already written: no new group");
+            let records = BaselineJournal::read(dir.path()).unwrap();
+            let seqs: Vec<u64> = records.iter().map(|r| r.stamp.seq).collect();
+            assert_eq!(seqs, [1, 2, 3]);
+            assert_eq!(records[2].request, Request::OpenAccount { account: 2 });
+        }
     }
 
     #[test]
-    fn unknown_op_code_does_not_decode() {
-        let mut bytes = Record::new(Op::Deposit, 1, 0, 10).encode();
-        bytes[8] = 0;
-        assert_eq!(Record::decode(&bytes), None);
+    fn records_never_waited_for_are_written_when_the_journal_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = BaselineJournal::create(dir.path(), Durability::Async).unwrap();
+        journal.append(Request::OpenAccount { account: 7 });
+        drop(journal);
+        let records = BaselineJournal::read(dir.path()).unwrap();
+        assert_eq!(records.len(), 1);
+    }
+
+    #[test]
+    fn a_reopened_journal_continues_its_numbering() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = BaselineJournal::create(dir.path(), Durability::Sync).unwrap();
+        journal.append(Request::OpenAccount { account: 1 });
+        drop(journal);
+        let journal = BaselineJournal::create(dir.path(), Durability::Sync).unwrap();
+        assert_eq!(journal.append(Request::OpenAccount { account: 2 }), 2);
+    }
+
+    #[test]
+    fn durability_none_has_no_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = BaselineJournal::create(dir.path(), Durability::None)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("durability none"), "{err}");
     }
 }

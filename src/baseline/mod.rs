@@ -5,13 +5,20 @@
 //! synchronously, and both follow the [`Ledger`](crate::Ledger)'s rules and
 //! error precedence for accounts, deposits, withdrawals, transfers, listings,
 //! reservations, confirmations and cancellations, returning the same
-//! [`Reject`]s. They leave out what the comparison does not need: no rebates,
-//! no transaction history, no reservation expiry, no idempotency (request
+//! [`Reject`]s. They leave out what the comparison does not need: no
+//! transaction history, no reservation expiry, no idempotency (request
 //! numbering) and no per-account share holdings (an instrument counts the
 //! shares it sold). Accounts live in a table preallocated for
 //! [`BankConfig::accounts_max`] wallets; an id below that bound is found with
 //! one atomic load, a larger one through a read-locked map. Instruments are
 //! numbered 0, 1, 2, … in listing order, as in the Ledger.
+//!
+//! **Rebates** ([`BankConfig::rebates`]; off by default so rule tests can
+//! assert exact balances, on in the benchmark for equal work): each deposit
+//! queues a job and a worker thread credits `rate × deposit`, the seed's
+//! job queue and queue worker. [`Bank::settle_rebates`] waits until every
+//! queued rebate is credited, [`Bank::rebates`] counts them (see
+//! `rebates.rs`).
 //!
 //! **[`MutexBank`] (pessimistic, like `SELECT … FOR UPDATE`).** Every wallet
 //! and every instrument has its own `parking_lot::Mutex`, on its own cache
@@ -47,19 +54,24 @@
 //! towards refusing, and an undo always fits.
 //!
 //! **Journaling** ([`BaselineJournal`], the "equal durability" comparison):
-//! with a journal, every accepted mutating operation appends one fixed
-//! 48-byte record to a file, in one total order, before the call returns:
-//! written to the OS page cache ([`Durability::Async`]) or also made durable
-//! with `fdatasync` by group commit ([`Durability::Sync`]). The mutex bank
-//! appends while it still holds the business locks, so the file order is a
-//! valid serialization; it waits for the fsync after releasing them, which
-//! is safe because a later record is durable only once every earlier one is.
-//! The optimistic bank has no locks to hold: it appends right after its last
-//! commit, so the records are complete and durable before the reply, but two
-//! conflicting operations on one wallet can appear in either order; replaying
-//! such a file would need per-record versions this baseline does not keep.
-//! (The tests replay the mutex bank's journal and get the same state back;
-//! the same replay of an optimistic journal can be refused part-way.)
+//! with a journal, every accepted mutating operation (and every rebate
+//! credit) is one record in the engine's own journal format — the
+//! [`Request`](crate::Request) in a [`Stamped`](crate::Stamped), framed and
+//! written by the engine's [`JournalWriter`](crate::journal::JournalWriter)
+//! — in one total order, before the call returns: in the OS page cache for
+//! `async` (a copy into the mapped segment), fdatasync'ed for `sync`. Records
+//! are written in groups, one frame and one fdatasync per group, by a
+//! leader/follower group commit modelled on PostgreSQL's (see `journal.rs`).
+//! The mutex bank appends while it still holds the business locks, so the
+//! file order is a valid serialization; it waits for the write after
+//! releasing them, which is safe because a later record is durable only once
+//! every earlier one is. The optimistic bank has no locks to hold: it
+//! appends right after its last commit, so the records are complete and
+//! durable before the reply, but two conflicting operations on one wallet
+//! can appear in either order; replaying such a file would need per-record
+//! versions this baseline does not keep. (The tests replay the mutex bank's
+//! journal and get the same state back; the same replay of an optimistic
+//! journal can be refused part-way.)
 //!
 //! Set-up for a benchmark: size the tables with [`BankConfig`], hand over a
 //! journal or `None` to the constructor, and open funded accounts with
@@ -89,15 +101,18 @@ mod directory;
 mod journal;
 mod mutex;
 mod optimistic;
+mod rebates;
 mod reservations;
 
 use std::ops::Range;
 
-pub use self::journal::{BaselineJournal, Durability, Op, Record, RECORD_LEN};
+pub use self::journal::BaselineJournal;
 pub use self::mutex::MutexBank;
 pub use self::optimistic::OptimisticBank;
+pub use self::rebates::{RebateCounts, REBATE_BACKLOG_MAX};
 use crate::money::Units;
 use crate::outcome::{InstrumentView, Reject};
+use crate::rebate::RateRebate;
 use crate::request::{AccountId, InstrumentId, ReservationId, Symbol};
 
 /// The operations a benchmark gateway thread calls on a baseline, each
@@ -140,6 +155,11 @@ pub trait Bank: Send + Sync {
     fn retries(&self) -> u64 {
         0
     }
+    /// Rebates queued by deposits and credited so far (both 0 when the
+    /// bank pays none).
+    fn rebates(&self) -> RebateCounts;
+    /// Parks until every rebate queued before the call has been credited.
+    fn settle_rebates(&self);
 
     /// Set-up for a benchmark: opens `accounts` and deposits `balance` in
     /// each (nothing when `balance` is 0), through the ordinary operations.
@@ -166,6 +186,9 @@ pub struct BankConfig {
     /// Independent locks over the reservation map (rounded up to a power of
     /// two); more shards, fewer collisions between unrelated reservations.
     pub reservation_shards: usize,
+    /// Pay each deposit a rebate at this rate, through a job queue and a
+    /// worker thread (None: no rebates).
+    pub rebates: Option<RateRebate>,
 }
 
 impl Default for BankConfig {
@@ -174,6 +197,7 @@ impl Default for BankConfig {
             accounts_max: 65_536,
             instruments_max: 1_024,
             reservation_shards: 64,
+            rebates: None,
         }
     }
 }

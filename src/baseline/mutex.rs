@@ -8,16 +8,20 @@
 //! (opening accounts, listing instruments) come before all of these and are
 //! never taken while a business lock is held.
 
+use std::sync::Arc;
+
 use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
 
 use super::directory::{Catalog, Directory};
-use super::journal::{BaselineJournal, Op, Record};
+use super::journal::BaselineJournal;
+use super::rebates::{Job, RebateCounts, RebateDesk};
 use super::reservations::{Held, Reservations};
 use super::{check_books, positive, take_shares, Bank, BankConfig, StockFigures, WalletFigures};
 use crate::money::Units;
 use crate::outcome::{Closure, InstrumentView, Reject};
-use crate::request::{AccountId, InstrumentId, ReservationId, Symbol};
+use crate::rebate::RebateJob;
+use crate::request::{AccountId, InstrumentId, Request, ReservationId, Symbol};
 
 #[derive(Debug, Default)]
 struct Wallet {
@@ -56,12 +60,15 @@ struct Stock {
 pub struct MutexBank {
     directory: Directory,
     /// By slot; padded so two wallets' locks never share a cache line.
-    wallets: Box<[CachePadded<Mutex<Wallet>>]>,
+    /// Shared with the rebate worker.
+    wallets: Arc<[CachePadded<Mutex<Wallet>>]>,
     catalog: Catalog,
     /// By instrument id.
     stocks: Box<[CachePadded<Mutex<Stock>>]>,
     reservations: Reservations,
-    journal: Option<BaselineJournal>,
+    journal: Option<Arc<BaselineJournal>>,
+    /// The rebate job queue and its worker, when the config pays rebates.
+    rebates: Option<RebateDesk>,
 }
 
 impl MutexBank {
@@ -69,10 +76,33 @@ impl MutexBank {
     /// `journal` if given.
     pub fn new(config: BankConfig, journal: Option<BaselineJournal>) -> MutexBank {
         let directory = Directory::new(config.accounts_max);
+        let wallets: Arc<[CachePadded<Mutex<Wallet>>]> = (0..directory.capacity())
+            .map(|_| CachePadded::new(Mutex::new(Wallet::default())))
+            .collect();
+        let journal = journal.map(Arc::new);
+        let rebates = config.rebates.map(|policy| {
+            let (wallets, log) = (Arc::clone(&wallets), journal.clone());
+            RebateDesk::start(
+                policy,
+                journal.clone(),
+                Box::new(move |job: &Job, amount: Units| {
+                    // The credit's record is appended under the wallet's
+                    // lock, after the deposit's: the file stays a valid
+                    // serialization.
+                    let mut wallet = wallets[job.slot].lock();
+                    wallet.balance = wallet.balance.checked_add(amount)?;
+                    wallet.net = wallet.net.wrapping_add(amount);
+                    log.as_ref().map(|journal| {
+                        journal.append(Request::CreditRebate {
+                            deposit_seq: job.job.deposit_seq,
+                            amount,
+                        })
+                    })
+                }),
+            )
+        });
         MutexBank {
-            wallets: (0..directory.capacity())
-                .map(|_| CachePadded::new(Mutex::new(Wallet::default())))
-                .collect(),
+            wallets,
             directory,
             catalog: Catalog::new(config.instruments_max),
             stocks: (0..config.instruments_max)
@@ -80,17 +110,18 @@ impl MutexBank {
                 .collect(),
             reservations: Reservations::new(config.reservation_shards),
             journal,
+            rebates,
         }
     }
 
     pub fn journal(&self) -> Option<&BaselineJournal> {
-        self.journal.as_ref()
+        self.journal.as_deref()
     }
 
     /// Appends while the caller still holds the business locks, so the
     /// journal order is the order the locks serialized the operations in.
-    fn log(&self, record: Record) -> Option<u64> {
-        self.journal.as_ref().map(|journal| journal.append(record))
+    fn log(&self, request: Request) -> Option<u64> {
+        self.journal.as_ref().map(|journal| journal.append(request))
     }
 
     /// Waits for durability after the locks are released: a later record is
@@ -130,11 +161,13 @@ impl MutexBank {
         stock.available -= taken;
         stock.reserved += taken;
         wallet.held += cost;
-        let ticket = self.log(Record {
+        let ticket = self.log(Request::Reserve {
+            reservation,
+            account,
+            instrument,
+            qty,
+            ttl_ms: 0,
             partial,
-            instrument: instrument.0,
-            qty: taken,
-            ..Record::new(Op::Reserve, reservation, account, cost)
         });
         self.reservations.open(
             reservation,
@@ -157,15 +190,15 @@ impl MutexBank {
             let mut wallet = self.wallets[held.slot].lock();
             stock.reserved -= held.qty;
             wallet.held -= held.cost;
-            let op = if how == Closure::Confirmed {
+            let request = if how == Closure::Confirmed {
                 stock.sold += held.qty;
                 wallet.balance -= held.cost;
-                Op::Confirm
+                Request::Confirm { reservation }
             } else {
                 stock.available += held.qty;
-                Op::Cancel
+                Request::Cancel { reservation }
             };
-            self.log(Record::new(op, reservation, 0, 0))
+            self.log(request)
         };
         self.settle(ticket);
         Ok(())
@@ -176,7 +209,7 @@ impl Bank for MutexBank {
     fn open_account(&self, account: AccountId) -> Result<(), Reject> {
         let mut ticket = None;
         self.directory.open(account, |_| {
-            ticket = self.log(Record::new(Op::OpenAccount, account, 0, 0));
+            ticket = self.log(Request::OpenAccount { account });
         })?;
         self.settle(ticket);
         Ok(())
@@ -193,11 +226,18 @@ impl Bank for MutexBank {
                 .ok_or(Reject::Overflow("the balance"))?;
             wallet.balance = balance;
             wallet.net = wallet.net.wrapping_add(amount);
-            (
-                balance,
-                self.log(Record::new(Op::Deposit, account, 0, amount)),
-            )
+            (balance, self.log(Request::Deposit { account, amount }))
         };
+        if let Some(rebates) = &self.rebates {
+            rebates.queue(Job {
+                slot,
+                job: RebateJob {
+                    deposit_seq: ticket.unwrap_or(0),
+                    account,
+                    amount,
+                },
+            });
+        }
         self.settle(ticket);
         Ok(balance)
     }
@@ -210,10 +250,7 @@ impl Bank for MutexBank {
             let balance = wallet.debitable(account, amount)?;
             wallet.balance = balance;
             wallet.net = wallet.net.wrapping_sub(amount);
-            (
-                balance,
-                self.log(Record::new(Op::Withdraw, account, 0, amount)),
-            )
+            (balance, self.log(Request::Withdraw { account, amount }))
         };
         self.settle(ticket);
         Ok(balance)
@@ -225,7 +262,7 @@ impl Bank for MutexBank {
         let from_slot = self.directory.slot(from)?;
         let to_slot = self.directory.slot(to)?;
         positive(amount)?;
-        let record = Record::new(Op::Transfer, from, to, amount);
+        let record = Request::Transfer { from, to, amount };
         if from_slot == to_slot {
             let ticket = {
                 let wallet = self.wallets[from_slot].lock();
@@ -271,7 +308,11 @@ impl Bank for MutexBank {
         let mut ticket = None;
         let id = self.catalog.list(symbol, supply, price, |id| {
             self.stocks[id.0 as usize].lock().available = supply;
-            ticket = self.log(Record::listing(id, symbol, supply, price));
+            ticket = self.log(Request::ListInstrument {
+                symbol,
+                supply,
+                price,
+            });
         })?;
         self.settle(ticket);
         Ok(id)
@@ -346,5 +387,17 @@ impl Bank for MutexBank {
             .collect();
         let listings = self.catalog.iter().map(|(id, listing)| (id, *listing));
         check_books(&wallets, &stocks, listings, &self.reservations)
+    }
+
+    fn rebates(&self) -> RebateCounts {
+        self.rebates
+            .as_ref()
+            .map_or(RebateCounts::default(), RebateDesk::counts)
+    }
+
+    fn settle_rebates(&self) {
+        if let Some(rebates) = &self.rebates {
+            rebates.settle();
+        }
     }
 }

@@ -21,16 +21,19 @@
 //! (see the [module docs](super)).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crossbeam::utils::CachePadded;
 
 use super::directory::{Catalog, Directory};
-use super::journal::{BaselineJournal, Op, Record};
+use super::journal::BaselineJournal;
+use super::rebates::{Job, RebateCounts, RebateDesk};
 use super::reservations::{Held, Reservations};
 use super::{check_books, positive, take_shares, Bank, BankConfig, StockFigures, WalletFigures};
 use crate::money::Units;
 use crate::outcome::{Closure, InstrumentView, Reject};
-use crate::request::{AccountId, InstrumentId, ReservationId, Symbol};
+use crate::rebate::RebateJob;
+use crate::request::{AccountId, InstrumentId, Request, ReservationId, Symbol};
 
 /// Counters for retries, one per thread (modulo this), so counting a retry
 /// never adds a contended write of its own.
@@ -64,17 +67,73 @@ fn balance_of(available: Units, wallet: &Wallet) -> Units {
     available.saturating_add(wallet.held.load(Ordering::Acquire))
 }
 
+type Stripes = Arc<[CachePadded<AtomicU64>]>;
+
+fn count_retries(stripes: &Stripes, retries: u64) {
+    if retries > 0 {
+        let stripe = STRIPE.with(|stripe| *stripe);
+        stripes[stripe].fetch_add(retries, Ordering::Relaxed);
+    }
+}
+
+/// Reads `word`, lets `decide` compute its next value (or refuse), and
+/// commits with a compare-and-swap, deciding again on the fresh value
+/// whenever another thread got there first. Returns the committed value.
+fn update_i64(
+    stripes: &Stripes,
+    word: &AtomicI64,
+    mut decide: impl FnMut(i64) -> Result<i64, Reject>,
+) -> Result<i64, Reject> {
+    let mut current = word.load(Ordering::Acquire);
+    let mut retries = 0;
+    let result = loop {
+        let next = match decide(current) {
+            Ok(next) => next,
+            Err(reject) => break Err(reject),
+        };
+        match word.compare_exchange(current, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => break Ok(next),
+            Err(actual) => {
+                current = actual;
+                retries += 1;
+            }
+        }
+    };
+    count_retries(stripes, retries);
+    result
+}
+
+/// Adds `amount` to `available` unless the balance would overflow.
+fn credit(
+    stripes: &Stripes,
+    wallet: &Wallet,
+    amount: Units,
+    what: &'static str,
+) -> Result<Units, Reject> {
+    update_i64(stripes, &wallet.available, |available| {
+        let held = wallet.held.load(Ordering::Acquire);
+        available
+            .checked_add(held)
+            .and_then(|balance| balance.checked_add(amount))
+            .ok_or(Reject::Overflow(what))?;
+        Ok(available + amount)
+    })
+}
+
 /// The compare-and-swap bank. See the [module docs](super).
 pub struct OptimisticBank {
     directory: Directory,
-    /// By slot; padded so two wallets never share a cache line.
-    wallets: Box<[CachePadded<Wallet>]>,
+    /// By slot; padded so two wallets never share a cache line. Shared with
+    /// the rebate worker.
+    wallets: Arc<[CachePadded<Wallet>]>,
     catalog: Catalog,
     /// By instrument id.
     stocks: Box<[CachePadded<Stock>]>,
     reservations: Reservations,
-    journal: Option<BaselineJournal>,
-    retries: Box<[CachePadded<AtomicU64>]>,
+    journal: Option<Arc<BaselineJournal>>,
+    retries: Stripes,
+    /// The rebate job queue and its worker, when the config pays rebates.
+    rebates: Option<RebateDesk>,
 }
 
 impl OptimisticBank {
@@ -82,10 +141,34 @@ impl OptimisticBank {
     /// `journal` if given.
     pub fn new(config: BankConfig, journal: Option<BaselineJournal>) -> OptimisticBank {
         let directory = Directory::new(config.accounts_max);
+        let wallets: Arc<[CachePadded<Wallet>]> = (0..directory.capacity())
+            .map(|_| CachePadded::new(Wallet::default()))
+            .collect();
+        let retries: Stripes = (0..RETRY_STRIPES)
+            .map(|_| CachePadded::new(AtomicU64::new(0)))
+            .collect();
+        let journal = journal.map(Arc::new);
+        let rebates = config.rebates.map(|policy| {
+            let (wallets, retries, log) =
+                (Arc::clone(&wallets), Arc::clone(&retries), journal.clone());
+            RebateDesk::start(
+                policy,
+                journal.clone(),
+                Box::new(move |job: &Job, amount: Units| {
+                    let wallet = &wallets[job.slot];
+                    credit(&retries, wallet, amount, "the balance with its rebate").ok()?;
+                    wallet.net.fetch_add(amount, Ordering::Relaxed);
+                    log.as_ref().map(|journal| {
+                        journal.append(Request::CreditRebate {
+                            deposit_seq: job.job.deposit_seq,
+                            amount,
+                        })
+                    })
+                }),
+            )
+        });
         OptimisticBank {
-            wallets: (0..directory.capacity())
-                .map(|_| CachePadded::new(Wallet::default()))
-                .collect(),
+            wallets,
             directory,
             catalog: Catalog::new(config.instruments_max),
             stocks: (0..config.instruments_max)
@@ -93,57 +176,34 @@ impl OptimisticBank {
                 .collect(),
             reservations: Reservations::new(config.reservation_shards),
             journal,
-            retries: (0..RETRY_STRIPES)
-                .map(|_| CachePadded::new(AtomicU64::new(0)))
-                .collect(),
+            retries,
+            rebates,
         }
     }
 
     pub fn journal(&self) -> Option<&BaselineJournal> {
-        self.journal.as_ref()
+        self.journal.as_deref()
     }
 
     /// Appends after the operation's last commit and waits as the journal's
     /// durability asks; there are no locks to order the records by.
-    fn log(&self, record: Record) {
-        if let Some(journal) = &self.journal {
-            let seq = journal.append(record);
+    fn log(&self, request: Request) {
+        let ticket = self.journal.as_ref().map(|journal| journal.append(request));
+        self.settle(ticket);
+    }
+
+    fn settle(&self, ticket: Option<u64>) {
+        if let (Some(journal), Some(seq)) = (&self.journal, ticket) {
             journal.make_durable(seq);
         }
     }
 
-    fn count_retries(&self, retries: u64) {
-        if retries > 0 {
-            let stripe = STRIPE.with(|stripe| *stripe);
-            self.retries[stripe].fetch_add(retries, Ordering::Relaxed);
-        }
-    }
-
-    /// Reads `word`, lets `decide` compute its next value (or refuse), and
-    /// commits with a compare-and-swap, deciding again on the fresh value
-    /// whenever another thread got there first. Returns the committed value.
     fn update_i64(
         &self,
         word: &AtomicI64,
-        mut decide: impl FnMut(i64) -> Result<i64, Reject>,
+        decide: impl FnMut(i64) -> Result<i64, Reject>,
     ) -> Result<i64, Reject> {
-        let mut current = word.load(Ordering::Acquire);
-        let mut retries = 0;
-        let result = loop {
-            let next = match decide(current) {
-                Ok(next) => next,
-                Err(reject) => break Err(reject),
-            };
-            match word.compare_exchange(current, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => break Ok(next),
-                Err(actual) => {
-                    current = actual;
-                    retries += 1;
-                }
-            }
-        };
-        self.count_retries(retries);
-        result
+        update_i64(&self.retries, word, decide)
     }
 
     /// [`OptimisticBank::update_i64`] for share counts.
@@ -167,7 +227,7 @@ impl OptimisticBank {
                 }
             }
         };
-        self.count_retries(retries);
+        count_retries(&self.retries, retries);
         result
     }
 
@@ -206,16 +266,8 @@ impl OptimisticBank {
         Ok(())
     }
 
-    /// Adds `amount` to `available` unless the balance would overflow.
     fn credit(&self, wallet: &Wallet, amount: Units, what: &'static str) -> Result<Units, Reject> {
-        self.update_i64(&wallet.available, |available| {
-            let held = wallet.held.load(Ordering::Acquire);
-            available
-                .checked_add(held)
-                .and_then(|balance| balance.checked_add(amount))
-                .ok_or(Reject::Overflow(what))?;
-            Ok(available + amount)
-        })
+        credit(&self.retries, wallet, amount, what)
     }
 
     fn reserve_claimed(
@@ -248,11 +300,13 @@ impl OptimisticBank {
         }
         // Journaled before it can be found, so no confirm or cancel of it
         // can be journaled ahead of it.
-        self.log(Record {
+        self.log(Request::Reserve {
+            reservation,
+            account,
+            instrument,
+            qty,
+            ttl_ms: 0,
             partial,
-            instrument: instrument.0,
-            qty: taken,
-            ..Record::new(Op::Reserve, reservation, account, cost)
         });
         self.reservations.open(
             reservation,
@@ -274,20 +328,33 @@ impl Bank for OptimisticBank {
             ticket = self
                 .journal
                 .as_ref()
-                .map(|journal| journal.append(Record::new(Op::OpenAccount, account, 0, 0)));
+                .map(|journal| journal.append(Request::OpenAccount { account }));
         })?;
-        if let (Some(journal), Some(seq)) = (&self.journal, ticket) {
-            journal.make_durable(seq);
-        }
+        self.settle(ticket);
         Ok(())
     }
 
     fn deposit(&self, account: AccountId, amount: Units) -> Result<Units, Reject> {
-        let wallet = &self.wallets[self.directory.slot(account)?];
+        let slot = self.directory.slot(account)?;
+        let wallet = &self.wallets[slot];
         positive(amount)?;
         let available = self.credit(wallet, amount, "the balance")?;
         wallet.net.fetch_add(amount, Ordering::Relaxed);
-        self.log(Record::new(Op::Deposit, account, 0, amount));
+        let ticket = self
+            .journal
+            .as_ref()
+            .map(|journal| journal.append(Request::Deposit { account, amount }));
+        if let Some(rebates) = &self.rebates {
+            rebates.queue(Job {
+                slot,
+                job: RebateJob {
+                    deposit_seq: ticket.unwrap_or(0),
+                    account,
+                    amount,
+                },
+            });
+        }
+        self.settle(ticket);
         Ok(balance_of(available, wallet))
     }
 
@@ -296,7 +363,7 @@ impl Bank for OptimisticBank {
         positive(amount)?;
         let available = self.debit(account, wallet, amount)?;
         wallet.net.fetch_sub(amount, Ordering::Relaxed);
-        self.log(Record::new(Op::Withdraw, account, 0, amount));
+        self.log(Request::Withdraw { account, amount });
         Ok(balance_of(available, wallet))
     }
 
@@ -327,7 +394,7 @@ impl Bank for OptimisticBank {
             sender.held.fetch_sub(amount, Ordering::AcqRel);
             credited?;
         }
-        self.log(Record::new(Op::Transfer, from, to, amount));
+        self.log(Request::Transfer { from, to, amount });
         Ok(())
     }
 
@@ -351,14 +418,15 @@ impl Bank for OptimisticBank {
             self.stocks[id.0 as usize]
                 .available
                 .store(supply, Ordering::Release);
-            ticket = self
-                .journal
-                .as_ref()
-                .map(|journal| journal.append(Record::listing(id, symbol, supply, price)));
+            ticket = self.journal.as_ref().map(|journal| {
+                journal.append(Request::ListInstrument {
+                    symbol,
+                    supply,
+                    price,
+                })
+            });
         })?;
-        if let (Some(journal), Some(seq)) = (&self.journal, ticket) {
-            journal.make_durable(seq);
-        }
+        self.settle(ticket);
         Ok(id)
     }
 
@@ -383,7 +451,7 @@ impl Bank for OptimisticBank {
             .fetch_sub(held.cost, Ordering::AcqRel);
         stock.reserved.fetch_sub(held.qty, Ordering::AcqRel);
         stock.sold.fetch_add(held.qty, Ordering::AcqRel);
-        self.log(Record::new(Op::Confirm, reservation, 0, 0));
+        self.log(Request::Confirm { reservation });
         Ok(())
     }
 
@@ -395,7 +463,7 @@ impl Bank for OptimisticBank {
         let stock = &self.stocks[held.instrument.0 as usize];
         stock.reserved.fetch_sub(held.qty, Ordering::AcqRel);
         stock.available.fetch_add(held.qty, Ordering::AcqRel);
-        self.log(Record::new(Op::Cancel, reservation, 0, 0));
+        self.log(Request::Cancel { reservation });
         Ok(())
     }
 
@@ -453,5 +521,17 @@ impl Bank for OptimisticBank {
             .iter()
             .map(|count| count.load(Ordering::Relaxed))
             .sum()
+    }
+
+    fn rebates(&self) -> RebateCounts {
+        self.rebates
+            .as_ref()
+            .map_or(RebateCounts::default(), RebateDesk::counts)
+    }
+
+    fn settle_rebates(&self) {
+        if let Some(rebates) = &self.rebates {
+            rebates.settle();
+        }
     }
 }

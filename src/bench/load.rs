@@ -19,7 +19,7 @@ use crate::outcome::{Outcome, Reject};
 use crate::request::{InstrumentId, Request};
 
 /// Largest latency the histograms hold (longer ones are clamped to it).
-const LATENCY_NS_MAX: u64 = 60_000_000_000;
+pub(super) const LATENCY_NS_MAX: u64 = 60_000_000_000;
 /// Operations a gateway completes between updates of the shared progress
 /// counter: one atomic add per this many operations.
 const PROGRESS_EVERY: u64 = 4_096;
@@ -43,6 +43,8 @@ pub struct Tally {
     pub rejected: u64,
     /// Shares of the confirmations answered with success.
     pub sold: u64,
+    /// Deposits answered with success: each one owes a rebate.
+    pub deposits: u64,
 }
 
 impl Default for Tally {
@@ -53,6 +55,7 @@ impl Default for Tally {
             accepted: 0,
             rejected: 0,
             sold: 0,
+            deposits: 0,
         }
     }
 }
@@ -62,8 +65,10 @@ impl Tally {
         self.histogram.saturating_record(latency_ns.max(1));
         if accepted {
             self.accepted += 1;
-            if let Op::Confirm { qty, .. } = op {
-                self.sold += qty;
+            match op {
+                Op::Confirm { qty, .. } => self.sold += qty,
+                Op::Deposit { .. } => self.deposits += 1,
+                _ => {}
             }
         } else {
             self.rejected += 1;
@@ -77,6 +82,7 @@ impl Tally {
         self.accepted += other.accepted;
         self.rejected += other.rejected;
         self.sold += other.sold;
+        self.deposits += other.deposits;
     }
 }
 

@@ -1,12 +1,33 @@
 //! `ringledger bench`: the engine and the lock-based baselines under the
-//! same workloads, measured the same way.
+//! same workloads and the same rules, measured the same way.
+//!
+//! Equal rules, whatever the engine:
+//! - **The same requests in flight** (`--inflight N`, over all client
+//!   threads). The engine runs `G` gateways (`--gateways`, default 2, or 1
+//!   when N is 1), each keeping `N / G` pipelined requests in flight; N must
+//!   be a multiple of G. A baseline runs N client threads, each making one
+//!   synchronous call at a time: a lock-based service holds one thread (or
+//!   connection) per request in flight, and that is the design under test.
+//! - **The same journal** for `async` and `sync`: the baselines write the
+//!   engine's records with the engine's writer, through a group commit
+//!   (see [`crate::baseline`]).
+//! - **The same work**: every deposit earns a 1% rebate, credited by a side
+//!   thread (the engine's rebate thread; a baseline's job-queue worker).
 //!
 //! A run sets up (opens and funds the wallets, lists the share-sale
-//! instrument; not measured), releases `gateways` threads at once, each
-//! running its share of the operations (see [`workload`]) closed loop or
-//! open loop (see [`load`]), and stops the clock at the last answer. Then it
-//! checks the final state's invariants and reports throughput, latency
-//! percentiles from every single request, and a digest of the state.
+//! instrument, waits for the set-up deposits' rebates; not measured),
+//! releases the client threads at once, each running its share of the
+//! operations (see [`workload`]) closed loop or open loop (see [`load`]).
+//! The clock reads twice: **acknowledged** at the last answer, **settled**
+//! once every operation and everything it caused (its rebate) has been
+//! applied. Settled throughput is the headline. A hiccup meter (see
+//! [`hiccup`]) runs alongside. Then the run checks the final state's
+//! invariants, including that every rebate was credited, and reports
+//! throughput, latency percentiles from every single request, the machine's
+//! hiccups and a digest of the state.
+//!
+//! [`suite`] runs several engines (`--compare`) and several in-flight
+//! counts (`--sweep-inflight`) with otherwise equal settings.
 //!
 //! ```
 //! use ringledger::bench::{self, Config, EngineKind, Scenario};
@@ -16,10 +37,13 @@
 //!     let run = bench::run(&config, false).unwrap();
 //!     assert!(run.report.invariants_ok);
 //!     assert_eq!(run.report.ops, 2_000);
+//!     assert_eq!(run.report.inflight, bench::INFLIGHT_DEFAULT);
 //! }
 //! ```
 
+pub mod hiccup;
 pub mod load;
+pub mod plot;
 pub mod report;
 pub mod workload;
 
@@ -34,17 +58,23 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use xxhash_rust::xxh3::Xxh3;
 
+use self::hiccup::HiccupMeter;
 pub use self::load::{Pace, Tally};
 pub use self::report::{write_hgrm, Latency, Report};
 pub use self::workload::{Op, Scenario, Workload};
-use crate::baseline::{self, Bank, BankConfig, BaselineJournal, MutexBank, OptimisticBank};
+use crate::baseline::{Bank, BankConfig, BaselineJournal, MutexBank, OptimisticBank};
 use crate::engine::{Client, Engine, EngineError, JournalThread};
 use crate::journal::Durability;
 use crate::outcome::{InstrumentView, Reply};
+use crate::rebate::RateRebate;
 use crate::request::{InstrumentId, Request, Symbol};
 use crate::ring::WaitStrategy;
 
 /// Which implementation serves the workload.
+///
+/// Adding an engine (say, one behind a cargo feature) is: a variant here, a
+/// line in [`EngineKind::ALL`] (which `--help`, `--compare` and the parser
+/// read), its [`EngineKind::shape`] of threads, and an arm in `measure`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EngineKind {
     /// The engine: gateways → ring → one business thread.
@@ -56,7 +86,10 @@ pub enum EngineKind {
 }
 
 impl EngineKind {
-    pub const ALL: [EngineKind; 3] = [EngineKind::Lmax, EngineKind::Mutex, EngineKind::Optimistic];
+    /// Every engine this build can run, in the order `--compare` runs them
+    /// (lmax first: the others' ratios are to it).
+    pub const ALL: &'static [EngineKind] =
+        &[EngineKind::Lmax, EngineKind::Mutex, EngineKind::Optimistic];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -65,6 +98,49 @@ impl EngineKind {
             EngineKind::Optimistic => "optimistic",
         }
     }
+
+    /// One line for `--help`: what the engine is.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EngineKind::Lmax => "the engine: gateways, a ring, one business thread",
+            EngineKind::Mutex => "a mutex per wallet and instrument (SELECT … FOR UPDATE)",
+            EngineKind::Optimistic => "compare-and-swap with retry (a version column)",
+        }
+    }
+
+    /// Client threads and requests in flight per thread for `inflight`
+    /// requests in flight in all; `gateways` is `--gateways` (lmax only).
+    pub fn shape(self, inflight: usize, gateways: Option<usize>) -> Result<Shape, BenchError> {
+        match self {
+            EngineKind::Lmax => {
+                let threads = gateways.unwrap_or(GATEWAYS_DEFAULT.min(inflight));
+                if inflight < threads || !inflight.is_multiple_of(threads) {
+                    return Err(BenchError(format!(
+                        "--inflight {inflight} cannot be split evenly over {threads} lmax gateways \
+                         (each keeps inflight / gateways requests in flight): choose a multiple of \
+                         {threads} or change --gateways"
+                    )));
+                }
+                Ok(Shape {
+                    threads,
+                    window: inflight / threads,
+                })
+            }
+            EngineKind::Mutex | EngineKind::Optimistic => Ok(Shape {
+                threads: inflight,
+                window: 1,
+            }),
+        }
+    }
+}
+
+/// How an engine holds its requests in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Client threads (lmax gateways, or a baseline's callers).
+    pub threads: usize,
+    /// Requests one thread keeps in flight (1 for a synchronous caller).
+    pub window: usize,
 }
 
 impl fmt::Display for EngineKind {
@@ -78,9 +154,67 @@ impl FromStr for EngineKind {
 
     fn from_str(text: &str) -> Result<EngineKind, String> {
         EngineKind::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|e| e.as_str() == text)
-            .ok_or_else(|| format!("unknown engine {text:?}: expected lmax, mutex or optimistic"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown engine {text:?}: expected one of {}",
+                    engine_names()
+                )
+            })
+    }
+}
+
+/// `lmax, mutex, optimistic`.
+fn engine_names() -> String {
+    EngineKind::ALL
+        .iter()
+        .map(|e| e.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What `--help` says under `--engine`: every engine, one per line.
+pub fn engines_help() -> String {
+    let mut help = String::from("Which engine serves the workload:");
+    for engine in EngineKind::ALL {
+        help.push_str(&format!(
+            "\n  {:<11} {}",
+            engine.as_str(),
+            engine.describe()
+        ));
+    }
+    help
+}
+
+/// The in-flight counts of `--sweep-inflight`, e.g. `1,8,64,512`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InflightList(pub Vec<usize>);
+
+impl FromStr for InflightList {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<InflightList, String> {
+        if text.trim().is_empty() {
+            return Err("an empty list: give in-flight counts like 1,8,64,512".into());
+        }
+        let mut counts = Vec::new();
+        for item in text.split(',') {
+            let count: usize = item.trim().parse().map_err(|_| {
+                format!("{item:?} is not a whole number of requests in flight (like 1,8,64,512)")
+            })?;
+            if count == 0 || count > INFLIGHT_MAX {
+                return Err(format!(
+                    "each in-flight count must be 1 to {INFLIGHT_MAX}, got {count}"
+                ));
+            }
+            if counts.contains(&count) {
+                return Err(format!("{count} is listed twice"));
+            }
+            counts.push(count);
+        }
+        Ok(InflightList(counts))
     }
 }
 
@@ -91,13 +225,28 @@ pub struct Config {
     /// deposit, mixed, hot-wallet or share-sale.
     #[arg(long, default_value = "deposit")]
     pub scenario: Scenario,
-    /// lmax (the engine), mutex (a lock per wallet) or optimistic (CAS with retry).
-    #[arg(long, default_value = "lmax")]
+    #[arg(long, default_value = "lmax", long_help = engines_help(), conflicts_with = "compare")]
     pub engine: EngineKind,
-    /// Threads submitting requests.
-    #[arg(long, default_value_t = 2)]
-    pub gateways: usize,
-    /// Operations measured, over all gateways (set-up excluded).
+    /// Run the scenario on every engine with the same settings, one after
+    /// the other, and print each one's ratio to lmax.
+    #[arg(long)]
+    pub compare: bool,
+    /// Requests in flight over all client threads, the same for every
+    /// engine [default: 64]. lmax: --gateways threads × inflight/gateways
+    /// pipelined requests each; a baseline: this many threads, one
+    /// synchronous call each.
+    #[arg(long, conflicts_with = "sweep_inflight")]
+    pub inflight: Option<usize>,
+    /// Run once per in-flight count in this comma-separated list (e.g.
+    /// 1,8,64,512) and print the curve; per engine with --compare.
+    #[arg(long, value_name = "LIST")]
+    pub sweep_inflight: Option<InflightList>,
+    /// lmax gateway threads, sharing the requests in flight evenly [default:
+    /// 2, or 1 when --inflight is 1]. The baselines run one thread per
+    /// request in flight instead.
+    #[arg(long)]
+    pub gateways: Option<usize>,
+    /// Operations measured, over all client threads (set-up excluded).
     #[arg(long, default_value_t = 2_000_000)]
     pub ops: u64,
     /// Wallets opened and funded before the run (the hot wallet uses one).
@@ -105,7 +254,7 @@ pub struct Config {
     pub accounts: u64,
     /// none (no journal, the default: each design's core speed), async (page
     /// cache) or sync (fdatasync); every engine journals each accepted
-    /// operation alike.
+    /// operation alike, with the same writer and group commit.
     #[arg(long, default_value = "none")]
     pub durability: Durability,
     /// Parent of the throw-away journal directory (made fresh, removed after
@@ -123,16 +272,19 @@ pub struct Config {
     /// baselines have no business thread).
     #[arg(long)]
     pub pin: bool,
-    /// Open loop: this many ops/s over all gateways, latency counted from
-    /// each request's scheduled send time (closed loop without it).
+    /// Open loop: this many ops/s over all client threads, latency counted
+    /// from each request's scheduled send time (closed loop without it).
     #[arg(long)]
     pub rate: Option<u64>,
-    /// Requests one gateway keeps in flight (lmax only; the baselines call
-    /// synchronously, a window of one).
-    #[arg(long, default_value_t = 256)]
-    pub window: usize,
 }
 
+/// Requests in flight when neither `--inflight` nor `--sweep-inflight` says.
+pub const INFLIGHT_DEFAULT: usize = 64;
+/// Most requests in flight: a baseline starts one thread for each.
+pub const INFLIGHT_MAX: usize = 1_024;
+/// lmax gateways when `--gateways` is not given (fewer if fewer requests
+/// are in flight).
+pub const GATEWAYS_DEFAULT: usize = 2;
 /// Most requests one lmax gateway may keep in flight: the engine's
 /// response queue per client holds 4096 answers.
 pub const WINDOW_MAX: usize = 4_096;
@@ -147,7 +299,10 @@ impl Default for Config {
         Config {
             scenario: Scenario::Deposit,
             engine: EngineKind::Lmax,
-            gateways: 2,
+            compare: false,
+            inflight: None,
+            sweep_inflight: None,
+            gateways: None,
             ops: 2_000_000,
             accounts: 10_000,
             durability: Durability::None,
@@ -156,7 +311,6 @@ impl Default for Config {
             journal_thread: JournalThread::default(),
             pin: false,
             rate: None,
-            window: 256,
         }
     }
 }
@@ -165,11 +319,29 @@ impl Config {
     /// Refuses settings that cannot run, saying which flag to change.
     pub fn validate(&self) -> Result<(), BenchError> {
         let fail = |why: String| Err(BenchError(why));
-        if self.gateways == 0 || self.gateways > GATEWAYS_MAX {
-            return fail(format!(
-                "--gateways must be 1 to {GATEWAYS_MAX}, got {}",
-                self.gateways
-            ));
+        if let Some(gateways) = self.gateways {
+            if gateways == 0 || gateways > GATEWAYS_MAX {
+                return fail(format!(
+                    "--gateways must be 1 to {GATEWAYS_MAX}, got {gateways}"
+                ));
+            }
+        }
+        if self.sweep_inflight.is_some() && self.inflight.is_some() {
+            return fail(
+                "--sweep-inflight and --inflight cannot be combined: the sweep sets each run's \
+                 requests in flight"
+                    .into(),
+            );
+        }
+        if self.sweep_inflight.as_ref().is_some_and(|l| l.0.is_empty()) {
+            return fail("--sweep-inflight needs at least one in-flight count".into());
+        }
+        for inflight in self.inflight_points() {
+            if inflight == 0 || inflight > INFLIGHT_MAX {
+                return fail(format!(
+                    "--inflight must be 1 to {INFLIGHT_MAX}, got {inflight}"
+                ));
+            }
         }
         if self.ops == 0 {
             return fail("--ops must be at least 1".into());
@@ -188,25 +360,44 @@ impl Config {
                 self.accounts
             ));
         }
-        if self.window == 0 || self.window > WINDOW_MAX {
-            return fail(format!(
-                "--window must be 1 to {WINDOW_MAX}, got {}",
-                self.window
-            ));
-        }
         if self.rate == Some(0) {
             return fail("--rate must be at least 1 op/s (leave it out for a closed loop)".into());
+        }
+        for &inflight in &self.inflight_points() {
+            for &engine in &self.engines() {
+                let shape = engine.shape(inflight, self.gateways)?;
+                if shape.window > WINDOW_MAX {
+                    return fail(format!(
+                        "--inflight {inflight} over {} lmax gateways is {} per gateway, more \
+                         than {WINDOW_MAX}: add --gateways",
+                        shape.threads, shape.window
+                    ));
+                }
+            }
         }
         Ok(())
     }
 
-    fn pace(&self) -> Pace {
-        match self.rate {
-            None => Pace::Closed,
-            Some(rate) => Pace::Open {
-                interval_ns: self.gateways as f64 * 1e9 / rate as f64,
-            },
+    /// The engines this configuration runs: all of them with `--compare`.
+    pub fn engines(&self) -> Vec<EngineKind> {
+        if self.compare {
+            EngineKind::ALL.to_vec()
+        } else {
+            vec![self.engine]
         }
+    }
+
+    /// The in-flight counts this configuration runs, in order.
+    pub fn inflight_points(&self) -> Vec<usize> {
+        match &self.sweep_inflight {
+            Some(InflightList(list)) => list.clone(),
+            None => vec![self.inflight.unwrap_or(INFLIGHT_DEFAULT)],
+        }
+    }
+
+    /// Whether this configuration is more than one run.
+    pub fn is_suite(&self) -> bool {
+        self.compare || self.sweep_inflight.is_some()
     }
 }
 
@@ -229,16 +420,111 @@ impl From<EngineError> for BenchError {
     }
 }
 
-/// A finished run: the report and the merged latency histogram (for `--hgrm`).
+/// A finished run: the report, the merged latency histogram (for `--hgrm`
+/// and `--plot`) and the hiccup meter's.
 pub struct Run {
     pub report: Report,
     pub histogram: Histogram<u64>,
+    pub hiccups: Histogram<u64>,
 }
 
-/// Sets up, runs and checks one benchmark. With `progress`, a line on
-/// stderr shows how far a run longer than two seconds has got.
+/// Runs every engine of `config.engines()` at every in-flight count of
+/// `config.inflight_points()` (in-flight counts outer, engines inner), each
+/// with otherwise the same settings, and sets each report's `vs_lmax`.
+pub fn suite(config: &Config, progress: bool) -> Result<Vec<Run>, BenchError> {
+    config.validate()?;
+    let mut runs = Vec::new();
+    for inflight in config.inflight_points() {
+        let first = runs.len();
+        for engine in config.engines() {
+            runs.push(run_one(config, engine, inflight, progress)?);
+        }
+        let point = &mut runs[first..];
+        let lmax = point
+            .iter()
+            .find(|run| run.report.engine == EngineKind::Lmax.as_str())
+            .map(|run| run.report.ops_per_sec);
+        if let (Some(lmax), true) = (lmax, config.compare) {
+            for run in point {
+                run.report.vs_lmax = Some(run.report.ops_per_sec / lmax.max(1e-9));
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// Draws `runs` with [`plot::write_svg`]: one line per run (named by its
+/// engine, and its in-flight count when they differ) and one for the
+/// hiccup meter over all of them.
+pub fn plot_runs(path: &Path, runs: &[Run]) -> Result<(), String> {
+    let first = &runs.first().ok_or("no runs to plot")?.report;
+    let one_point = runs.iter().all(|r| r.report.inflight == first.inflight);
+    let mut hiccups = Histogram::<u64>::new_with_bounds(1, load::LATENCY_NS_MAX, 3)
+        .expect("the bounds are valid");
+    let mut series = Vec::new();
+    for run in runs {
+        let r = &run.report;
+        hiccups
+            .add(&run.hiccups)
+            .map_err(|e| format!("merging hiccups: {e}"))?;
+        series.push(plot::Series {
+            label: if one_point {
+                r.engine.clone()
+            } else {
+                format!("{} @{} in flight", r.engine, r.inflight)
+            },
+            histogram: &run.histogram,
+            is_hiccup: false,
+        });
+    }
+    series.push(plot::Series {
+        label: "hiccup meter (the machine)".into(),
+        histogram: &hiccups,
+        is_hiccup: true,
+    });
+    let inflight = if one_point {
+        format!(", {} in flight", first.inflight)
+    } else {
+        String::new()
+    };
+    let load = match first.rate {
+        Some(rate) => format!("open loop {rate} ops/s"),
+        None => "closed loop".into(),
+    };
+    let title = format!(
+        "ringledger bench: {}, {} ops{inflight}, durability {}, {load}",
+        first.scenario, first.ops, first.durability
+    );
+    plot::write_svg(path, &title, &series)
+}
+
+/// Sets up, runs and checks one benchmark: `config.engine` at
+/// `config.inflight` (refuses `--compare` and `--sweep-inflight`: see
+/// [`suite`]). With `progress`, a line on stderr shows how far a run longer
+/// than two seconds has got.
 pub fn run(config: &Config, progress: bool) -> Result<Run, BenchError> {
     config.validate()?;
+    if config.is_suite() {
+        return Err(BenchError(
+            "--compare and --sweep-inflight make several runs: use bench::suite".into(),
+        ));
+    }
+    run_one(
+        config,
+        config.engine,
+        config.inflight.unwrap_or(INFLIGHT_DEFAULT),
+        progress,
+    )
+}
+
+/// One engine at one in-flight count (`config` already validated).
+fn run_one(
+    config: &Config,
+    engine: EngineKind,
+    inflight: usize,
+    progress: bool,
+) -> Result<Run, BenchError> {
+    let shape = engine.shape(inflight, config.gateways)?;
     let workload = Workload::new(config.scenario, config.accounts, config.ops);
     let journal = match config.durability {
         Durability::None => None,
@@ -247,36 +533,62 @@ pub fn run(config: &Config, progress: bool) -> Result<Run, BenchError> {
                 .journal_dir
                 .as_deref()
                 .unwrap_or(Path::new("journal")),
-            config.engine,
+            engine,
         )?),
     };
-    let measured = match config.engine {
-        EngineKind::Lmax => run_lmax(config, &workload, journal.as_ref(), progress)?,
-        EngineKind::Mutex | EngineKind::Optimistic => {
-            run_bank(config, &workload, journal.as_ref(), progress)?
-        }
+    let plan = Plan {
+        config,
+        engine,
+        shape,
+        workload,
+        progress,
+    };
+    let measured = match engine {
+        EngineKind::Lmax => run_lmax(&plan, journal.as_ref())?,
+        EngineKind::Mutex | EngineKind::Optimistic => run_bank(&plan, journal.as_ref())?,
     };
     drop(journal);
     let Measured {
-        tally,
-        seconds,
+        driven,
         digest,
         digest_of,
         mut invariants,
         retries,
         sale,
+        rebates_credited,
+        rebates_owed,
     } = measured;
+    let Driven {
+        tally,
+        acknowledged_seconds,
+        settled_seconds,
+        hiccups,
+    } = driven;
     let answered = tally.accepted + tally.rejected;
     if invariants.is_ok() && answered != config.ops {
         invariants = Err(format!("{answered} answers for {} operations", config.ops));
     }
+    if invariants.is_ok() && rebates_owed != 0 {
+        invariants = Err(format!(
+            "{rebates_owed} rebates still owed once the run settled"
+        ));
+    }
+    if invariants.is_ok() && rebates_credited != tally.deposits {
+        invariants = Err(format!(
+            "{rebates_credited} rebates credited for {} accepted deposits",
+            tally.deposits
+        ));
+    }
     if let (Ok(()), Some(view)) = (&invariants, sale) {
         invariants = check_sale(&view, workload.supply, tally.sold);
     }
+    let lmax = engine == EngineKind::Lmax;
     let report = Report {
         scenario: config.scenario.to_string(),
-        engine: config.engine.to_string(),
-        gateways: config.gateways,
+        engine: engine.to_string(),
+        inflight,
+        gateways: shape.threads,
+        window: shape.window,
         accounts: workload.accounts,
         ops: answered,
         durability: config.durability.to_string(),
@@ -286,21 +598,22 @@ pub fn run(config: &Config, progress: bool) -> Result<Run, BenchError> {
             "closed"
         }
         .to_string(),
-        window: match config.engine {
-            EngineKind::Lmax => config.window,
-            _ => 1,
-        },
         rate: config.rate,
-        wait: (config.engine == EngineKind::Lmax).then(|| config.wait.to_string()),
-        journal_thread: (config.engine == EngineKind::Lmax
-            && config.durability != Durability::None)
+        wait: lmax.then(|| config.wait.to_string()),
+        journal_thread: (lmax && config.durability != Durability::None)
             .then(|| config.journal_thread.to_string()),
-        pinned: config.pin && config.engine == EngineKind::Lmax,
-        seconds,
-        ops_per_sec: answered as f64 / seconds.max(1e-9),
+        pinned: config.pin && lmax,
+        seconds: settled_seconds,
+        ops_per_sec: answered as f64 / settled_seconds.max(1e-9),
+        acknowledged_seconds,
+        acknowledged_ops_per_sec: answered as f64 / acknowledged_seconds.max(1e-9),
+        vs_lmax: None,
         latency_ns: Latency::of(&tally.histogram),
+        hiccup_ns: Latency::of(&hiccups),
         accepted: tally.accepted,
         rejected: tally.rejected,
+        rebates_credited,
+        rebates_owed,
         retries,
         digest: digest.map(|d| format!("{d:016x}")),
         digest_of: digest_of.to_string(),
@@ -312,7 +625,29 @@ pub fn run(config: &Config, progress: bool) -> Result<Run, BenchError> {
     Ok(Run {
         report,
         histogram: tally.histogram,
+        hiccups,
     })
+}
+
+/// What one run does: which engine, how its threads hold the requests in
+/// flight, and the workload.
+struct Plan<'a> {
+    config: &'a Config,
+    engine: EngineKind,
+    shape: Shape,
+    workload: Workload,
+    progress: bool,
+}
+
+impl Plan<'_> {
+    fn pace(&self) -> Pace {
+        match self.config.rate {
+            None => Pace::Closed,
+            Some(rate) => Pace::Open {
+                interval_ns: self.shape.threads as f64 * 1e9 / rate as f64,
+            },
+        }
+    }
 }
 
 /// The share sale's own promise, checked against what the buyers were told:
@@ -340,25 +675,24 @@ fn check_sale(view: &InstrumentView, supply: u64, confirmed: u64) -> Result<(), 
 
 /// What an engine-specific run hands back for the report.
 struct Measured {
-    tally: Tally,
-    seconds: f64,
+    driven: Driven,
     digest: Option<u64>,
     digest_of: &'static str,
     invariants: Result<(), String>,
     retries: Option<u64>,
     /// The share-sale instrument at the end.
     sale: Option<InstrumentView>,
+    /// Rebates of the measured run's deposits credited by the end.
+    rebates_credited: u64,
+    /// Rebates still owed at the end (any at all breaks the run).
+    rebates_owed: u64,
 }
 
 /// Set-up requests the lmax admin client keeps in flight.
 const SETUP_WINDOW: usize = 1_024;
 
-fn run_lmax(
-    config: &Config,
-    workload: &Workload,
-    journal: Option<&JournalDir>,
-    progress: bool,
-) -> Result<Measured, BenchError> {
+fn run_lmax(plan: &Plan<'_>, journal: Option<&JournalDir>) -> Result<Measured, BenchError> {
+    let (config, workload) = (plan.config, &plan.workload);
     let pin_core = config
         .pin
         .then(|| core_affinity::get_core_ids().map_or(0, |cores| cores.len().saturating_sub(1)));
@@ -414,26 +748,29 @@ fn run_lmax(
     };
     // The opening deposits' rebates are set-up too.
     admin.barrier()?;
-    let clients = (0..config.gateways)
+    let clients = (0..plan.shape.threads)
         .map(|_| engine.client())
         .collect::<Result<Vec<_>, _>>()?;
-    let (tally, seconds) = drive(
-        config,
-        workload,
+    let window = plan.shape.window;
+    let driven = drive(
+        plan,
         instrument,
         clients,
-        progress,
-        |gateway, client| Ok(gateway.run_lmax(client, config.window)?),
+        |gateway, client| Ok(gateway.run_lmax(client, window)?),
+        // Every deposit answered has dispatched its rebate: wait for them all.
+        || Ok(admin.barrier()?),
     )?;
-    // Let the rebates of the measured deposits land before checking.
-    admin.barrier()?;
     drop(admin);
     let ledger = engine
         .shutdown()
         .map_err(|e| BenchError(format!("stopping the engine: {e}")))?;
+    let rebates_owed = ledger.pending_rebates_len() as u64;
     Ok(Measured {
-        tally,
-        seconds,
+        // Each accepted deposit owes exactly one rebate; what is not owed
+        // any more was credited.
+        rebates_credited: driven.tally.deposits.saturating_sub(rebates_owed),
+        rebates_owed,
+        driven,
         digest: Some(ledger.digest()),
         digest_of: "ledger",
         invariants: ledger.check_invariants(),
@@ -444,28 +781,20 @@ fn run_lmax(
     })
 }
 
-fn run_bank(
-    config: &Config,
-    workload: &Workload,
-    journal: Option<&JournalDir>,
-    progress: bool,
-) -> Result<Measured, BenchError> {
-    let journal =
-        match journal {
-            None => None,
-            Some(dir) => {
-                let path = dir.path.join("baseline.journal");
-                let durability = match config.durability {
-                    Durability::Sync => baseline::Durability::Sync,
-                    _ => baseline::Durability::Async,
-                };
-                Some(BaselineJournal::create(&path, durability).map_err(|e| {
-                    BenchError(format!("creating the journal {}: {e}", path.display()))
-                })?)
-            }
-        };
-    let bank_config = BankConfig::with_accounts(workload.accounts as usize);
-    let bank: Box<dyn Bank> = match config.engine {
+fn run_bank(plan: &Plan<'_>, journal: Option<&JournalDir>) -> Result<Measured, BenchError> {
+    let (config, workload) = (plan.config, &plan.workload);
+    let journal = match journal {
+        None => None,
+        Some(dir) => Some(
+            BaselineJournal::create(&dir.path, config.durability)
+                .map_err(|e| BenchError(format!("creating the baseline journal: {e}")))?,
+        ),
+    };
+    let bank_config = BankConfig {
+        rebates: Some(RateRebate::default()),
+        ..BankConfig::with_accounts(workload.accounts as usize)
+    };
+    let bank: Box<dyn Bank> = match plan.engine {
         EngineKind::Optimistic => Box::new(OptimisticBank::new(bank_config, journal)),
         _ => Box::new(MutexBank::new(bank_config, journal)),
     };
@@ -477,27 +806,33 @@ fn run_bank(
     } else {
         InstrumentId(0)
     };
+    // The opening deposits' rebates are set-up too.
+    bank.settle_rebates();
     let retries_before = bank.retries();
-    let states = vec![(); config.gateways];
-    let (tally, seconds) = drive(
-        config,
-        workload,
+    let credited_before = bank.rebates().credited;
+    let driven = drive(
+        plan,
         instrument,
-        states,
-        progress,
+        vec![(); plan.shape.threads],
         |gateway, ()| Ok(gateway.run_bank(&*bank)),
+        || {
+            bank.settle_rebates();
+            Ok(())
+        },
     )?;
     let sale = (workload.scenario == Scenario::ShareSale)
         .then(|| bank.instrument(instrument).ok())
         .flatten();
+    let rebates = bank.rebates();
     Ok(Measured {
-        tally,
-        seconds,
+        driven,
         digest: Some(bank_digest(&*bank, workload.accounts, sale.as_ref())),
         digest_of: "balances",
         invariants: bank.check_invariants(),
-        retries: (config.engine == EngineKind::Optimistic).then(|| bank.retries() - retries_before),
+        retries: (plan.engine == EngineKind::Optimistic).then(|| bank.retries() - retries_before),
         sale,
+        rebates_credited: rebates.credited - credited_before,
+        rebates_owed: rebates.owed(),
     })
 }
 
@@ -527,52 +862,84 @@ fn bank_digest(bank: &dyn Bank, accounts: u64, sale: Option<&InstrumentView>) ->
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 const PROGRESS_AFTER: Duration = Duration::from_secs(2);
 
-/// Starts one thread per gateway state, releases them together, and returns
-/// their merged tally and the seconds from release to the last answer.
+/// What [`drive`] measured.
+struct Driven {
+    tally: Tally,
+    /// From the release to the last answer.
+    acknowledged_seconds: f64,
+    /// From the release to the end of `settle` (everything applied).
+    settled_seconds: f64,
+    hiccups: Histogram<u64>,
+}
+
+/// Starts one thread per client state, releases them together, waits for
+/// every answer, then runs `settle` (which returns once everything the
+/// operations caused has been applied), with the hiccup meter running
+/// throughout.
 fn drive<S: Send>(
-    config: &Config,
-    workload: &Workload,
+    plan: &Plan<'_>,
     instrument: InstrumentId,
     states: Vec<S>,
-    progress: bool,
     each: impl Fn(&load::Gateway<'_>, &mut S) -> Result<Tally, BenchError> + Sync,
-) -> Result<(Tally, f64), BenchError> {
+    settle: impl FnOnce() -> Result<(), BenchError>,
+) -> Result<Driven, BenchError> {
+    let config = plan.config;
     let done = AtomicU64::new(0);
     let start = OnceLock::new();
     let barrier = Barrier::new(states.len() + 1);
-    let gateways = states.len();
+    let threads = states.len();
+    let pace = plan.pace();
+    // Each client says when it is done, so the main thread settles at once.
+    let (finished_tx, finished) = std::sync::mpsc::channel::<()>();
+    let meter = HiccupMeter::start();
     let results = std::thread::scope(|scope| {
         let (done, start, barrier, each) = (&done, &start, &barrier, &each);
         let handles: Vec<_> = states
             .into_iter()
             .enumerate()
             .map(|(index, mut state)| {
-                scope.spawn(move || {
-                    barrier.wait();
-                    let gateway = load::Gateway {
-                        workload: *workload,
-                        index,
-                        count: workload::share(config.ops, gateways, index),
-                        pace: config.pace(),
-                        base: *start.get().expect("set before the release"),
-                        progress: done,
-                        instrument,
-                    };
-                    let tally = each(&gateway, &mut state);
-                    (tally, gateway.base.elapsed())
-                })
+                let finished_tx = finished_tx.clone();
+                std::thread::Builder::new()
+                    .name(format!("bench-client-{index}"))
+                    // A baseline may start a thousand of these: small stacks.
+                    .stack_size(CLIENT_STACK_BYTES)
+                    .spawn_scoped(scope, move || {
+                        barrier.wait();
+                        let gateway = load::Gateway {
+                            workload: plan.workload,
+                            index,
+                            count: workload::share(config.ops, threads, index),
+                            pace,
+                            base: *start.get().expect("set before the release"),
+                            progress: done,
+                            instrument,
+                        };
+                        let tally = each(&gateway, &mut state);
+                        let elapsed = gateway.base.elapsed();
+                        let _ = finished_tx.send(());
+                        (tally, elapsed)
+                    })
+                    .expect("starting a bench client thread")
             })
             .collect();
+        drop(finished_tx);
         let released = Instant::now();
         start.set(released).expect("set once");
         barrier.wait();
         let mut shown = false;
-        while !handles.iter().all(|h| h.is_finished()) {
-            std::thread::sleep(PROGRESS_EVERY);
-            if progress && released.elapsed() >= PROGRESS_AFTER {
+        let mut running = handles.len();
+        while running > 0 {
+            match finished.recv_timeout(PROGRESS_EVERY) {
+                Ok(()) => running -= 1,
+                // A client that panicked never says so; its join reports it.
+                Err(_) if handles.iter().all(|h| h.is_finished()) => break,
+                Err(_) => {}
+            }
+            if plan.progress && released.elapsed() >= PROGRESS_AFTER {
                 let done = done.load(Ordering::Relaxed);
                 eprint!(
-                    "\r  bench: {done}/{} ops ({:.0}%)   ",
+                    "\r  bench {}: {done}/{} ops ({:.0}%)   ",
+                    plan.engine,
                     config.ops,
                     done as f64 * 100.0 / config.ops as f64
                 );
@@ -585,17 +952,31 @@ fn drive<S: Send>(
         }
         handles
             .into_iter()
-            .map(|h| h.join().expect("a gateway thread panicked"))
+            .map(|h| h.join().expect("a bench client thread panicked"))
             .collect::<Vec<_>>()
     });
+    let released = *start.get().expect("set at the release");
+    let settled = settle();
+    let settled_seconds = released.elapsed().as_secs_f64();
+    let hiccups = meter.stop();
+    settled?;
     let mut tally = Tally::default();
-    let mut elapsed = Duration::ZERO;
+    let mut acknowledged = Duration::ZERO;
     for (result, finished) in results {
         tally.merge(&result?);
-        elapsed = elapsed.max(finished);
+        acknowledged = acknowledged.max(finished);
     }
-    Ok((tally, elapsed.as_secs_f64()))
+    Ok(Driven {
+        tally,
+        acknowledged_seconds: acknowledged.as_secs_f64(),
+        settled_seconds,
+        hiccups,
+    })
 }
+
+/// Stack of one client thread: its loop keeps a histogram on the heap and
+/// little on the stack.
+const CLIENT_STACK_BYTES: usize = 256 << 10;
 
 /// A fresh journal directory for one run, removed when the run is over: a
 /// benchmark's journal is throw-away, and recovering an old one would
@@ -630,14 +1011,15 @@ impl Drop for JournalDir {
 mod tests {
     use super::*;
 
+    /// 6 in flight: lmax as 3 gateways × 2, a baseline as 6 threads.
     fn tiny(scenario: Scenario, engine: EngineKind) -> Config {
         Config {
             scenario,
             engine,
             ops: 3_001,
             accounts: 50,
-            gateways: 3,
-            window: 16,
+            gateways: Some(3),
+            inflight: Some(6),
             ..Config::default()
         }
     }
@@ -645,59 +1027,218 @@ mod tests {
     #[test]
     fn every_scenario_on_every_engine_keeps_its_invariants() {
         for scenario in Scenario::ALL {
-            for engine in EngineKind::ALL {
+            for &engine in EngineKind::ALL {
                 let run = run(&tiny(scenario, engine), false).unwrap();
                 let r = &run.report;
                 assert!(r.invariants_ok, "{scenario} on {engine}: {r:?}");
                 assert_eq!(r.ops, 3_001);
                 assert_eq!(run.histogram.len(), 3_001);
                 assert_eq!(r.retries.is_some(), engine == EngineKind::Optimistic);
+                assert_eq!(r.rebates_owed, 0, "{scenario} on {engine}");
             }
         }
     }
 
     #[test]
-    fn the_share_sale_never_sells_more_than_its_supply() {
-        for engine in EngineKind::ALL {
-            let r = run(&tiny(Scenario::ShareSale, engine), false)
-                .unwrap()
-                .report;
-            let (supply, sold) = (r.supply.unwrap(), r.sold.unwrap());
-            assert!(sold <= supply && sold > 0, "{engine}: {sold} of {supply}");
+    fn every_engine_keeps_the_same_requests_in_flight() {
+        for &engine in EngineKind::ALL {
+            let r = run(&tiny(Scenario::Deposit, engine), false).unwrap().report;
+            assert_eq!(r.inflight, 6, "{engine}");
+            assert_eq!(r.gateways * r.window, 6, "{engine}");
+            let expected = match engine {
+                EngineKind::Lmax => (3, 2),
+                _ => (6, 1),
+            };
+            assert_eq!((r.gateways, r.window), expected, "{engine}");
+        }
+    }
+
+    #[test]
+    fn one_request_in_flight_needs_one_lmax_gateway_by_default() {
+        let shape = EngineKind::Lmax.shape(1, None).unwrap();
+        assert_eq!((shape.threads, shape.window), (1, 1));
+        let shape = EngineKind::Lmax.shape(64, None).unwrap();
+        assert_eq!((shape.threads, shape.window), (GATEWAYS_DEFAULT, 32));
+        let shape = EngineKind::Mutex.shape(64, Some(4)).unwrap();
+        assert_eq!((shape.threads, shape.window), (64, 1));
+    }
+
+    #[test]
+    fn in_flight_counts_that_do_not_split_over_the_gateways_are_refused() {
+        for (inflight, gateways) in [(7, 2), (2, 4)] {
+            let err = EngineKind::Lmax
+                .shape(inflight, Some(gateways))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(&format!("--inflight {inflight}")), "{err}");
+            assert!(err.contains("--gateways"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_clock_stops_once_every_rebate_is_credited() {
+        for &engine in EngineKind::ALL {
+            let r = run(&tiny(Scenario::Deposit, engine), false).unwrap().report;
+            assert!(r.invariants_ok, "{engine}: {r:?}");
+            // Every deposit is accepted and earns one rebate.
+            assert_eq!(r.accepted, 3_001, "{engine}");
+            assert_eq!(r.rebates_credited, 3_001, "{engine}");
+            assert_eq!(r.rebates_owed, 0, "{engine}");
+            assert!(r.seconds >= r.acknowledged_seconds, "{engine}: {r:?}");
+            assert!(
+                r.ops_per_sec <= r.acknowledged_ops_per_sec,
+                "{engine}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_settled_clock_reads_after_settling_and_the_acknowledged_one_before() {
+        let config = tiny(Scenario::Deposit, EngineKind::Mutex);
+        let plan = Plan {
+            config: &config,
+            engine: EngineKind::Mutex,
+            shape: Shape {
+                threads: 2,
+                window: 1,
+            },
+            workload: Workload::new(config.scenario, config.accounts, config.ops),
+            progress: false,
+        };
+        let base = OnceLock::new();
+        let settled_at = OnceLock::new();
+        let driven = drive(
+            &plan,
+            InstrumentId(0),
+            vec![(); 2],
+            |gateway, ()| {
+                let _ = base.set(gateway.base);
+                Ok(Tally::default())
+            },
+            || {
+                std::thread::sleep(Duration::from_millis(2));
+                let base: &Instant = base.get().expect("a client ran");
+                settled_at.set(base.elapsed()).unwrap();
+                Ok(())
+            },
+        )
+        .unwrap();
+        let settled_at = settled_at.get().unwrap().as_secs_f64();
+        assert!(
+            driven.settled_seconds >= settled_at,
+            "{} < {settled_at}",
+            driven.settled_seconds
+        );
+        assert!(driven.acknowledged_seconds < settled_at);
+    }
+
+    #[test]
+    fn the_hiccup_meter_runs_through_every_run() {
+        let run = run(&tiny(Scenario::Deposit, EngineKind::Mutex), false).unwrap();
+        assert!(!run.hiccups.is_empty());
+        assert_eq!(run.report.hiccup_ns.max, run.hiccups.max());
+    }
+
+    #[test]
+    fn compare_runs_every_engine_and_sets_its_ratio_to_lmax() {
+        let config = Config {
+            compare: true,
+            ..tiny(Scenario::HotWallet, EngineKind::Lmax)
+        };
+        let runs = suite(&config, false).unwrap();
+        let engines: Vec<&str> = runs.iter().map(|r| r.report.engine.as_str()).collect();
+        assert_eq!(engines, ["lmax", "mutex", "optimistic"]);
+        let lmax = runs[0].report.ops_per_sec;
+        assert_eq!(runs[0].report.vs_lmax, Some(1.0));
+        for run in &runs {
+            let r = &run.report;
+            assert!(r.invariants_ok, "{r:?}");
+            assert_eq!(r.vs_lmax, Some(r.ops_per_sec / lmax));
+        }
+    }
+
+    #[test]
+    fn a_sweep_runs_each_in_flight_count_in_order() {
+        let config = Config {
+            inflight: None,
+            gateways: None,
+            sweep_inflight: Some("1,4,8".parse().unwrap()),
+            ops: 1_000,
+            ..tiny(Scenario::Mixed, EngineKind::Optimistic)
+        };
+        let runs = suite(&config, false).unwrap();
+        let points: Vec<(usize, usize)> = runs
+            .iter()
+            .map(|r| (r.report.inflight, r.report.gateways))
+            .collect();
+        assert_eq!(points, [(1, 1), (4, 4), (8, 8)]);
+        assert!(runs.iter().all(|r| r.report.vs_lmax.is_none()));
+    }
+
+    #[test]
+    fn run_refuses_a_suite() {
+        let config = Config {
+            compare: true,
+            ..tiny(Scenario::Deposit, EngineKind::Lmax)
+        };
+        assert!(run(&config, false).is_err());
+    }
+
+    #[test]
+    fn in_flight_lists_parse_and_bad_ones_say_why() {
+        assert_eq!(
+            "1,8,64,512".parse::<InflightList>().unwrap(),
+            InflightList(vec![1, 8, 64, 512])
+        );
+        for (text, why) in [
+            ("", "empty list"),
+            ("1,,8", "not a whole number"),
+            ("0", "must be 1 to"),
+            ("1,x", "not a whole number"),
+            ("8,8", "listed twice"),
+            ("5000", "must be 1 to"),
+        ] {
+            let err = text.parse::<InflightList>().unwrap_err();
+            assert!(err.contains(why), "{text:?}: {err}");
         }
     }
 
     #[test]
     fn journaled_runs_leave_no_journal_behind() {
         let dir = tempfile::tempdir().unwrap();
-        for engine in EngineKind::ALL {
-            let config = Config {
-                durability: Durability::Async,
-                journal_dir: Some(dir.path().to_path_buf()),
-                ..tiny(Scenario::Mixed, engine)
-            };
-            assert!(run(&config, false).unwrap().report.invariants_ok);
+        for durability in [Durability::Async, Durability::Sync] {
+            for &engine in EngineKind::ALL {
+                let config = Config {
+                    durability,
+                    journal_dir: Some(dir.path().to_path_buf()),
+                    ..tiny(Scenario::Mixed, engine)
+                };
+                let r = run(&config, false).unwrap().report;
+                assert!(r.invariants_ok, "{engine} {durability}: {r:?}");
+            }
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
     fn open_loop_runs_every_request() {
-        let config = Config {
-            rate: Some(20_000),
-            ops: 1_000,
-            ..tiny(Scenario::Deposit, EngineKind::Lmax)
-        };
-        let r = run(&config, false).unwrap().report;
-        assert_eq!((r.ops, r.load.as_str()), (1_000, "open"));
-        assert!(r.invariants_ok);
+        for &engine in EngineKind::ALL {
+            let config = Config {
+                rate: Some(20_000),
+                ops: 1_000,
+                ..tiny(Scenario::Deposit, engine)
+            };
+            let r = run(&config, false).unwrap().report;
+            assert_eq!((r.ops, r.load.as_str()), (1_000, "open"));
+            assert!(r.invariants_ok);
+        }
     }
 
     #[test]
     fn impossible_settings_are_refused_with_the_flag_to_change() {
         let bad = [
             Config {
-                gateways: 0,
+                gateways: Some(0),
                 ..Config::default()
             },
             Config {
@@ -705,7 +1246,29 @@ mod tests {
                 ..Config::default()
             },
             Config {
-                window: 0,
+                inflight: Some(0),
+                ..Config::default()
+            },
+            Config {
+                inflight: Some(INFLIGHT_MAX + 1),
+                ..Config::default()
+            },
+            Config {
+                inflight: Some(5),
+                gateways: Some(2),
+                ..Config::default()
+            },
+            Config {
+                inflight: Some(8),
+                sweep_inflight: Some(InflightList(vec![1, 8])),
+                ..Config::default()
+            },
+            Config {
+                sweep_inflight: Some(InflightList(vec![])),
+                ..Config::default()
+            },
+            Config {
+                sweep_inflight: Some(InflightList(vec![0])),
                 ..Config::default()
             },
             Config {

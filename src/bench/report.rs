@@ -42,7 +42,14 @@ impl Latency {
 pub struct Report {
     pub scenario: String,
     pub engine: String,
+    /// Requests in flight over all client threads (`--inflight`), the same
+    /// for every engine: `gateways × window`.
+    pub inflight: usize,
+    /// Client threads: lmax gateways, or a baseline's synchronous callers
+    /// (one per request in flight).
     pub gateways: usize,
+    /// Requests one client thread keeps in flight (1 for a baseline).
+    pub window: usize,
     /// Wallets set up (1 for the hot wallet, whatever `--accounts` says).
     pub accounts: u64,
     /// Operations measured (set-up excluded), every one answered.
@@ -50,9 +57,6 @@ pub struct Report {
     pub durability: String,
     /// `closed` (pipelined, as fast as answers come back) or `open` (`--rate`).
     pub load: String,
-    /// Requests one lmax gateway keeps in flight; 1 for the baselines,
-    /// whose calls are synchronous.
-    pub window: usize,
     /// Target rate of an open-loop run, ops/s over all gateways.
     pub rate: Option<u64>,
     /// How the lmax engine's idle threads waited (null for the baselines).
@@ -60,14 +64,33 @@ pub struct Report {
     /// Which thread wrote the lmax engine's journal (null without one).
     pub journal_thread: Option<String>,
     pub pinned: bool,
-    /// From the moment every gateway was released to the last outcome.
+    /// Settled: from the moment every client was released until every
+    /// operation and everything it caused (its rebate) was applied.
     pub seconds: f64,
+    /// Settled throughput, the headline: `ops / seconds`.
     pub ops_per_sec: f64,
+    /// From the release to the last answer.
+    pub acknowledged_seconds: f64,
+    /// `ops / acknowledged_seconds`: what the clients saw answered, some of
+    /// whose work (rebates) was still queued.
+    pub acknowledged_ops_per_sec: f64,
+    /// Settled throughput over lmax's at the same in-flight count (runs of
+    /// `--compare` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_lmax: Option<f64>,
     pub latency_ns: Latency,
+    /// How late the hiccup meter's 1 ms sleeps woke during the run: the
+    /// machine's own stalls, which any program would have seen.
+    pub hiccup_ns: Latency,
     /// Operations answered with success / with a rejection (a sold-out
     /// share sale rejects on purpose; rejections are answered work too).
     pub accepted: u64,
     pub rejected: u64,
+    /// Rebates of the measured deposits credited by the settled clock (one
+    /// per accepted deposit).
+    pub rebates_credited: u64,
+    /// Rebates still owed at the end: always 0 in a run whose invariants hold.
+    pub rebates_owed: u64,
     /// Compare-and-swap retries (the optimistic baseline only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retries: Option<u64>,
@@ -97,40 +120,51 @@ impl Report {
         let mut out = String::new();
         let load = match self.rate {
             Some(rate) => format!("open loop at {rate} ops/s"),
-            None if self.engine == "lmax" => format!("closed loop, window {}", self.window),
-            None => "closed loop, synchronous calls".to_string(),
+            None => "closed loop".to_string(),
+        };
+        let threads = if self.window == 1 {
+            format!("{} threads calling synchronously", self.gateways)
+        } else {
+            format!("{} gateways × {} pipelined", self.gateways, self.window)
         };
         let _ = writeln!(
             out,
-            "ringledger bench: {} on {}, {} gateways, {} ops, durability {}, {load}",
-            self.scenario, self.engine, self.gateways, self.ops, self.durability
+            "ringledger bench: {} on {}, {} in flight ({threads}), {} ops, durability {}, {load}",
+            self.scenario, self.engine, self.inflight, self.ops, self.durability
         );
         let _ = writeln!(
             out,
-            "  throughput   {:>12} ops/s   ({:.3} s)",
+            "  settled      {:>12} ops/s   ({:.3} s, every rebate credited)",
             group_thousands(self.ops_per_sec.round() as u64),
             self.seconds
         );
-        let l = &self.latency_ns;
+        let _ = writeln!(
+            out,
+            "  acknowledged {:>12} ops/s   ({:.3} s, last answer)",
+            group_thousands(self.acknowledged_ops_per_sec.round() as u64),
+            self.acknowledged_seconds
+        );
         let _ = writeln!(
             out,
             "  latency      {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
             "p50", "p90", "p99", "p99.9", "p99.99", "max"
         );
+        for (name, l) in [("", &self.latency_ns), ("  hiccups", &self.hiccup_ns)] {
+            let _ = writeln!(
+                out,
+                "{name:<15}{:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                duration(l.p50),
+                duration(l.p90),
+                duration(l.p99),
+                duration(l.p999),
+                duration(l.p9999),
+                duration(l.max)
+            );
+        }
         let _ = writeln!(
             out,
-            "               {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            duration(l.p50),
-            duration(l.p90),
-            duration(l.p99),
-            duration(l.p999),
-            duration(l.p9999),
-            duration(l.max)
-        );
-        let _ = writeln!(
-            out,
-            "  answers      {} accepted, {} rejected",
-            self.accepted, self.rejected
+            "  answers      {} accepted, {} rejected; {} rebates credited, {} owed",
+            self.accepted, self.rejected, self.rebates_credited, self.rebates_owed
         );
         if let Some(retries) = self.retries {
             let _ = writeln!(out, "  CAS retries  {retries}");
@@ -138,14 +172,7 @@ impl Report {
         if let (Some(supply), Some(sold)) = (self.supply, self.sold) {
             let _ = writeln!(out, "  share sale   {sold} of {supply} shares sold");
         }
-        let _ = writeln!(
-            out,
-            "  invariants   {}",
-            match &self.invariants_error {
-                None => "ok".to_string(),
-                Some(why) => format!("BROKEN: {why}"),
-            }
-        );
+        let _ = writeln!(out, "  invariants   {}", self.invariants_text());
         let _ = writeln!(
             out,
             "  digest       {} ({})",
@@ -154,6 +181,84 @@ impl Report {
         );
         out
     }
+
+    fn invariants_text(&self) -> String {
+        match &self.invariants_error {
+            None => "ok".to_string(),
+            Some(why) => format!("BROKEN: {why}"),
+        }
+    }
+}
+
+/// Several runs (`--compare`, `--sweep-inflight`) as one table, one row per
+/// run, in the order given: settled and acknowledged throughput, the ratio
+/// to lmax at the same in-flight count, latency next to the hiccup meter's.
+pub fn suite_table(reports: &[Report]) -> String {
+    let mut out = String::new();
+    let Some(first) = reports.first() else {
+        return out;
+    };
+    let load = match first.rate {
+        Some(rate) => format!("open loop at {rate} ops/s"),
+        None => "closed loop".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "ringledger bench: {}, {} ops, durability {}, {load}",
+        first.scenario, first.ops, first.durability
+    );
+    let _ = writeln!(
+        out,
+        "settled = every operation and its rebate applied (the headline); \
+         acked = last answer; hiccup = the machine's own stalls"
+    );
+    let _ = writeln!(
+        out,
+        "{:>9} {:<11} {:>13} {:>7} {:>13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  invariants",
+        "in flight",
+        "engine",
+        "settled/s",
+        "vs lmax",
+        "acked/s",
+        "threads",
+        "p50",
+        "p99",
+        "p99.9",
+        "max",
+        "hic p99.9",
+        "hic max"
+    );
+    for r in reports {
+        let shape = if r.window == 1 {
+            format!("{}", r.gateways)
+        } else {
+            format!("{}×{}", r.gateways, r.window)
+        };
+        let ratio = r.vs_lmax.map_or("-".to_string(), |v| format!("{v:.2}×"));
+        let _ = writeln!(
+            out,
+            "{:>9} {:<11} {:>13} {:>7} {:>13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {}",
+            r.inflight,
+            r.engine,
+            group_thousands(r.ops_per_sec.round() as u64),
+            ratio,
+            group_thousands(r.acknowledged_ops_per_sec.round() as u64),
+            shape,
+            duration(r.latency_ns.p50),
+            duration(r.latency_ns.p99),
+            duration(r.latency_ns.p999),
+            duration(r.latency_ns.max),
+            duration(r.hiccup_ns.p999),
+            duration(r.hiccup_ns.max),
+            r.invariants_text()
+        );
+    }
+    out
+}
+
+/// Several runs as one JSON object: `{"runs": [report, …]}`.
+pub fn suite_json(reports: &[Report]) -> String {
+    serde_json::json!({ "runs": reports }).to_string()
 }
 
 /// `1234567` → `1,234,567`.
@@ -170,10 +275,11 @@ fn group_thousands(n: u64) -> String {
 }
 
 /// Nanoseconds in the unit that keeps three significant digits readable.
-fn duration(ns: u64) -> String {
+pub(super) fn duration(ns: u64) -> String {
     match ns {
         0..=9_999 => format!("{ns}ns"),
-        10_000..=9_999_999 => format!("{:.1}µs", ns as f64 / 1e3),
+        10_000..=999_999 => format!("{:.1}µs", ns as f64 / 1e3),
+        1_000_000..=9_999_999 => format!("{:.2}ms", ns as f64 / 1e6),
         10_000_000..=9_999_999_999 => format!("{:.1}ms", ns as f64 / 1e6),
         _ => format!("{:.2}s", ns as f64 / 1e9),
     }
@@ -241,6 +347,7 @@ mod tests {
     fn durations_pick_a_readable_unit() {
         assert_eq!(duration(850), "850ns");
         assert_eq!(duration(12_300), "12.3µs");
+        assert_eq!(duration(2_345_678), "2.35ms");
         assert_eq!(duration(45_000_000), "45.0ms");
         assert_eq!(duration(12_000_000_000), "12.00s");
     }
