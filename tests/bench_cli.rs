@@ -1,6 +1,8 @@
 //! `ringledger bench` through the real binary: every scenario on every
-//! engine, open loop, `--hgrm`, journaling, and refused flags. Tiny runs;
-//! nothing here asserts on timing.
+//! engine under equal rules (--inflight), settled and acknowledged
+//! throughput, --compare, --sweep-inflight, the hiccup meter, --plot,
+//! open loop, `--hgrm`, journaling, and refused flags. Tiny runs; nothing
+//! here asserts on timing.
 
 use std::process::{Command, Output};
 
@@ -30,24 +32,69 @@ fn bench_json(args: &[&str]) -> Value {
     })
 }
 
-const REQUIRED: [&str; 11] = [
+const REQUIRED: [&str; 20] = [
     "scenario",
     "engine",
+    "inflight",
     "gateways",
+    "window",
     "ops",
     "durability",
     "seconds",
     "ops_per_sec",
+    "acknowledged_seconds",
+    "acknowledged_ops_per_sec",
     "latency_ns",
+    "hiccup_ns",
+    "rebates_credited",
+    "rebates_owed",
+    "accepted",
+    "rejected",
     "digest",
     "digest_of",
     "invariants_ok",
 ];
 
+const ENGINES: [&str; 3] = ["lmax", "mutex", "optimistic"];
+
+/// The checks every report must pass, whatever the run.
+fn assert_sound(report: &Value) {
+    for field in REQUIRED {
+        assert!(report.get(field).is_some(), "missing {field}: {report}");
+    }
+    for p in ["p50", "p90", "p99", "p999", "p9999", "max"] {
+        assert!(report["latency_ns"][p].is_u64(), "latency {p}: {report}");
+        assert!(report["hiccup_ns"][p].is_u64(), "hiccup {p}: {report}");
+    }
+    assert_eq!(report["invariants_ok"], true, "{report}");
+    assert_eq!(report["rebates_owed"], 0, "{report}");
+    let (settled, acked) = (
+        report["seconds"].as_f64().unwrap(),
+        report["acknowledged_seconds"].as_f64().unwrap(),
+    );
+    assert!(
+        settled >= acked,
+        "settled {settled} < acknowledged {acked}: {report}"
+    );
+    let (inflight, gateways, window) = (
+        report["inflight"].as_u64().unwrap(),
+        report["gateways"].as_u64().unwrap(),
+        report["window"].as_u64().unwrap(),
+    );
+    assert_eq!(gateways * window, inflight, "{report}");
+    if report["engine"] != "lmax" {
+        assert_eq!(
+            (gateways, window),
+            (inflight, 1),
+            "one thread per request: {report}"
+        );
+    }
+}
+
 #[test]
 fn every_scenario_on_every_engine_reports_all_fields_and_keeps_invariants() {
     for scenario in ["deposit", "mixed", "hot-wallet", "share-sale"] {
-        for engine in ["lmax", "mutex", "optimistic"] {
+        for engine in ENGINES {
             let report = bench_json(&[
                 "--scenario",
                 scenario,
@@ -55,27 +102,35 @@ fn every_scenario_on_every_engine_reports_all_fields_and_keeps_invariants() {
                 engine,
                 "--ops",
                 "2000",
-                "--gateways",
-                "2",
+                "--inflight",
+                "4",
                 "--accounts",
                 "100",
             ]);
             let what = format!("{scenario} on {engine}: {report}");
-            for field in REQUIRED {
-                assert!(report.get(field).is_some(), "missing {field}: {what}");
-            }
-            for p in ["p50", "p90", "p99", "p999", "p9999", "max"] {
-                assert!(report["latency_ns"][p].is_u64(), "latency {p}: {what}");
-            }
+            assert_sound(&report);
             assert_eq!(report["scenario"], scenario, "{what}");
             assert_eq!(report["engine"], engine, "{what}");
             assert_eq!(report["ops"], 2000, "{what}");
-            assert_eq!(report["gateways"], 2, "{what}");
+            assert_eq!(report["inflight"], 4, "{what}");
+            let shape = if engine == "lmax" { (2, 2) } else { (4, 1) };
+            assert_eq!(
+                (
+                    report["gateways"].as_u64().unwrap(),
+                    report["window"].as_u64().unwrap()
+                ),
+                shape,
+                "{what}"
+            );
             assert_eq!(report["durability"], "none", "{what}");
             assert!(report["journal_thread"].is_null(), "{what}");
-            assert_eq!(report["invariants_ok"], true, "{what}");
             assert!(report["digest"].is_string(), "{what}");
             assert_eq!(report["retries"].is_u64(), engine == "optimistic", "{what}");
+            assert!(report.get("vs_lmax").is_none(), "{what}");
+            if scenario == "deposit" {
+                // Every deposit is accepted and its rebate credited.
+                assert_eq!(report["rebates_credited"], 2000, "{what}");
+            }
             if scenario == "share-sale" {
                 let sold = report["sold"].as_u64().unwrap();
                 assert!(sold <= report["supply"].as_u64().unwrap(), "{what}");
@@ -85,8 +140,158 @@ fn every_scenario_on_every_engine_reports_all_fields_and_keeps_invariants() {
 }
 
 #[test]
+fn lmax_splits_the_requests_in_flight_over_its_gateways() {
+    let report = bench_json(&["--ops", "2000", "--inflight", "12", "--gateways", "3"]);
+    assert_eq!(
+        (report["gateways"].as_u64(), report["window"].as_u64()),
+        (Some(3), Some(4))
+    );
+    let report = bench_json(&["--ops", "2000", "--inflight", "1"]);
+    assert_eq!(
+        (report["gateways"].as_u64(), report["window"].as_u64()),
+        (Some(1), Some(1))
+    );
+}
+
+#[test]
+fn compare_runs_every_engine_with_the_same_settings_and_prints_ratios() {
+    let report = bench_json(&[
+        "--compare",
+        "--scenario",
+        "hot-wallet",
+        "--ops",
+        "2000",
+        "--inflight",
+        "8",
+    ]);
+    let runs = report["runs"].as_array().expect("a list of runs");
+    let engines: Vec<&str> = runs.iter().map(|r| r["engine"].as_str().unwrap()).collect();
+    assert_eq!(engines, ENGINES);
+    let lmax = runs[0]["ops_per_sec"].as_f64().unwrap();
+    for run in runs {
+        assert_sound(run);
+        assert_eq!(run["inflight"], 8, "{run}");
+        assert_eq!(run["scenario"], "hot-wallet", "{run}");
+        assert_eq!(run["ops"], 2000, "{run}");
+        let ratio = run["vs_lmax"].as_f64().unwrap();
+        let expected = run["ops_per_sec"].as_f64().unwrap() / lmax;
+        assert!((ratio - expected).abs() < 1e-9, "{run}");
+    }
+    let out = bench(&["--compare", "--ops", "2000", "--inflight", "4"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    for word in ["settled/s", "vs lmax", "acked/s", "hic p99.9", "1.00×"] {
+        assert!(table.contains(word), "{word}: {table}");
+    }
+    for engine in ENGINES {
+        let row = table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(engine))
+            .unwrap_or_else(|| panic!("no row for {engine}: {table}"));
+        assert!(row.contains('×') && row.ends_with("ok"), "{row}");
+    }
+}
+
+#[test]
+fn a_sweep_runs_each_in_flight_count_on_each_engine() {
+    let report = bench_json(&["--sweep-inflight", "1,2,8", "--ops", "1000"]);
+    let points: Vec<u64> = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_sound(r);
+            r["inflight"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(points, [1, 2, 8]);
+    let report = bench_json(&["--sweep-inflight", "2,4", "--compare", "--ops", "1000"]);
+    let runs: Vec<(u64, &str)> = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["inflight"].as_u64().unwrap(),
+                r["engine"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(u64, &str)> = [2, 4]
+        .into_iter()
+        .flat_map(|n| ENGINES.map(|e| (n, e)))
+        .collect();
+    assert_eq!(runs, expected);
+}
+
+#[test]
+fn the_table_shows_the_hiccup_meter_beside_the_latency() {
+    let out = bench(&["--ops", "3000", "--engine", "optimistic"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for word in [
+        "settled",
+        "acknowledged",
+        "hiccups",
+        "p99.9",
+        "rebates credited, 0 owed",
+    ] {
+        assert!(text.contains(word), "{word}: {text}");
+    }
+}
+
+#[test]
+fn plot_draws_one_line_per_engine_and_the_hiccup_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latency.svg");
+    let out = bench(&[
+        "--compare",
+        "--ops",
+        "2000",
+        "--inflight",
+        "4",
+        "--plot",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{svg}"
+    );
+    for label in ENGINES
+        .into_iter()
+        .chain(["hiccup meter (the machine)", "99.9%"])
+    {
+        let text = format!(">\n{label}\n</text>");
+        assert!(
+            svg.contains(&text) || svg.contains(&format!(">{label}</text>")),
+            "no {label:?} text in the plot"
+        );
+    }
+    // Each engine's line is drawn in its own colour, 3 px wide (its legend
+    // sample too); the hiccup line is grey and thinner.
+    let mut colours: Vec<&str> = svg
+        .lines()
+        .filter(|l| l.starts_with("<polyline") && l.contains("stroke-width=\"3\""))
+        .filter_map(|l| l.split("stroke=\"").nth(1)?.split('"').next())
+        .collect();
+    colours.sort();
+    colours.dedup();
+    assert_eq!(colours.len(), ENGINES.len(), "{colours:?}");
+}
+
+#[test]
 fn open_loop_run_answers_every_scheduled_request() {
-    let report = bench_json(&["--rate", "50000", "--ops", "2000", "--gateways", "2"]);
+    let report = bench_json(&["--rate", "50000", "--ops", "2000", "--inflight", "4"]);
     assert_eq!(report["load"], "open");
     assert_eq!(report["rate"], 50000);
     assert_eq!(report["ops"], 2000);
@@ -98,10 +303,11 @@ fn open_loop_run_answers_every_scheduled_request() {
         "50000",
         "--ops",
         "2000",
-        "--gateways",
-        "2",
+        "--inflight",
+        "4",
     ]);
     assert_eq!(baseline["ops"], 2000);
+    assert_eq!(baseline["gateways"], 4);
 }
 
 #[test]
@@ -189,12 +395,32 @@ fn plain_table_names_the_run_and_its_invariants() {
 
 #[test]
 fn bad_flags_fail_with_a_clear_message() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 16] = [
         (&["--scenario", "lottery"], "unknown scenario"),
         (&["--engine", "postgres"], "unknown engine"),
         (&["--gateways", "0"], "--gateways must be"),
         (&["--ops", "0"], "--ops must be"),
         (&["--durability", "maybe"], "unknown durability"),
+        (&["--inflight", "0"], "--inflight must be 1 to"),
+        (&["--inflight", "5000"], "--inflight must be 1 to"),
+        (
+            &["--inflight", "5", "--gateways", "2"],
+            "--inflight 5 cannot be split",
+        ),
+        (
+            &["--inflight", "2", "--gateways", "4"],
+            "--inflight 2 cannot be split",
+        ),
+        (
+            &["--sweep-inflight", "1,8", "--inflight", "8"],
+            "cannot be used with",
+        ),
+        (&["--sweep-inflight", ""], "empty list"),
+        (&["--sweep-inflight", "0,8"], "must be 1 to"),
+        (&["--sweep-inflight", "1,x"], "not a whole number"),
+        (&["--compare", "--engine", "mutex"], "cannot be used with"),
+        (&["--compare", "--hgrm", "x.hgrm"], "cannot be used with"),
+        (&["--plot", "latency.png"], "name the file *.svg"),
     ];
     for (args, message) in cases {
         let out = bench(args);
@@ -202,5 +428,25 @@ fn bad_flags_fail_with_a_clear_message() {
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(message), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?} printed a result");
+    }
+    // The old per-gateway window is gone: --inflight says it for every engine.
+    let out = bench(&["--window", "8"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument '--window'"));
+}
+
+#[test]
+fn help_lists_every_engine() {
+    for flag in ["-h", "--help"] {
+        let out = bench(&[flag]);
+        assert!(out.status.success());
+        let help = String::from_utf8(out.stdout).unwrap();
+        for word in
+            ENGINES
+                .into_iter()
+                .chain(["--inflight", "--compare", "--sweep-inflight", "--plot"])
+        {
+            assert!(help.contains(word), "{flag}: no {word}: {help}");
+        }
     }
 }

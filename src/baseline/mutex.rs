@@ -232,6 +232,8 @@ impl Bank for MutexBank {
             rebates.queue(Job {
                 slot,
                 job: RebateJob {
+                    // The deposit's record, which the credit's names (0
+                    // without a journal, where nothing needs to match it).
                     deposit_seq: ticket.unwrap_or(0),
                     account,
                     amount,

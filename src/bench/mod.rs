@@ -225,7 +225,13 @@ pub struct Config {
     /// deposit, mixed, hot-wallet or share-sale.
     #[arg(long, default_value = "deposit")]
     pub scenario: Scenario,
-    #[arg(long, default_value = "lmax", long_help = engines_help(), conflicts_with = "compare")]
+    #[arg(
+        long,
+        default_value = "lmax",
+        help = format!("Which engine serves the workload: {}", engine_names()),
+        long_help = engines_help(),
+        conflicts_with = "compare"
+    )]
     pub engine: EngineKind,
     /// Run the scenario on every engine with the same settings, one after
     /// the other, and print each one's ratio to lmax.
