@@ -72,9 +72,10 @@ use crate::ring::WaitStrategy;
 
 /// Which implementation serves the workload.
 ///
-/// Adding an engine (say, one behind a cargo feature) is: a variant here, a
-/// line in [`EngineKind::ALL`] (which `--help`, `--compare` and the parser
-/// read), its [`EngineKind::shape`] of threads, and an arm in `measure`.
+/// Adding an engine (say, one behind a cargo feature) is: a variant here
+/// (and its name and description), a line in [`EngineKind::ALL`] (which
+/// `--help`, `--compare` and the parser read), its [`EngineKind::shape`] of
+/// threads, and an arm in `measure`, which sets it up and drives it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EngineKind {
     /// The engine: gateways → ring → one business thread.
@@ -549,10 +550,7 @@ fn run_one(
         workload,
         progress,
     };
-    let measured = match engine {
-        EngineKind::Lmax => run_lmax(&plan, journal.as_ref())?,
-        EngineKind::Mutex | EngineKind::Optimistic => run_bank(&plan, journal.as_ref())?,
-    };
+    let measured = measure(&plan, journal.as_ref())?;
     drop(journal);
     let Measured {
         driven,
@@ -633,6 +631,17 @@ fn run_one(
         histogram: tally.histogram,
         hiccups,
     })
+}
+
+/// Sets up `plan.engine`, drives it with [`drive`] and reads its final
+/// state: the one place that knows how each engine runs. An engine added
+/// in a child module (say `bench::external`, behind a cargo feature) gets
+/// an arm here; [`Plan`], [`drive`] and [`Measured`] are visible to it.
+fn measure(plan: &Plan<'_>, journal: Option<&JournalDir>) -> Result<Measured, BenchError> {
+    match plan.engine {
+        EngineKind::Lmax => run_lmax(plan, journal),
+        EngineKind::Mutex | EngineKind::Optimistic => run_bank(plan, journal),
+    }
 }
 
 /// What one run does: which engine, how its threads hold the requests in
