@@ -23,8 +23,9 @@ use super::journal::BaselineJournal;
 use crate::money::Units;
 use crate::rebate::{RateRebate, RebateJob, RebatePolicy};
 
-/// Most rebates owed at once (queued, not yet credited): the engine's
-/// default owed-backlog bound, so both designs hold back deposits alike.
+/// Most rebates waiting in the queue; at the bound a deposit waits for
+/// room. 2^16 jobs of a few dozen bytes: a bounded backlog, and far more
+/// than the worker needs to stay busy.
 pub const REBATE_BACKLOG_MAX: usize = 1 << 16;
 /// Most jobs the worker credits before waiting once for their records.
 const CREDITS_PER_GROUP_MAX: usize = 256;
