@@ -87,7 +87,8 @@ pub struct Report {
     pub accepted: u64,
     pub rejected: u64,
     /// Rebates of the measured deposits credited by the settled clock (one
-    /// per accepted deposit).
+    /// per accepted deposit). A baseline counts its worker's credits; for
+    /// lmax it is the accepted deposits less the Ledger's owed rebates.
     pub rebates_credited: u64,
     /// Rebates still owed at the end: always 0 in a run whose invariants hold.
     pub rebates_owed: u64,
