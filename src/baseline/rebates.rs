@@ -24,9 +24,9 @@ use crate::money::Units;
 use crate::rebate::{RateRebate, RebateJob, RebatePolicy};
 
 /// Most rebates waiting in the queue; at the bound a deposit waits for
-/// room. 2^16 jobs of a few dozen bytes: a bounded backlog, and far more
-/// than the worker needs to stay busy.
-pub const REBATE_BACKLOG_MAX: usize = 1 << 16;
+/// room. The engine's default owed-backlog bound, so both designs hold
+/// deposits back at the same depth.
+pub const REBATE_BACKLOG_MAX: usize = crate::engine::REBATE_BACKLOG_MAX_DEFAULT;
 /// Most jobs the worker credits before waiting once for their records.
 const CREDITS_PER_GROUP_MAX: usize = 256;
 
