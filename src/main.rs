@@ -35,6 +35,23 @@ enum ClockArg {
     Manual,
 }
 
+/// How the journal is cut into files, snapshotted and pruned.
+#[derive(clap::Args)]
+struct RetentionArgs {
+    /// Take a snapshot after every N journaled requests (0: only at
+    /// shutdown); each is followed by pruning.
+    #[arg(long, default_value_t = 1_000_000)]
+    snapshot_every: u64,
+    /// Snapshots kept after each new one, the new one included; older
+    /// snapshots and the segments the oldest kept one covers are deleted
+    /// (0: keep everything).
+    #[arg(long, default_value_t = ringledger::engine::SNAPSHOTS_KEPT_DEFAULT)]
+    snapshots_kept: usize,
+    /// Bytes preallocated per journal segment file.
+    #[arg(long, default_value_t = journal::SEGMENT_BYTES_DEFAULT)]
+    segment_bytes: u64,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Measure settled ops/s and latency percentiles of a scenario on the
@@ -88,6 +105,8 @@ enum Command {
         /// resumes its numbering, so a retried `req` is never applied twice.
         #[arg(long, default_value = "default")]
         session: String,
+        #[command(flatten)]
+        retention: RetentionArgs,
     },
     /// Rebuild the state from a journal and report how fast and to what digest.
     Replay {
@@ -115,9 +134,10 @@ enum Command {
         /// Most records to print.
         #[arg(long, default_value_t = u64::MAX)]
         limit: u64,
-        /// Decimal places of money in the journal's ledger.
-        #[arg(long, default_value_t = 2)]
-        scale: u32,
+        /// Decimal places of money; read from the journal's meta file, so
+        /// only needed if that file is lost (and then it must be right).
+        #[arg(long)]
+        scale: Option<u32>,
     },
 }
 
@@ -139,13 +159,14 @@ fn main() -> ExitCode {
             wait,
             journal_thread,
             session,
+            retention,
         } => run(
             journal_dir,
             durability,
             clock,
             (scale, history),
             &rebate_rate,
-            (wait, journal_thread),
+            (wait, journal_thread, retention),
             &session,
         ),
         Command::Replay {
@@ -159,7 +180,7 @@ fn main() -> ExitCode {
             from,
             limit,
             scale,
-        } => match Scale::new(scale) {
+        } => match inspect_scale(&journal_dir, scale).and_then(Scale::new) {
             Err(e) => fail(e),
             Ok(scale) => {
                 let out = io::stdout().lock();
@@ -179,6 +200,27 @@ fn main() -> ExitCode {
                 }
             }
         },
+    }
+}
+
+/// The scale `inspect` prints amounts at: the journal's own (its meta file),
+/// or `--scale` when that file is lost. A `--scale` that disagrees with the
+/// meta file is refused rather than used to misprint every amount.
+fn inspect_scale(dir: &Path, asked: Option<u32>) -> Result<u32, String> {
+    if !dir.is_dir() {
+        return Err(format!(
+            "{}: the journal directory does not exist",
+            dir.display()
+        ));
+    }
+    match (journal::read_scale(dir), asked) {
+        (Ok(recorded), Some(asked)) if recorded != asked => Err(format!(
+            "{}: the journal was written at scale {recorded}, not the --scale {asked} given",
+            dir.join(journal::META_FILE).display()
+        )),
+        (Ok(recorded), _) => Ok(recorded),
+        (Err(_), Some(asked)) => Ok(asked),
+        (Err(e), None) => Err(format!("{e}; or give --scale N if you know it")),
     }
 }
 
@@ -278,6 +320,7 @@ fn replay(dir: &std::path::Path, from_snapshot: bool, history: u32, json: bool) 
         let report = serde_json::json!({
             "records": replayed.recovered.records_replayed,
             "snapshot_seq": replayed.recovered.snapshot_seq,
+            "journal_first_seq": replayed.journal_first_seq,
             "last_seq": ledger.last_seq(),
             "seconds": replayed.elapsed.as_secs_f64(),
             "records_per_sec": replayed.records_per_sec(),
@@ -286,6 +329,11 @@ fn replay(dir: &std::path::Path, from_snapshot: bool, history: u32, json: bool) 
         });
         println!("{report}");
     } else {
+        if let Some(first) = replayed.journal_first_seq.filter(|&first| first > 1) {
+            println!(
+                "journal pruned   it starts at seq {first}, so replay started from the snapshot"
+            );
+        }
         println!("records applied  {}", replayed.recovered.records_replayed);
         println!("from snapshot at {}", replayed.recovered.snapshot_seq);
         println!("last seq         {}", ledger.last_seq());
@@ -319,7 +367,7 @@ fn run(
     clock: ClockArg,
     (scale, history): (u32, u32),
     rebate_rate: &str,
-    (wait, journal_thread): (WaitStrategy, JournalThread),
+    (wait, journal_thread, retention): (WaitStrategy, JournalThread, RetentionArgs),
     session: &str,
 ) -> ExitCode {
     let scale = match Scale::new(scale) {
@@ -338,7 +386,13 @@ fn run(
         ClockArg::Wall => Arc::new(WallClock),
         ClockArg::Manual => Arc::clone(&manual) as Arc<dyn Clock>,
     };
-    let engine = match Engine::builder()
+    let mut builder = Engine::builder();
+    if retention.snapshot_every > 0 {
+        builder = builder.snapshot_every(retention.snapshot_every);
+    }
+    let engine = match builder
+        .snapshots_kept(retention.snapshots_kept)
+        .segment_bytes(retention.segment_bytes)
         .scale(scale)
         .history_per_account_max(history)
         .rebate_policy(policy)

@@ -83,6 +83,7 @@ fn replay_of_the_journal_rebuilds_the_live_digest() {
             .journal_thread(thread)
             .segment_bytes(64 << 10)
             .snapshot_every(1_500)
+            .snapshots_kept(0)
             .start()
             .unwrap();
         let mut client = engine.client().unwrap();

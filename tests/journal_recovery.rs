@@ -191,7 +191,10 @@ fn config(segment_bytes: u64) -> JournalConfig {
     }
 }
 
-/// Writes `count` random batches (1..=max_len records) and returns them.
+/// Writes `count` random batches (1..=max_len records), each synced, and
+/// returns them. The sync after each batch puts every frame but the last
+/// before the durable point its successor records, so damage to them is
+/// corruption, while the last may be a torn tail.
 fn write_journal(
     dir: &Path,
     seed: u64,
@@ -207,8 +210,8 @@ fn write_journal(
         .collect();
     for batch in &batches {
         writer.append(batch).unwrap();
+        writer.sync().unwrap();
     }
-    writer.sync().unwrap();
     batches
 }
 
@@ -724,6 +727,7 @@ fn frames_across_read_windows_and_a_far_stray_byte_are_handled_like_small_ones()
         .collect();
     for batch in &batches {
         writer.append(batch).unwrap();
+        writer.sync().unwrap();
     }
     drop(writer);
     let seg = segments(&dir).pop().unwrap();

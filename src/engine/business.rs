@@ -47,12 +47,15 @@ pub(super) struct Business {
     /// Where inputs are journaled (absent: durability none).
     pub journal: Option<(PathBuf, Sink)>,
     pub snapshot_every: Option<u64>,
+    /// Snapshots kept after each new one (the newest included); segments
+    /// the oldest kept one covers are pruned.
+    pub snapshots_kept: usize,
 }
 
 /// Who writes the journal (see [`super::JournalThread`]).
 pub(super) enum Sink {
     /// This thread, inline, before releasing each group's outcomes.
-    Business(JournalWriter),
+    Business(Box<JournalWriter>),
     /// The flusher thread.
     Flusher(Flusher),
 }
@@ -247,18 +250,18 @@ impl Business {
         }
         if let Some((dir, sink)) = self.journal.take() {
             let writer = match sink {
-                Sink::Business(writer) => Some(writer),
+                Sink::Business(writer) => Some(*writer),
                 // Once the ring is closed and drained, the flusher has been
                 // sent everything: it writes and answers the rest, then stops.
                 Sink::Flusher(mut flusher) => flusher.finish(),
             };
             if let Some(mut writer) = writer {
-                if !shared.failed.load(Ordering::Acquire)
-                    && self.ledger.last_seq() > last_snapshot_seq
-                    && writer.sync().is_ok()
-                {
-                    if let Err(e) = journal::write_snapshot(&dir, &self.ledger) {
-                        eprintln!("ringledger: shutdown snapshot failed (the journal still has everything): {e}");
+                if !shared.failed.load(Ordering::Acquire) && writer.sync().is_ok() {
+                    if self.ledger.last_seq() > last_snapshot_seq {
+                        self.write_snapshot(&dir);
+                    }
+                    if let Err(e) = writer.close() {
+                        eprintln!("ringledger: writing the clean-shutdown mark failed (the journal still has everything): {e}");
                     }
                 }
             }
@@ -317,9 +320,10 @@ impl Business {
         true
     }
 
-    /// Journals everything applied, waits until it is durable, then writes
-    /// a snapshot, so a snapshot never holds state the journal lacks. False
-    /// if the journal failed.
+    /// Journals everything applied, waits until it is fdatasynced, then
+    /// writes a snapshot, so a snapshot never holds state the journal lacks
+    /// durably (recovery counts on it: damage a snapshot covers is
+    /// corruption, never a torn tail). False if the journal failed.
     fn snapshot(
         &mut self,
         shared: &Shared,
@@ -330,17 +334,41 @@ impl Business {
         if !self.journal_held(shared, inputs, held, responses) {
             return false;
         }
-        if let Some((_, Sink::Flusher(flusher))) = &self.journal {
-            if !flusher.wait_durable() {
-                return false;
+        let dir = match &mut self.journal {
+            None => return true,
+            Some((dir, Sink::Flusher(flusher))) => {
+                if !flusher.sync_and_wait() {
+                    return false;
+                }
+                dir.clone()
             }
-        }
-        if let Some((dir, _)) = &self.journal {
-            if let Err(e) = journal::write_snapshot(dir, &self.ledger) {
-                let seq = self.ledger.last_seq();
-                eprintln!("ringledger: snapshot at seq {seq} failed (the journal still has everything): {e}");
+            Some((dir, Sink::Business(writer))) => {
+                if let Err(e) = writer.sync() {
+                    shared.fail(format!(
+                        "journal fdatasync failed, nothing more is accepted: {e}"
+                    ));
+                    return false;
+                }
+                dir.clone()
             }
-        }
+        };
+        self.write_snapshot(&dir);
         true
+    }
+
+    /// Writes a snapshot of the Ledger (the journal must be synced through
+    /// it) and prunes what the snapshots kept make unnecessary. A failure
+    /// costs only recovery time: the journal still has everything.
+    fn write_snapshot(&self, dir: &std::path::Path) {
+        let seq = self.ledger.last_seq();
+        if let Err(e) = journal::write_snapshot(dir, &self.ledger) {
+            eprintln!(
+                "ringledger: snapshot at seq {seq} failed (the journal still has everything): {e}"
+            );
+            return;
+        }
+        if let Err(e) = journal::retain(dir, self.snapshots_kept) {
+            eprintln!("ringledger: pruning after the snapshot at seq {seq} failed (nothing needed was removed): {e}");
+        }
     }
 }

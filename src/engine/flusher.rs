@@ -5,8 +5,9 @@
 //!
 //! The business thread sends each applied batch, inputs and outcomes, over
 //! a channel. The flusher takes everything queued, writes one frame per
-//! batch, syncs once for all of them (group commit), publishes the last seq
-//! it made durable (for snapshots), then puts every outcome on its client's
+//! batch, syncs once for all of them (group commit; in `async` mode only when a
+//! snapshot asks), publishes the last seq it fdatasynced (snapshots wait for
+//! it), then puts every outcome on its client's
 //! response queue, waking each client once. This is the LMAX pipeline's
 //! journaller and publisher in one thread.
 
@@ -73,17 +74,16 @@ impl std::str::FromStr for JournalThread {
 struct Group {
     inputs: Vec<Stamped>,
     outcomes: Vec<(u32, Outcome)>,
+    /// fdatasync after writing this group, whatever the durability mode.
+    sync: bool,
 }
-
-/// Highest seq written (async) or written and synced (sync), as the
-/// flusher tells the business thread.
-type Durable = AtomicU64;
 
 /// The business thread's handle on the flusher.
 pub(super) struct Flusher {
     groups: Option<Sender<Group>>,
     recycled: Receiver<Group>,
-    durable: Arc<Durable>,
+    /// Highest seq fdatasynced, in any mode.
+    synced: Arc<AtomicU64>,
     /// Marked failed if the flusher stops on an error or a panic.
     shared: Arc<Shared>,
     handle: Option<JoinHandle<JournalWriter>>,
@@ -93,19 +93,19 @@ pub(super) struct Flusher {
 
 impl Flusher {
     /// Starts the flusher thread, which owns `writer` until [`Flusher::finish`]
-    /// and answers every client from now on. `durable` is the last seq
+    /// and answers every client from now on. `last_seq` is the last seq
     /// already in the journal.
-    pub fn spawn(writer: JournalWriter, durable: u64, shared: Arc<Shared>) -> io::Result<Flusher> {
+    pub fn spawn(writer: JournalWriter, last_seq: u64, shared: Arc<Shared>) -> io::Result<Flusher> {
         let (groups_tx, groups_rx) = channel::unbounded::<Group>();
         let (recycled_tx, recycled_rx) = channel::unbounded();
-        let durable = Arc::new(AtomicU64::new(durable));
-        let thread_durable = Arc::clone(&durable);
+        let synced = Arc::new(AtomicU64::new(writer.durable_seq()));
+        let thread_synced = Arc::clone(&synced);
         let thread_shared = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name("ringledger-flusher".into())
             .spawn(move || {
                 let shared = thread_shared;
-                let writer = run(writer, &groups_rx, &recycled_tx, &thread_durable, &shared);
+                let writer = run(writer, &groups_rx, &recycled_tx, &thread_synced, &shared);
                 // Clients registered too late to be answered get an error
                 // instead of waiting.
                 drop(shared.registrations.lock().drain(..));
@@ -114,8 +114,8 @@ impl Flusher {
         Ok(Flusher {
             groups: Some(groups_tx),
             recycled: recycled_rx,
-            sent: durable.load(Ordering::Relaxed),
-            durable,
+            sent: last_seq,
+            synced,
             shared,
             handle: Some(handle),
         })
@@ -138,20 +138,24 @@ impl Flusher {
         }
     }
 
-    /// Highest seq the journal holds per the durability mode.
-    pub fn durable(&self) -> u64 {
-        self.durable.load(Ordering::Acquire)
-    }
-
     pub fn failed(&self) -> bool {
         self.shared.failed.load(Ordering::Acquire)
     }
 
-    /// Waits until everything sent is durable. False if the flusher failed.
-    /// For rare pauses only (snapshots): it polls instead of parking.
-    pub fn wait_durable(&self) -> bool {
+    /// Has the flusher fdatasync everything sent so far (in any durability
+    /// mode) and waits for it: before a snapshot, which must never cover
+    /// records the journal does not hold durably. False if the flusher
+    /// failed. For rare pauses only: it polls instead of parking.
+    pub fn sync_and_wait(&mut self) -> bool {
+        if let Some(groups) = &self.groups {
+            let group = Group {
+                sync: true,
+                ..Group::default()
+            };
+            let _ = groups.send(group);
+        }
         let mut round = 0u32;
-        while self.durable() < self.sent {
+        while self.synced.load(Ordering::Acquire) < self.sent {
             let stopped = match &self.handle {
                 Some(handle) => handle.is_finished(),
                 None => true,
@@ -181,7 +185,7 @@ fn run(
     mut writer: JournalWriter,
     groups: &Receiver<Group>,
     recycled: &Sender<Group>,
-    durable: &Durable,
+    synced: &AtomicU64,
     shared: &Shared,
 ) -> JournalWriter {
     let syncs = writer.durability() == Durability::Sync;
@@ -197,7 +201,7 @@ fn run(
         taken.push(first);
         taken.extend(groups.try_iter());
         let mut written = taken.iter().try_for_each(|g| writer.append(&g.inputs));
-        if written.is_ok() && syncs {
+        if written.is_ok() && (syncs || taken.iter().any(|g| g.sync)) {
             written = writer.sync();
         }
         if let Err(e) = written {
@@ -207,15 +211,14 @@ fn run(
             // Dropping `responses` closes every queue: clients get the failure.
             return writer;
         }
-        if let Some(last) = taken.iter().rev().find_map(|g| g.inputs.last()) {
-            durable.store(last.stamp.seq, Ordering::Release);
-        }
+        synced.store(writer.durable_seq(), Ordering::Release);
         responses.adopt_new_clients(shared);
         for mut group in taken.drain(..) {
             for (client, outcome) in group.outcomes.drain(..) {
                 responses.send(client, outcome);
             }
             group.inputs.clear();
+            group.sync = false;
             let _ = recycled.send(group);
         }
         responses.wake_answered(shared);

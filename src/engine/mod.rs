@@ -195,6 +195,7 @@ pub struct EngineBuilder {
     journal: Option<(PathBuf, Durability)>,
     segment_bytes: u64,
     snapshot_every: Option<u64>,
+    snapshots_kept: usize,
     journal_thread: JournalThread,
 }
 
@@ -216,6 +217,7 @@ impl Default for EngineBuilder {
             journal: None,
             segment_bytes: journal::SEGMENT_BYTES_DEFAULT,
             snapshot_every: None,
+            snapshots_kept: SNAPSHOTS_KEPT_DEFAULT,
             journal_thread: JournalThread::default(),
         }
     }
@@ -332,9 +334,22 @@ impl EngineBuilder {
     }
 
     /// Writes a snapshot after every `requests` journaled requests (and
-    /// always at a clean shutdown), so recovery replays only the tail.
+    /// always at a clean shutdown), so recovery replays only the tail. Off
+    /// by default in the library (`ringledger run` takes one every
+    /// 1,000,000); each snapshot is followed by pruning (see
+    /// [`Self::snapshots_kept`]).
     pub fn snapshot_every(mut self, requests: u64) -> Self {
         self.snapshot_every = Some(requests.max(1));
+        self
+    }
+
+    /// How many snapshots to keep after each new one, the new one included
+    /// (default 2): older snapshots are deleted, and so are the journal
+    /// segments the oldest kept snapshot covers ([`journal::retain`]).
+    /// Keeping 2 lets recovery fall back to the previous snapshot if the
+    /// newest is damaged. 0 keeps everything: no pruning at all.
+    pub fn snapshots_kept(mut self, snapshots: usize) -> Self {
+        self.snapshots_kept = snapshots;
         self
     }
 
@@ -445,7 +460,7 @@ impl EngineBuilder {
             Some((dir, writer)) => Some((
                 dir,
                 match self.journal_thread {
-                    JournalThread::Business => business::Sink::Business(writer),
+                    JournalThread::Business => business::Sink::Business(Box::new(writer)),
                     JournalThread::Flusher => business::Sink::Flusher(
                         flusher::Flusher::spawn(writer, ledger.last_seq(), Arc::clone(&shared))
                             .map_err(EngineError::Io)?,
@@ -465,6 +480,7 @@ impl EngineBuilder {
             rebate_backlog_max: self.rebate_backlog_max as u64,
             journal,
             snapshot_every: self.snapshot_every,
+            snapshots_kept: self.snapshots_kept,
         })?;
         let rebater = rebater::spawn(
             Arc::clone(&shared),
@@ -491,6 +507,9 @@ pub struct Engine {
 /// Default of [`EngineBuilder::rebate_backlog_max`]: a few milliseconds of
 /// deposits at full speed, about 2 MB of queued jobs.
 pub const REBATE_BACKLOG_MAX_DEFAULT: usize = 1 << 16;
+
+/// Snapshots kept by default: the newest and the previous one.
+pub const SNAPSHOTS_KEPT_DEFAULT: usize = 2;
 
 /// How long shutdown waits for owed rebates before closing anyway (they stay
 /// owed in the Ledger and are dispatched again on the next start).

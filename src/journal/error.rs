@@ -76,6 +76,9 @@ impl JournalError {
                 supported: super::format::FORMAT_VERSION,
             },
             HeaderError::Crc => JournalError::corrupt(file, 0, "header checksum mismatch"),
+            HeaderError::Reserved => {
+                JournalError::corrupt(file, 0, "a reserved header field is not zero")
+            }
         }
     }
 }

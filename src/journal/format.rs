@@ -12,8 +12,11 @@ pub(crate) const BINCODE: bincode::config::Configuration<
     bincode::config::NoLimit,
 > = bincode::config::standard().with_fixed_int_encoding();
 
-/// The on-disk format this build writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 2;
+/// The on-disk format this build writes and the only one it reads. Version 2
+/// journaled session records; version 3 added the durable seq and the kind
+/// to frame headers (and the clean-shutdown mark). Older journals are
+/// refused by name.
+pub const FORMAT_VERSION: u32 = 3;
 
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"RLJSEG\0\0";
 pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"RLJSNAP\0";
@@ -26,10 +29,17 @@ pub(crate) const SEGMENT_HEADER_BYTES: usize = 32;
 pub(crate) const SNAPSHOT_HEADER_BYTES: usize = 40;
 
 /// Frame header: body length (u32), CRC-32C of the body (u32); the body then
-/// starts with record count (u32), reserved zero (u32), first seq (u64).
-pub(crate) const FRAME_HEADER_BYTES: usize = 24;
-/// The part of the header covered by the CRC (count, reserved, first seq).
-pub(crate) const FRAME_BODY_HEADER_BYTES: usize = 16;
+/// starts with record count (u32), kind (u32), first seq (u64) and durable
+/// seq (u64).
+pub(crate) const FRAME_HEADER_BYTES: usize = 32;
+/// The part of the header covered by the CRC (count, kind, first seq,
+/// durable seq).
+pub(crate) const FRAME_BODY_HEADER_BYTES: usize = 24;
+/// Frame kind: a batch of records.
+const KIND_RECORDS: u32 = 0;
+/// Frame kind: the clean-shutdown mark, no records, written and synced last
+/// by a writer that closed cleanly. Its durable seq is the journal's last.
+const KIND_CLEAN_SHUTDOWN: u32 = 1;
 /// Frames start on 8-byte boundaries, so a scan for good frames after a bad
 /// one only has to try one offset in eight.
 pub(crate) const FRAME_ALIGN: usize = 8;
@@ -73,6 +83,8 @@ pub(crate) enum HeaderError {
     Magic([u8; 8]),
     Version(u32),
     Crc,
+    /// A reserved field is not zero.
+    Reserved,
 }
 
 /// Checks a header's magic and version in that order, so a file from another
@@ -103,6 +115,9 @@ pub(crate) fn parse_segment_header(buf: &[u8]) -> Result<u64, HeaderError> {
     if crc32c::crc32c(&buf[0..24]) != u32_at(buf, 24) {
         return Err(HeaderError::Crc);
     }
+    if u32_at(buf, 12) != 0 || u32_at(buf, 28) != 0 {
+        return Err(HeaderError::Reserved);
+    }
     Ok(u64_at(buf, 16))
 }
 
@@ -130,6 +145,9 @@ pub(crate) fn parse_snapshot_header(buf: &[u8]) -> Result<SnapshotHeader, Header
     if crc32c::crc32c(&buf[0..36]) != u32_at(buf, 36) {
         return Err(HeaderError::Crc);
     }
+    if u32_at(buf, 12) != 0 {
+        return Err(HeaderError::Reserved);
+    }
     Ok(SnapshotHeader {
         last_seq: u64_at(buf, 16),
         payload_bytes: u64_at(buf, 24),
@@ -139,8 +157,14 @@ pub(crate) fn parse_snapshot_header(buf: &[u8]) -> Result<SnapshotHeader, Header
 
 /// Encodes `batch` as one frame into `buf` (cleared first, capacity kept), so
 /// the writer hands the kernel one contiguous buffer and allocates nothing
-/// once `buf` has grown to the largest batch.
-pub(crate) fn encode_frame(batch: &[Stamped], buf: &mut Vec<u8>) -> Result<(), String> {
+/// once `buf` has grown to the largest batch. `durable_seq`: every record up
+/// to it was fdatasynced before this frame is written (see "Durable point" in
+/// `journal/README.md`).
+pub(crate) fn encode_frame(
+    batch: &[Stamped],
+    durable_seq: u64,
+    buf: &mut Vec<u8>,
+) -> Result<(), String> {
     buf.clear();
     buf.resize(FRAME_HEADER_BYTES, 0);
     for stamped in batch {
@@ -156,13 +180,29 @@ pub(crate) fn encode_frame(batch: &[Stamped], buf: &mut Vec<u8>) -> Result<(), S
     }
     let count = u32::try_from(batch.len()).map_err(|_| "batch has more than u32::MAX records")?;
     let first_seq = batch.first().map_or(0, |s| s.stamp.seq);
+    finish_frame(buf, count, KIND_RECORDS, first_seq, durable_seq);
+    Ok(())
+}
+
+/// Encodes the clean-shutdown mark into `buf`: no records, first seq the seq
+/// after the journal's last record, durable seq that last record (the
+/// writer syncs before and after writing it).
+pub(crate) fn encode_clean_shutdown(next_seq: u64, buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.resize(FRAME_HEADER_BYTES, 0);
+    finish_frame(buf, 0, KIND_CLEAN_SHUTDOWN, next_seq, next_seq - 1);
+}
+
+fn finish_frame(buf: &mut Vec<u8>, count: u32, kind: u32, first_seq: u64, durable_seq: u64) {
+    let body_bytes = buf.len() - 8;
     buf[8..12].copy_from_slice(&count.to_le_bytes());
+    buf[12..16].copy_from_slice(&kind.to_le_bytes());
     buf[16..24].copy_from_slice(&first_seq.to_le_bytes());
+    buf[24..32].copy_from_slice(&durable_seq.to_le_bytes());
     let crc = crc32c::crc32c(&buf[8..]);
     buf[0..4].copy_from_slice(&(body_bytes as u32).to_le_bytes());
     buf[4..8].copy_from_slice(&crc.to_le_bytes());
     buf.resize(align_up(buf.len()), 0);
-    Ok(())
 }
 
 /// Decodes one record exactly as `bincode::decode_from_slice(bytes, BINCODE)`
@@ -286,8 +326,13 @@ impl RecordReader<'_> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Frame {
     pub offset: usize,
+    /// Records in the frame; 0 only for the clean-shutdown mark.
     pub count: u32,
+    /// For the mark: the seq after the journal's last record.
     pub first_seq: u64,
+    /// Every record up to this seq was fdatasynced before this frame was
+    /// written.
+    pub durable_seq: u64,
     /// Byte range of the encoded records.
     pub records: (usize, usize),
     /// Offset of the next frame (aligned).
@@ -295,6 +340,7 @@ pub(crate) struct Frame {
 }
 
 impl Frame {
+    /// The frame's last record's seq; for the mark, the journal's last.
     pub fn last_seq(&self) -> u64 {
         self.first_seq + u64::from(self.count) - 1
     }
@@ -311,8 +357,9 @@ pub(crate) enum Parsed {
 }
 
 /// Reads the frame at `offset`, checking everything that can be checked
-/// without decoding records: length bounds, count plausibility, reserved
-/// field, CRC, and that the seqs it claims do not overflow.
+/// without decoding records: length bounds, count plausibility, kind, CRC,
+/// zero padding, and that the seqs it claims do not overflow and that its
+/// durable seq lies before them.
 pub(crate) fn parse_frame(buf: &[u8], offset: usize) -> Parsed {
     let left = buf.len().saturating_sub(offset);
     if left < 4 {
@@ -329,7 +376,7 @@ pub(crate) fn parse_frame(buf: &[u8], offset: usize) -> Parsed {
     if left < 8 + FRAME_BODY_HEADER_BYTES {
         return Parsed::Bad(format!("frame header cut short: {left} bytes left in file"));
     }
-    if !(FRAME_BODY_HEADER_BYTES + RECORD_BYTES_MIN..=FRAME_BODY_BYTES_MAX).contains(&body_bytes) {
+    if !(FRAME_BODY_HEADER_BYTES..=FRAME_BODY_BYTES_MAX).contains(&body_bytes) {
         return Parsed::Bad(format!("implausible frame length {body_bytes}"));
     }
     if body_bytes > left - 8 {
@@ -338,29 +385,55 @@ pub(crate) fn parse_frame(buf: &[u8], offset: usize) -> Parsed {
             left - 8
         ));
     }
-    let body = &buf[offset + 8..offset + 8 + body_bytes];
+    let end = offset + 8 + body_bytes;
+    let next = align_up(end);
+    if next > buf.len() {
+        return Parsed::Bad(format!(
+            "frame padding cut short: the file ends {} bytes into it",
+            buf.len() - end
+        ));
+    }
+    let body = &buf[offset + 8..end];
     if crc32c::crc32c(body) != u32_at(buf, offset + 4) {
         return Parsed::Bad("frame checksum mismatch".to_string());
     }
-    let count = u32_at(body, 0);
-    let reserved = u32_at(body, 4);
-    let first_seq = u64_at(body, 8);
-    let records_bytes = body_bytes - FRAME_BODY_HEADER_BYTES;
-    if count == 0 || reserved != 0 || (count as usize) > records_bytes / RECORD_BYTES_MIN {
+    if let Some(at) = buf[end..next].iter().position(|&b| b != 0) {
         return Parsed::Bad(format!(
-            "frame header fields invalid despite a good checksum (count {count}, reserved {reserved})"
+            "non-zero padding byte at offset {} after the frame",
+            end + at
+        ));
+    }
+    let count = u32_at(body, 0);
+    let kind = u32_at(body, 4);
+    let first_seq = u64_at(body, 8);
+    let durable_seq = u64_at(body, 16);
+    let records_bytes = body_bytes - FRAME_BODY_HEADER_BYTES;
+    let plausible = match kind {
+        KIND_RECORDS => count > 0 && (count as usize) <= records_bytes / RECORD_BYTES_MIN,
+        KIND_CLEAN_SHUTDOWN => count == 0 && records_bytes == 0,
+        _ => false,
+    };
+    if !plausible {
+        return Parsed::Bad(format!(
+            "frame header fields invalid despite a good checksum (count {count}, kind {kind}, {records_bytes} record bytes)"
         ));
     }
     if first_seq == 0 || first_seq.checked_add(u64::from(count)).is_none() {
         return Parsed::Bad(format!("frame first seq {first_seq} out of range"));
+    }
+    if durable_seq >= first_seq {
+        return Parsed::Bad(format!(
+            "frame says seq {durable_seq} was durable before it was written, but it starts at seq {first_seq}"
+        ));
     }
     let start = offset + FRAME_HEADER_BYTES;
     Parsed::Frame(Frame {
         offset,
         count,
         first_seq,
-        records: (start, offset + 8 + body_bytes),
-        next: align_up(offset + 8 + body_bytes),
+        durable_seq,
+        records: (start, end),
+        next,
     })
 }
 
@@ -544,7 +617,7 @@ mod tests {
             })
             .collect();
         let mut buf = Vec::new();
-        encode_frame(&batch, &mut buf).unwrap();
+        encode_frame(&batch, 0, &mut buf).unwrap();
         assert_eq!(buf.len() % FRAME_ALIGN, 0);
         let Parsed::Frame(frame) = parse_frame(&buf, 0) else {
             panic!("a fresh frame must parse")
@@ -553,8 +626,9 @@ mod tests {
             (frame.first_seq, frame.count, frame.next),
             (1, 3, buf.len())
         );
-        let body_end = frame.records.1;
-        for at in 0..body_end {
+        assert_eq!(frame.durable_seq, 0);
+        assert!(frame.records.1 < buf.len(), "this frame has padding");
+        for at in 0..buf.len() {
             for bit in 0..8 {
                 let mut damaged = buf.clone();
                 damaged[at] ^= 1 << bit;

@@ -7,29 +7,55 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
+use super::scan::list_numbered;
 use super::JournalError;
 
 /// The file in a journal directory that records its money scale.
 pub const META_FILE: &str = "ringledger.meta";
 
+/// The money scale a journal directory was written with, from its meta
+/// file; an error naming the file if it is missing or damaged (a journal's
+/// amounts cannot be read without it).
+pub fn read_scale(dir: impl AsRef<Path>) -> Result<u32, JournalError> {
+    let path = dir.as_ref().join(META_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => parse_scale(&path, &text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(JournalError::Refused {
+            path,
+            reason: format!(
+                "{META_FILE} is missing, so the money scale of this journal's amounts is unknown; \
+                 restore it (one line `scale=N`, N the decimal places the journal was written with)"
+            ),
+        }),
+        Err(e) => Err(JournalError::io(&path, "read", e)),
+    }
+}
+
+fn parse_scale(path: &Path, text: &str) -> Result<u32, JournalError> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("scale="))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .ok_or_else(|| JournalError::Refused {
+            path: path.to_path_buf(),
+            reason: format!("no `scale=N` line in {META_FILE}; the file is damaged"),
+        })
+}
+
 /// Records `scale` for a new journal directory, or checks it against the
 /// scale the directory was written with.
 ///
-/// Writes the file only when it is missing; takes no lock, so call it while
-/// holding the directory's lock ([`super::lock_dir`]), as the engine does.
+/// Writes the file only for a directory with no journal yet: one that holds
+/// segments or snapshots but no meta file is refused, since its amounts may
+/// have been written at any scale.
+///
+/// Takes no lock, so call it while holding the directory's lock
+/// ([`super::lock_dir`]), as the engine does.
 pub fn check_scale(dir: impl AsRef<Path>, scale: u32) -> Result<(), JournalError> {
     let dir = dir.as_ref();
     let path = dir.join(META_FILE);
     match fs::read_to_string(&path) {
         Ok(text) => {
-            let recorded = text
-                .lines()
-                .find_map(|l| l.strip_prefix("scale="))
-                .and_then(|v| v.trim().parse::<u32>().ok())
-                .ok_or_else(|| JournalError::Refused {
-                    path: path.clone(),
-                    reason: format!("no `scale=N` line in {META_FILE}; the file is damaged"),
-                })?;
+            let recorded = parse_scale(&path, &text)?;
             if recorded != scale {
                 return Err(JournalError::Refused {
                     path,
@@ -42,6 +68,20 @@ pub fn check_scale(dir: impl AsRef<Path>, scale: u32) -> Result<(), JournalError
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let journal = list_numbered(dir, ".seg")?
+                .into_iter()
+                .chain(list_numbered(dir, ".snap")?)
+                .next();
+            if let Some((_, file)) = journal {
+                return Err(JournalError::Refused {
+                    path,
+                    reason: format!(
+                        "{META_FILE} is missing but the directory holds a journal ({}), so the money scale of its amounts is unknown; \
+                         refusing to guess. Restore it (one line `scale=N`, N the decimal places the journal was written with)",
+                        file.display()
+                    ),
+                });
+            }
             fs::create_dir_all(dir)
                 .map_err(|e| JournalError::io(dir, "create the journal directory", e))?;
             let tmp = dir.join(format!("{META_FILE}.tmp"));
@@ -68,5 +108,15 @@ mod tests {
         check_scale(dir.path(), 2).unwrap();
         let err = check_scale(dir.path(), 3).unwrap_err().to_string();
         assert!(err.contains("scale 2") && err.contains("scale 3"), "{err}");
+    }
+
+    #[test]
+    fn a_journal_without_meta_is_refused_and_no_meta_is_made_up() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("00000000000000000001.seg"), b"x").unwrap();
+        let err = check_scale(dir.path(), 2).unwrap_err().to_string();
+        assert!(err.contains(META_FILE) && err.contains("missing"), "{err}");
+        assert!(!dir.path().join(META_FILE).exists());
+        assert!(read_scale(dir.path()).is_err());
     }
 }

@@ -69,13 +69,13 @@ use std::str::FromStr;
 pub use self::error::JournalError;
 pub use self::format::{FORMAT_VERSION, FRAME_BODY_BYTES_MAX};
 pub use self::lock::{lock_dir, DirLock, LOCK_FILE};
-pub use self::meta::{check_scale, META_FILE};
+pub use self::meta::{check_scale, read_scale, META_FILE};
 pub use self::recover::{
     read_records, recover, recover_locked, replay, replay_with_progress, Progress, Records,
     Recovered, Replay,
 };
-pub use self::snapshot::{prune, write_snapshot};
-pub use self::writer::{JournalWriter, SEGMENT_BYTES_MIN};
+pub use self::snapshot::{prune, retain, write_snapshot};
+pub use self::writer::{JournalWriter, ASYNC_SYNC_INTERVAL, SEGMENT_BYTES_MIN};
 
 #[cfg(doc)]
 use crate::request::Stamped;

@@ -15,8 +15,8 @@ use crossbeam::channel::{bounded, Receiver, Sender};
 use super::error::JournalError;
 use super::format::Frame;
 use super::lock::{lock_dir, DirLock};
-use super::scan::{decode_frame, list_segments, Scanner, TornTail};
-use super::snapshot::load_newest;
+use super::scan::{decode_frame, list_segments, require_dir, Scanner, TornTail};
+use super::snapshot::{load_newest, snapshot_floor};
 use crate::ledger::{Ledger, LedgerConfig};
 use crate::request::Stamped;
 
@@ -40,6 +40,10 @@ pub struct Replay {
     pub elapsed: Duration,
     /// Bytes of journal segments read.
     pub journal_bytes: u64,
+    /// The first seq the journal's segments hold (None: no segments). Above 1
+    /// when segments a snapshot covers were pruned: the replay then started
+    /// from the newest valid snapshot even if asked to start from seq 1.
+    pub journal_first_seq: Option<u64>,
 }
 
 impl Replay {
@@ -110,7 +114,9 @@ pub struct Progress {
 }
 
 /// Rebuilds the Ledger like [`recover`] but never writes: a torn tail is only
-/// reported. `from_snapshot: false` replays the whole journal from seq 1.
+/// reported. `from_snapshot: false` replays the whole journal from seq 1,
+/// unless segments were pruned (see [`Replay::journal_first_seq`]). A `dir`
+/// that does not exist is an error.
 ///
 /// Takes no lock, so it may read a journal a live writer is appending to:
 /// it sees a prefix, and a frame being written may show up as a torn tail
@@ -132,8 +138,13 @@ pub fn replay_with_progress(
     mut progress: impl FnMut(&Progress),
 ) -> Result<Replay, JournalError> {
     let start = Instant::now();
+    let dir = dir.as_ref();
+    require_dir(dir)?;
+    let journal_first_seq = list_segments(dir)?.first().map(|s| s.first_seq);
+    // A pruned journal cannot be replayed from seq 1: start from a snapshot.
+    let from_snapshot = from_snapshot || journal_first_seq.is_some_and(|first| first > 1);
     let (mut recovered, torn, journal_bytes) =
-        rebuild_with_progress(dir.as_ref(), config, from_snapshot, &mut progress)?;
+        rebuild_with_progress(dir, config, from_snapshot, &mut progress)?;
     let elapsed = start.elapsed();
     if let Some(torn) = torn {
         recovered.warnings.push(format!(
@@ -145,6 +156,7 @@ pub fn replay_with_progress(
         recovered,
         elapsed,
         journal_bytes,
+        journal_first_seq,
     })
 }
 
@@ -195,7 +207,7 @@ fn rebuild_with_progress(
     } else {
         (Ledger::new(config), 0)
     };
-    let scanner = Scanner::new(list_segments(dir)?, snapshot_seq);
+    let scanner = Scanner::new(list_segments(dir)?, snapshot_seq, snapshot_floor(dir)?);
     let mut report = Progress {
         records: 0,
         bytes_read: 0,
@@ -324,8 +336,14 @@ fn zero_tail(torn: &TornTail) -> Result<(), JournalError> {
 /// quietly at a torn tail (see [`Records::torn_tail`]); yields one `Err` and
 /// then stops at corruption.
 pub fn read_records(dir: impl AsRef<Path>, from_seq: u64) -> Result<Records, JournalError> {
+    let dir = dir.as_ref();
+    require_dir(dir)?;
     Ok(Records {
-        scanner: Scanner::new(list_segments(dir.as_ref())?, from_seq.saturating_sub(1)),
+        scanner: Scanner::new(
+            list_segments(dir)?,
+            from_seq.saturating_sub(1),
+            snapshot_floor(dir)?,
+        ),
         from_seq,
         batch: Vec::new(),
         next: 0,

@@ -1,5 +1,12 @@
 //! Walking the segments frame by frame, deciding at the first bad byte whether
 //! it is a torn tail (truncate and go on) or corruption (stop, touch nothing).
+//!
+//! The rule (DESIGN.md, "Torn tail or corruption"): bad bytes can be a torn
+//! write only beyond the *durable point*, the newest of the last fdatasync,
+//! the last snapshot and the clean-shutdown mark. The journal records the
+//! first in every frame header (the seq through which the writer knew the
+//! journal synced when it wrote the frame) and the last as a frame of its
+//! own; the snapshots in the directory give the second.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -8,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use super::error::JournalError;
 use super::format::{
-    decode_record, find_valid_frame, parse_frame, parse_segment_header, u32_at, Frame, Parsed,
-    BINCODE, FRAME_ALIGN, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    align_up, decode_record, find_valid_frame, parse_frame, parse_segment_header, u32_at, Frame,
+    Parsed, BINCODE, FRAME_ALIGN, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::request::Stamped;
 
@@ -34,7 +41,8 @@ pub(crate) fn seq_from_name(name: &str, suffix: &str) -> Option<u64> {
 }
 
 /// Files in `dir` named `<20 digits><suffix>`, sorted by that number. A
-/// missing directory is an empty journal.
+/// missing directory is an empty journal (callers that only read check it
+/// exists first: see [`require_dir`]).
 pub(crate) fn list_numbered(dir: &Path, suffix: &str) -> Result<Vec<(u64, PathBuf)>, JournalError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -56,11 +64,54 @@ pub(crate) fn list_numbered(dir: &Path, suffix: &str) -> Result<Vec<(u64, PathBu
     Ok(found)
 }
 
+/// Fails with a clear error if the journal directory `dir` does not exist,
+/// for the readers, which must not report an empty journal for a typo.
+pub(crate) fn require_dir(dir: &Path) -> Result<(), JournalError> {
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(JournalError::Refused {
+            path: dir.to_path_buf(),
+            reason: "not a directory: give the journal directory".into(),
+        }),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(JournalError::Refused {
+            path: dir.to_path_buf(),
+            reason: "the journal directory does not exist".into(),
+        }),
+        Err(e) => Err(JournalError::io(dir, "read the journal directory", e)),
+    }
+}
+
+/// The segments of `dir` in order. Every file named like a segment must be
+/// one, whatever its number and whether or not a snapshot covers it: its
+/// header is checked here (magic, version, checksum, seq agreeing with the
+/// name), so a stray file is an error naming it, never silently skipped.
 pub(crate) fn list_segments(dir: &Path) -> Result<Vec<SegmentFile>, JournalError> {
-    Ok(list_numbered(dir, ".seg")?
-        .into_iter()
-        .map(|(first_seq, path)| SegmentFile { path, first_seq })
-        .collect())
+    let mut segments = Vec::new();
+    for (first_seq, path) in list_numbered(dir, ".seg")? {
+        let mut header = [0u8; SEGMENT_HEADER_BYTES];
+        let read = fs::File::open(&path).and_then(|file| {
+            let mut filled = 0;
+            while filled < header.len() {
+                match file.read_at(&mut header[filled..], filled as u64)? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            Ok(filled)
+        });
+        let filled = read.map_err(|e| JournalError::io(&path, "read journal segment", e))?;
+        let named =
+            parse_segment_header(&header[..filled]).map_err(|e| JournalError::header(&path, e))?;
+        if named != first_seq || first_seq == 0 {
+            return Err(JournalError::corrupt(
+                &path,
+                16,
+                format!("named like a segment starting at seq {first_seq}, but its header says {named} (seqs start at 1)"),
+            ));
+        }
+        segments.push(SegmentFile { path, first_seq });
+    }
+    Ok(segments)
 }
 
 /// Where the valid data of the last segment ends and why the bytes after it
@@ -71,16 +122,20 @@ pub(crate) struct TornTail {
     pub offset: usize,
     pub file_bytes: usize,
     pub reason: String,
+    /// The durable point the bytes lie beyond (a seq).
+    pub durable_seq: u64,
 }
 
 impl TornTail {
     pub fn describe(&self) -> String {
         format!(
-            "torn tail in {} at byte offset {}: {} ({} bytes after it were never acknowledged)",
+            "torn tail in {} at byte offset {}: {} ({} bytes from there on lie beyond the durable point, seq {}: \
+             never synced, so in sync mode never acknowledged, in async mode lost as a power loss may lose them)",
             self.path.display(),
             self.offset,
             self.reason,
-            self.file_bytes - self.offset
+            self.file_bytes - self.offset,
+            self.durable_seq
         )
     }
 }
@@ -114,14 +169,21 @@ pub(crate) struct Scanner {
     prev_last: Option<u64>,
     first_frame_of_segment: bool,
     skip_upto: u64,
+    /// The durable point known so far: the newest snapshot's seq, then the
+    /// largest durable seq of any frame read.
+    durable_seq: u64,
     /// Set when the scan ended at a torn tail instead of clean end of data.
     pub torn: Option<TornTail>,
     pub bytes_read: u64,
 }
 
 impl Scanner {
-    pub fn new(segments: Vec<SegmentFile>, skip_upto: u64) -> Scanner {
-        Scanner::with_window(segments, skip_upto, WINDOW_BYTES)
+    /// `snapshot_seq`: the newest snapshot in the directory, which was taken
+    /// only after the journal was synced through it (0: none).
+    pub fn new(segments: Vec<SegmentFile>, skip_upto: u64, snapshot_seq: u64) -> Scanner {
+        let mut scanner = Scanner::with_window(segments, skip_upto, WINDOW_BYTES);
+        scanner.durable_seq = snapshot_seq;
+        scanner
     }
 
     fn with_window(segments: Vec<SegmentFile>, skip_upto: u64, window_bytes: usize) -> Scanner {
@@ -137,6 +199,7 @@ impl Scanner {
             prev_last: None,
             first_frame_of_segment: true,
             skip_upto,
+            durable_seq: 0,
             torn: None,
             bytes_read: 0,
         }
@@ -273,7 +336,7 @@ impl Scanner {
         if self.window_start + self.filled >= at + 4 {
             let body_bytes = u32_at(&self.window, at - self.window_start) as usize;
             if body_bytes <= FRAME_BODY_BYTES_MAX {
-                self.fill(at, 8 + body_bytes)?;
+                self.fill(at, align_up(8 + body_bytes))?;
             }
         }
         let base = self.window_start;
@@ -322,6 +385,7 @@ impl Scanner {
             let reason = match self.frame_at(at)? {
                 Parsed::Frame(frame) => {
                     self.check_order(&frame)?;
+                    self.durable_seq = self.durable_seq.max(frame.durable_seq);
                     self.prev_last = Some(frame.last_seq());
                     self.first_frame_of_segment = false;
                     self.offset = frame.next;
@@ -362,8 +426,12 @@ impl Scanner {
         Ok(())
     }
 
-    /// Bad bytes at `at`: a torn tail only if this is the last segment and no
-    /// valid frame follows; anything else is corruption.
+    /// Bad bytes at `at`: a torn tail only if this is the last segment and
+    /// the records they held lie beyond the durable point: after the newest
+    /// snapshot, and no valid frame after them was written once they had been
+    /// synced (valid frames of the same unsynced group may follow: a power
+    /// loss persists a group's pages in any order). Anything else is
+    /// corruption.
     fn bad_at(&mut self, at: usize, reason: String) -> Result<Option<Frame>, JournalError> {
         if self.index + 1 < self.segments.len() {
             return Err(JournalError::corrupt(
@@ -375,25 +443,52 @@ impl Scanner {
                 ),
             ));
         }
-        // Rare and at most once per scan: the rest of the segment in memory.
-        let file_bytes = self.file_bytes();
-        self.fill(at, file_bytes.saturating_sub(at))?;
-        let base = self.window_start;
-        if let Some(good) = find_valid_frame(&self.window[..self.filled], at - base + 1) {
+        // The first seq the bad bytes would hold.
+        let first_lost = match self.prev_last {
+            Some(prev) if !self.first_frame_of_segment => prev + 1,
+            _ => self.segments[self.index].first_seq,
+        };
+        if first_lost <= self.durable_seq {
             return Err(JournalError::corrupt(
                 self.path(),
                 at,
                 format!(
-                    "{reason}; a valid frame follows at byte offset {}",
-                    good + base
+                    "{reason}; the records from seq {first_lost} on were durable (the durable point is seq {}: a snapshot or a synced frame says so), \
+                     so this is damage, not a torn write",
+                    self.durable_seq
                 ),
             ));
+        }
+        // Rare and at most once per scan: the rest of the segment in memory.
+        let file_bytes = self.file_bytes();
+        self.fill(at, file_bytes.saturating_sub(at))?;
+        let base = self.window_start;
+        let mut from = at - base + 1;
+        while let Some(good) = find_valid_frame(&self.window[..self.filled], from) {
+            let frame = match parse_frame(&self.window[..self.filled], good) {
+                Parsed::Frame(frame) => frame,
+                _ => unreachable!("find_valid_frame returns valid frames"),
+            };
+            if frame.durable_seq >= first_lost {
+                return Err(JournalError::corrupt(
+                    self.path(),
+                    at,
+                    format!(
+                        "{reason}; the valid frame at byte offset {} was written after seq {} was synced, \
+                         so the records from seq {first_lost} on were durable: this is damage, not a torn write",
+                        good + base,
+                        frame.durable_seq
+                    ),
+                ));
+            }
+            from = good + FRAME_ALIGN;
         }
         self.torn = Some(TornTail {
             path: self.path().to_path_buf(),
             offset: at,
             file_bytes: self.file_bytes(),
             reason,
+            durable_seq: self.durable_seq,
         });
         self.file = None;
         self.index = self.segments.len();

@@ -3,12 +3,13 @@
 //! `.snap` file either is complete or does not exist.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::error::JournalError;
 use super::format::{
-    parse_snapshot_header, snapshot_header, HeaderError, BINCODE, SNAPSHOT_HEADER_BYTES,
+    check_magic_version, parse_snapshot_header, snapshot_header, HeaderError, BINCODE,
+    SNAPSHOT_HEADER_BYTES, SNAPSHOT_MAGIC,
 };
 use super::scan::{list_numbered, list_segments};
 use crate::ledger::{Ledger, LedgerConfig};
@@ -60,6 +61,34 @@ pub fn write_snapshot(dir: impl AsRef<Path>, ledger: &Ledger) -> io::Result<Path
     Ok(path)
 }
 
+/// The snapshots of `dir` by seq, oldest first. Every file named like a
+/// snapshot must start like one (magic, version, a whole header): a stray
+/// file is an error naming it, whatever its number, never skipped silently.
+/// (A real snapshot whose checksums fail is still listed: recovery passes
+/// over it with a warning and falls back to an older one.)
+pub(crate) fn list_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+    let snapshots = list_numbered(dir, ".snap")?;
+    for (_, path) in &snapshots {
+        let mut header = Vec::with_capacity(SNAPSHOT_HEADER_BYTES);
+        File::open(path)
+            .and_then(|file| {
+                file.take(SNAPSHOT_HEADER_BYTES as u64)
+                    .read_to_end(&mut header)
+            })
+            .map_err(|e| JournalError::io(path, "read snapshot", e))?;
+        check_magic_version(&header, SNAPSHOT_MAGIC, SNAPSHOT_HEADER_BYTES)
+            .map_err(|e| JournalError::header(path, e))?;
+    }
+    Ok(snapshots)
+}
+
+/// The seq of the newest snapshot in `dir` (0: none). A snapshot is written
+/// only once the journal is synced through its seq, so this is a lower bound
+/// of the durable point, whether or not the snapshot itself is intact.
+pub(crate) fn snapshot_floor(dir: &Path) -> Result<u64, JournalError> {
+    Ok(list_snapshots(dir)?.last().map_or(0, |(seq, _)| *seq))
+}
+
 /// Why a snapshot file was passed over; fatal kinds are returned as errors.
 enum Rejected {
     Skip(String),
@@ -80,6 +109,9 @@ fn load(path: &Path, name_seq: u64) -> Result<Ledger, Rejected> {
             return Err(Rejected::Skip(format!("only {len} bytes long")))
         }
         Err(HeaderError::Crc) => return Err(Rejected::Skip("header checksum mismatch".into())),
+        Err(HeaderError::Reserved) => {
+            return Err(Rejected::Skip("a reserved header field is not zero".into()))
+        }
     };
     let payload = &bytes[SNAPSHOT_HEADER_BYTES..];
     if header.last_seq != name_seq {
@@ -126,7 +158,7 @@ pub(crate) fn load_newest(
     config: LedgerConfig,
     warnings: &mut Vec<String>,
 ) -> Result<(Ledger, u64), JournalError> {
-    for (seq, path) in list_numbered(dir, ".snap")?.into_iter().rev() {
+    for (seq, path) in list_snapshots(dir)?.into_iter().rev() {
         match load(&path, seq) {
             Ok(ledger) => {
                 if ledger.config() != config {
@@ -186,6 +218,35 @@ pub fn prune(dir: impl AsRef<Path>, upto_seq: u64) -> Result<Vec<PathBuf>, Journ
         }
     }
     if !removed.is_empty() {
+        sync_dir(dir).map_err(|e| JournalError::io(dir, "sync the journal directory", e))?;
+    }
+    Ok(removed)
+}
+
+/// Retention after a snapshot: keeps the newest `snapshots_kept` snapshots,
+/// removes the older ones, and prunes the segments the oldest kept snapshot
+/// covers ([`prune`]), so recovery can still fall back from a damaged newest
+/// snapshot to the previous one and the journal after it. 0 keeps
+/// everything. Returns the removed paths.
+///
+/// Takes no lock: call it only while holding `dir`'s lock (the engine does,
+/// after each snapshot).
+pub fn retain(dir: impl AsRef<Path>, snapshots_kept: usize) -> Result<Vec<PathBuf>, JournalError> {
+    let dir = dir.as_ref();
+    if snapshots_kept == 0 {
+        return Ok(Vec::new());
+    }
+    let snapshots = list_snapshots(dir)?;
+    let keep_from = snapshots.len().saturating_sub(snapshots_kept);
+    let Some(&(oldest_kept, _)) = snapshots.get(keep_from) else {
+        return Ok(Vec::new());
+    };
+    let mut removed = prune(dir, oldest_kept)?;
+    for (_, path) in &snapshots[..keep_from] {
+        fs::remove_file(path).map_err(|e| JournalError::io(path, "remove snapshot", e))?;
+        removed.push(path.clone());
+    }
+    if keep_from > 0 {
         sync_dir(dir).map_err(|e| JournalError::io(dir, "sync the journal directory", e))?;
     }
     Ok(removed)
