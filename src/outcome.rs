@@ -27,11 +27,15 @@ pub enum ErrorCode {
     ReservationExpired,
     Duplicate,
     SessionExpired,
+    /// The engine cannot make requests durable right now (the journal
+    /// cannot be written: disk full, I/O error); retry later with the same
+    /// `req`.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, in declaration (variant index) order.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::Malformed,
         ErrorCode::UnknownAccount,
         ErrorCode::AccountExists,
@@ -46,6 +50,7 @@ impl ErrorCode {
         ErrorCode::ReservationExpired,
         ErrorCode::Duplicate,
         ErrorCode::SessionExpired,
+        ErrorCode::Unavailable,
     ];
 
     /// The snake_case code as it appears in `{"error": "..."}`.
@@ -65,6 +70,7 @@ impl ErrorCode {
             ErrorCode::ReservationExpired => "reservation_expired",
             ErrorCode::Duplicate => "duplicate",
             ErrorCode::SessionExpired => "session_expired",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

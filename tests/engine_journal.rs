@@ -199,7 +199,7 @@ fn pipelined_gateways_journal_everything_they_were_answered() {
 /// A journal that can no longer be written stops the engine: clients get
 /// `Failed` (not a hang, not an unjournaled answer), whichever thread writes.
 #[test]
-fn a_failing_journal_fails_the_engine_instead_of_answering() {
+fn a_failing_journal_stops_the_engine_as_unavailable_instead_of_answering() {
     for durability in [Durability::Async, Durability::Sync] {
         for thread in JOURNAL_THREADS {
             let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -240,10 +240,13 @@ fn a_failing_journal_fails_the_engine_instead_of_answering() {
                 }
             };
             assert!(
-                matches!(&err, EngineError::Failed(why) if why.contains("journal")),
+                matches!(&err, EngineError::Unavailable(why) if why.contains("journal")),
                 "{err}"
             );
-            assert!(matches!(engine.shutdown(), Err(EngineError::Failed(_))));
+            assert!(matches!(
+                engine.shutdown(),
+                Err(EngineError::Unavailable(_))
+            ));
         }
     }
 }

@@ -27,13 +27,17 @@ fn run(dir: &Path, args: &[&str], script: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    // Written on a thread while the answers are read, so neither pipe fills
+    // up. A child that stops reading early is for the caller to notice: its
+    // answers fall short.
+    let mut stdin = child.stdin.take().unwrap();
+    let script = script.to_owned();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(script.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
 }
 
 fn answers(out: &Output) -> Vec<Value> {
@@ -590,4 +594,102 @@ fn periodic_snapshots_prune_old_segments_and_replay_starts_from_a_snapshot() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("pruned"), "{text}");
+}
+
+/// A small tmpfs the test mounts and unmounts (tests run as root); None,
+/// with the reason printed, where mounting is not permitted.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<SmallFs> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(SmallFs { dir }),
+            Ok(out) => {
+                eprintln!(
+                    "skipped: cannot mount a tmpfs ({})",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("skipped: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// A full disk: every line gets an answer, `unavailable` once the journal
+/// cannot grow (never `engine_failed`, never silence); once space is freed,
+/// `run` starts again and every acknowledged deposit is there.
+#[test]
+fn a_full_disk_answers_unavailable_and_run_resumes_once_space_is_freed() {
+    let Some(fs) = SmallFs::mount("1m") else {
+        return;
+    };
+    let dir = fs.path().join("journal");
+    let args = ["--segment-bytes", "65536"];
+    let out = run(&dir, &args, "{\"op\":\"open_account\",\"account\":1}\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let filler = fs.path().join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0x55u8; 4096];
+    while file.write_all(&chunk).is_ok() {}
+    let _ = file.sync_all();
+    drop(file);
+
+    let lines = 3_000;
+    let script = "{\"op\":\"deposit\",\"account\":1,\"amount\":\"1.00\"}\n".repeat(lines);
+    let out = run(&dir, &args, &script);
+    let full = answers(&out);
+    assert_eq!(
+        full.len(),
+        lines,
+        "every line is answered: {}",
+        stderr(&out)
+    );
+    let acked = full.iter().filter(|a| a["ok"] == true).count();
+    let refused: Vec<&Value> = full.iter().filter(|a| a["ok"] != true).collect();
+    assert!(!refused.is_empty(), "the disk never filled up");
+    for answer in &refused {
+        assert_eq!(answer["error"], "unavailable", "{answer}");
+    }
+    assert!(
+        full[acked..].iter().all(|a| a["ok"] != true),
+        "nothing acknowledged after the first refusal"
+    );
+    assert!(!out.status.success(), "the engine stopped: non-zero exit");
+    assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
+
+    std::fs::remove_file(&filler).unwrap();
+    let out = run(
+        &dir,
+        &args,
+        "{\"op\":\"barrier\"}\n{\"op\":\"balance\",\"account\":1}\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = answers(&out);
+    let expected = format!("{}.{:02}", acked + acked / 100, acked % 100);
+    assert_eq!(
+        after[1]["balance"], expected,
+        "{acked} acknowledged deposits and their rebates"
+    );
 }

@@ -42,6 +42,9 @@ const NUMBERED_OPS: [&str; 8] = [
 /// command can be driven interactively through pipes. Every line gets exactly
 /// one answer, even a blank one or one that is not UTF-8; if the engine itself
 /// fails, the line is answered with the failure and serving stops with it.
+/// If the engine stopped because its journal cannot be written (a full
+/// disk), that line and every later one is answered `unavailable`, and the
+/// failure is returned at the end of the input.
 pub fn serve(
     client: &mut Client,
     manual_clock: Option<&ManualClock>,
@@ -53,10 +56,14 @@ pub fn serve(
         manual_clock,
     };
     let mut bytes = Vec::new();
+    let mut unavailable = None;
     loop {
         bytes.clear();
         if input.read_until(b'\n', &mut bytes)? == 0 {
-            return Ok(());
+            return match unavailable {
+                Some(e) => Err(io::Error::other(e)),
+                None => Ok(()),
+            };
         }
         let line = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -67,6 +74,15 @@ pub fn serve(
             ),
             Ok(text) => match session.answer(text) {
                 Ok(answer) => (answer, None),
+                Err(e @ EngineError::Unavailable(_)) => {
+                    let answer = failure_json(&Failure {
+                        code: ErrorCode::Unavailable,
+                        message: e.to_string(),
+                        original: None,
+                    });
+                    unavailable = Some(e);
+                    (answer, None)
+                }
                 Err(e) => {
                     let message = format!("the engine failed: {e}");
                     let answer = json!({"ok": false, "error": "engine_failed", "message": message});

@@ -303,7 +303,7 @@ impl Business {
             }
             Some((_, Sink::Business(writer))) => {
                 if let Err(e) = writer.commit(inputs) {
-                    shared.fail(format!(
+                    shared.fail_journal(format!(
                         "journal write failed, nothing more is accepted: {e}"
                     ));
                     return false;
@@ -344,7 +344,7 @@ impl Business {
             }
             Some((dir, Sink::Business(writer))) => {
                 if let Err(e) = writer.sync() {
-                    shared.fail(format!(
+                    shared.fail_journal(format!(
                         "journal fdatasync failed, nothing more is accepted: {e}"
                     ));
                     return false;

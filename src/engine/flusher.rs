@@ -205,7 +205,7 @@ fn run(
             written = writer.sync();
         }
         if let Err(e) = written {
-            shared.fail(format!(
+            shared.fail_journal(format!(
                 "journal write failed, nothing more is accepted: {e}"
             ));
             // Dropping `responses` closes every queue: clients get the failure.

@@ -54,6 +54,11 @@ pub enum EngineError {
     Stopped,
     /// The business or rebate thread panicked; the message says where.
     Failed(String),
+    /// The journal could not be written or synced (a full disk, an I/O
+    /// error): the engine stopped without releasing what it could not make
+    /// durable. Restart it (recovery from the journal) once the cause is
+    /// fixed; nothing acknowledged is lost.
+    Unavailable(String),
     /// `recv` with nothing in flight would wait forever.
     NothingInFlight,
     /// A builder setting that cannot work.
@@ -75,6 +80,11 @@ impl fmt::Display for EngineError {
                 f.write_str("the engine has stopped and accepts no more requests")
             }
             EngineError::Failed(why) => write!(f, "the engine failed: {why}"),
+            EngineError::Unavailable(why) => write!(
+                f,
+                "the engine cannot make requests durable and has stopped: {why}. \
+                 Nothing acknowledged is lost: restart it once the cause is fixed"
+            ),
             EngineError::NothingInFlight => {
                 f.write_str("recv called with no request in flight: send one first")
             }
@@ -128,7 +138,9 @@ struct Shared {
     rebates_answered: AtomicU64,
     /// The largest owed backlog seen after a batch (for tests of the bound).
     rebate_backlog_peak: AtomicU64,
-    failure: Mutex<Option<String>>,
+    /// Why the engine failed (the first reason), and whether it was the
+    /// journal (then clients get [`EngineError::Unavailable`]).
+    failure: Mutex<Option<(String, bool)>>,
     failed: AtomicBool,
 }
 
@@ -143,16 +155,30 @@ struct Departures {
 
 impl Shared {
     fn fail(&self, why: String) {
+        self.fail_as(why, false);
+    }
+
+    /// The journal could not be written or synced: the engine stops, and
+    /// every request from now on is answered [`EngineError::Unavailable`].
+    fn fail_journal(&self, why: String) {
+        self.fail_as(why, true);
+    }
+
+    fn fail_as(&self, why: String, journal: bool) {
         let mut failure = self.failure.lock();
         if failure.is_none() {
-            *failure = Some(why);
+            *failure = Some((why, journal));
         }
         self.failed.store(true, Ordering::Release);
     }
 
     fn error(&self) -> EngineError {
         if self.failed.load(Ordering::Acquire) {
-            EngineError::Failed(self.failure.lock().clone().unwrap_or_default())
+            match self.failure.lock().clone() {
+                Some((why, true)) => EngineError::Unavailable(why),
+                Some((why, false)) => EngineError::Failed(why),
+                None => EngineError::Failed(String::new()),
+            }
         } else {
             EngineError::Stopped
         }
