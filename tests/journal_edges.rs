@@ -693,3 +693,66 @@ fn a_full_disk_answers_unavailable_and_run_resumes_once_space_is_freed() {
         "{acked} acknowledged deposits and their rebates"
     );
 }
+
+/// Snapshots are taken only of state the journal holds durably, with the
+/// flusher too (whose "written" is not "synced"): every frame written after
+/// a snapshot at seq S records S or later as synced before it.
+#[test]
+fn periodic_snapshots_wait_for_an_fdatasync_of_what_they_cover() {
+    for thread in [
+        ringledger::JournalThread::Business,
+        ringledger::JournalThread::Flusher,
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("journal");
+        let engine = Engine::builder()
+            .journal(&dir, Durability::Async)
+            .journal_thread(thread)
+            .segment_bytes(1 << 20)
+            .snapshot_every(50)
+            .snapshots_kept(0)
+            .start()
+            .unwrap();
+        let mut client = engine.client().unwrap();
+        client
+            .call(Request::OpenAccount { account: 1 })
+            .unwrap()
+            .unwrap();
+        for _ in 0..400 {
+            client
+                .call(Request::Deposit {
+                    account: 1,
+                    amount: 100,
+                })
+                .unwrap()
+                .unwrap();
+        }
+        client.barrier().unwrap();
+        drop(client);
+        engine.shutdown().unwrap();
+        let snaps: Vec<u64> = snapshots(&dir)
+            .iter()
+            .map(|p| p.file_stem().unwrap().to_str().unwrap().parse().unwrap())
+            .collect();
+        assert!(snaps.len() >= 5, "{snaps:?}");
+        let bytes = std::fs::read(&segments(&dir)[0]).unwrap();
+        // Frames per journal/README.md: length, CRC, count, kind, first seq,
+        // durable seq; 8-byte aligned.
+        let mut at = 32;
+        let mut checked = 0;
+        while u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) != 0 {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            let first_seq = u64::from_le_bytes(bytes[at + 16..at + 24].try_into().unwrap());
+            let durable_seq = u64::from_le_bytes(bytes[at + 24..at + 32].try_into().unwrap());
+            if let Some(&snap) = snaps.iter().rev().find(|&&s| s < first_seq) {
+                assert!(
+                    durable_seq >= snap,
+                    "{thread}: frame at {at} (seq {first_seq}) says seq {durable_seq} was synced, but a snapshot at {snap} was written before it"
+                );
+                checked += 1;
+            }
+            at = (at + 8 + len + 7) & !7;
+        }
+        assert!(checked > 0);
+    }
+}
