@@ -8,8 +8,10 @@
 //!   version, first seq, header CRC).
 //! - One frame per drained batch, 8-byte aligned: body length (u32, 0 = end
 //!   of data), CRC-32C of the body (u32), then the body: record count (u32),
-//!   reserved (u32), first seq (u64), and the records, each a [`Stamped`] in
-//!   bincode with fixed-width little-endian integers. One CRC per batch
+//!   kind (u32), first seq (u64), durable seq (u64: everything up to it was
+//!   fdatasynced before the frame was written), and the records, each a
+//!   [`Stamped`] in bincode with fixed-width little-endian integers. A clean
+//!   shutdown ends with a mark frame (no records), synced. One CRC per batch
 //!   rather than per record, because CRC-32C is ~20 ns on a 48-byte record
 //!   but ~20 GB/s on a whole batch, and a torn batch was never acknowledged
 //!   anyway.
@@ -21,9 +23,10 @@
 //!   the one party allowed to modify the directory (see below).
 //!
 //! Recovery ([`recover`]) = newest valid snapshot + records after it. Bad
-//! bytes at the very end of the last segment are a torn tail and are zeroed
-//! with a warning; bad bytes with valid data after them are corruption and
-//! stop recovery without touching the disk.
+//! bytes beyond the durable point (the newest of the last fdatasync, the
+//! newest snapshot and the clean-shutdown mark) are a torn tail and are
+//! zeroed with a warning; bad bytes at or before it are corruption and stop
+//! recovery without touching the disk.
 //!
 //! One writer per directory: whatever may modify it holds the lock on
 //! `dir/LOCK` ([`lock_dir`] → [`DirLock`]). [`recover`] takes it for its own

@@ -55,10 +55,11 @@ impl Replay {
 /// Rebuilds the Ledger from `dir` and repairs a torn tail so a writer can
 /// append after the last good record.
 ///
-/// Torn tail: bad bytes at the very end of the last segment with nothing
-/// valid after them. That batch's outcomes were never released, so its bytes
-/// are zeroed (the file keeps its preallocated length) and a warning names
-/// the file and offset. Anything else bad stops recovery with
+/// Torn tail: bad bytes in the last segment beyond the durable point (no
+/// snapshot covers them, and no valid frame after them was written once
+/// they were synced; see `journal/README.md`). They were never synced, so
+/// they are zeroed (the file keeps its preallocated length) and a warning
+/// names the file and offset. Anything else bad stops recovery with
 /// [`JournalError::Corrupt`] before a single byte is changed.
 ///
 /// Because it may write, it takes the directory's lock ([`lock_dir`]) for its
