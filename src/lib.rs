@@ -8,6 +8,8 @@ pub mod baseline;
 pub mod bench;
 pub mod cli;
 pub mod engine;
+#[cfg(feature = "external-engines")]
+pub mod external;
 pub mod journal;
 pub mod ledger;
 pub mod money;

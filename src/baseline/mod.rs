@@ -212,7 +212,7 @@ impl BankConfig {
     }
 }
 
-fn positive(amount: Units) -> Result<(), Reject> {
+pub(crate) fn positive(amount: Units) -> Result<(), Reject> {
     if amount <= 0 {
         return Err(Reject::InvalidAmount(
             "the amount must be greater than zero",
@@ -223,15 +223,15 @@ fn positive(amount: Units) -> Result<(), Reject> {
 
 /// What a listing fixes for good; the mutable counts live in each bank.
 #[derive(Clone, Copy, Debug)]
-struct Listing {
-    symbol: Symbol,
-    supply: u64,
-    price: Units,
+pub(crate) struct Listing {
+    pub(crate) symbol: Symbol,
+    pub(crate) supply: u64,
+    pub(crate) price: Units,
 }
 
 /// How many shares a reservation takes of `available`, and their cost, in
 /// the Ledger's order of checks (shares, then the cost's overflow).
-fn take_shares(
+pub(crate) fn take_shares(
     instrument: InstrumentId,
     listing: &Listing,
     available: u64,

@@ -41,6 +41,8 @@
 //! }
 //! ```
 
+#[cfg(feature = "external-engines")]
+mod external;
 pub mod hiccup;
 pub mod load;
 pub mod plot;
@@ -72,10 +74,14 @@ use crate::ring::WaitStrategy;
 
 /// Which implementation serves the workload.
 ///
-/// Adding an engine (say, one behind a cargo feature) is: a variant here
-/// (and its name and description), a line in [`EngineKind::ALL`] (which
-/// `--help`, `--compare` and the parser read), its [`EngineKind::shape`] of
-/// threads, and an arm in `measure`, which sets it up and drives it.
+/// Adding an engine is: a variant here (and its name and description), a
+/// line in [`EngineKind::KNOWN`] (which `--help` and the parser read) and
+/// in [`EngineKind::ALL`] when this build can run it (which `--compare`
+/// runs), its [`EngineKind::shape`] of threads, and an arm in `measure`,
+/// which sets it up and drives it. The external engines (the seeds'
+/// designs on real servers, cargo feature `external-engines`, see
+/// [`crate::external`]) are always known but only run in a build with the
+/// feature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EngineKind {
     /// The engine: gateways → ring → one business thread.
@@ -84,19 +90,54 @@ pub enum EngineKind {
     Mutex,
     /// Optimistic baseline: compare-and-swap with retry.
     Optimistic,
+    /// Seed 1 on PostgreSQL: `SELECT … FOR UPDATE`, a transactions table
+    /// and a job-row queue with a worker (feature `external-engines`).
+    Postgres,
+    /// Seed 1 on PostgreSQL with a version column and retry.
+    PostgresOptimistic,
+    /// Seed 2 on Redis: Lua scripts, and a list as the rebate queue.
+    Redis,
 }
 
 impl EngineKind {
     /// Every engine this build can run, in the order `--compare` runs them
     /// (lmax first: the others' ratios are to it).
+    #[cfg(not(feature = "external-engines"))]
     pub const ALL: &'static [EngineKind] =
         &[EngineKind::Lmax, EngineKind::Mutex, EngineKind::Optimistic];
+    /// Every engine this build can run, in the order `--compare` runs them
+    /// (lmax first: the others' ratios are to it).
+    #[cfg(feature = "external-engines")]
+    pub const ALL: &'static [EngineKind] = EngineKind::KNOWN;
+
+    /// Every engine, whether this build can run it or not (the external
+    /// ones need the `external-engines` feature): what `--help` lists.
+    pub const KNOWN: &'static [EngineKind] = &[
+        EngineKind::Lmax,
+        EngineKind::Mutex,
+        EngineKind::Optimistic,
+        EngineKind::Postgres,
+        EngineKind::PostgresOptimistic,
+        EngineKind::Redis,
+    ];
+
+    /// Whether the engine runs on an external server (see
+    /// [`crate::external`]; needs the `external-engines` feature).
+    pub fn is_external(self) -> bool {
+        matches!(
+            self,
+            EngineKind::Postgres | EngineKind::PostgresOptimistic | EngineKind::Redis
+        )
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
             EngineKind::Lmax => "lmax",
             EngineKind::Mutex => "mutex",
             EngineKind::Optimistic => "optimistic",
+            EngineKind::Postgres => "postgres",
+            EngineKind::PostgresOptimistic => "postgres-optimistic",
+            EngineKind::Redis => "redis",
         }
     }
 
@@ -106,6 +147,20 @@ impl EngineKind {
             EngineKind::Lmax => "the engine: gateways, a ring, one business thread",
             EngineKind::Mutex => "a mutex per wallet and instrument (SELECT … FOR UPDATE)",
             EngineKind::Optimistic => "compare-and-swap with retry (a version column)",
+            EngineKind::Postgres => {
+                "seed 1 on PostgreSQL: SELECT … FOR UPDATE, a transactions table, a job-row \
+                 queue and its worker [feature external-engines; a server at \
+                 RINGLEDGER_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432/test]"
+            }
+            EngineKind::PostgresOptimistic => {
+                "seed 1 on PostgreSQL with a version column and retry [feature \
+                 external-engines; a server, as for postgres]"
+            }
+            EngineKind::Redis => {
+                "seed 2 on Redis: Lua scripts check and update atomically, a list is the \
+                 rebate queue [feature external-engines; a server at RINGLEDGER_REDIS_URL, \
+                 default redis://127.0.0.1:6379/]"
+            }
         }
     }
 
@@ -127,7 +182,12 @@ impl EngineKind {
                     window: inflight / threads,
                 })
             }
-            EngineKind::Mutex | EngineKind::Optimistic => Ok(Shape {
+            // One connection per request in flight, like the baselines' threads.
+            EngineKind::Mutex
+            | EngineKind::Optimistic
+            | EngineKind::Postgres
+            | EngineKind::PostgresOptimistic
+            | EngineKind::Redis => Ok(Shape {
                 threads: inflight,
                 window: 1,
             }),
@@ -154,7 +214,7 @@ impl FromStr for EngineKind {
     type Err = String;
 
     fn from_str(text: &str) -> Result<EngineKind, String> {
-        EngineKind::ALL
+        let engine = EngineKind::KNOWN
             .iter()
             .copied()
             .find(|e| e.as_str() == text)
@@ -163,13 +223,21 @@ impl FromStr for EngineKind {
                     "unknown engine {text:?}: expected one of {}",
                     engine_names()
                 )
-            })
+            })?;
+        if !EngineKind::ALL.contains(&engine) {
+            return Err(format!(
+                "engine {text} runs on an external server and needs a build with the \
+                 external-engines feature: cargo run --release --features external-engines -- \
+                 bench --engine {text}"
+            ));
+        }
+        Ok(engine)
     }
 }
 
-/// `lmax, mutex, optimistic`.
+/// `lmax, mutex, optimistic, postgres, postgres-optimistic, redis`.
 fn engine_names() -> String {
-    EngineKind::ALL
+    EngineKind::KNOWN
         .iter()
         .map(|e| e.as_str())
         .collect::<Vec<_>>()
@@ -179,12 +247,18 @@ fn engine_names() -> String {
 /// What `--help` says under `--engine`: every engine, one per line.
 pub fn engines_help() -> String {
     let mut help = String::from("Which engine serves the workload:");
-    for engine in EngineKind::ALL {
+    for engine in EngineKind::KNOWN {
         help.push_str(&format!(
-            "\n  {:<11} {}",
+            "\n  {:<20} {}",
             engine.as_str(),
             engine.describe()
         ));
+    }
+    if cfg!(not(feature = "external-engines")) {
+        help.push_str(
+            "\npostgres, postgres-optimistic and redis need a build with `--features \
+             external-engines` and a running server.",
+        );
     }
     help
 }
@@ -439,6 +513,11 @@ pub fn suite(config: &Config, progress: bool) -> Result<Vec<Run>, BenchError> {
     for inflight in config.inflight_points() {
         let first = runs.len();
         for engine in config.engines() {
+            #[cfg(feature = "external-engines")]
+            if let Some(why) = external::beyond_server(engine, inflight) {
+                eprintln!("bench: {engine} left out at {inflight} in flight: {why}");
+                continue;
+            }
             runs.push(run_one(config, engine, inflight, progress)?);
         }
         let point = &mut runs[first..];
@@ -529,6 +608,8 @@ fn run_one(
     let shape = engine.shape(inflight, config.gateways)?;
     let workload = Workload::new(config.scenario, config.accounts, config.ops);
     let journal = match config.durability {
+        // A server keeps its own log (see `crate::external`).
+        _ if engine.is_external() => None,
         Durability::None => None,
         _ => Some(JournalDir::create(
             config
@@ -636,6 +717,18 @@ fn measure(plan: &Plan<'_>, journal: Option<&JournalDir>) -> Result<Measured, Be
     match plan.engine {
         EngineKind::Lmax => run_lmax(plan, journal),
         EngineKind::Mutex | EngineKind::Optimistic => run_bank(plan, journal),
+        #[cfg(feature = "external-engines")]
+        EngineKind::Postgres | EngineKind::PostgresOptimistic | EngineKind::Redis => {
+            external::run(plan)
+        }
+        // The parser refuses them in such a build; a library caller gets this.
+        #[cfg(not(feature = "external-engines"))]
+        EngineKind::Postgres | EngineKind::PostgresOptimistic | EngineKind::Redis => {
+            Err(BenchError(format!(
+                "engine {} needs a build with --features external-engines",
+                plan.engine
+            )))
+        }
     }
 }
 
@@ -1021,6 +1114,10 @@ impl Drop for JournalDir {
 mod tests {
     use super::*;
 
+    /// The engines that need no server (the external ones have their own
+    /// tests, in tests/external_engines.rs).
+    const IN_PROCESS: &[EngineKind] = &[EngineKind::Lmax, EngineKind::Mutex, EngineKind::Optimistic];
+
     /// 6 in flight: lmax as 3 gateways × 2, a baseline as 6 threads.
     fn tiny(scenario: Scenario, engine: EngineKind) -> Config {
         Config {
@@ -1037,7 +1134,7 @@ mod tests {
     #[test]
     fn every_scenario_on_every_engine_keeps_its_invariants() {
         for scenario in Scenario::ALL {
-            for &engine in EngineKind::ALL {
+            for &engine in IN_PROCESS {
                 let run = run(&tiny(scenario, engine), false).unwrap();
                 let r = &run.report;
                 assert!(r.invariants_ok, "{scenario} on {engine}: {r:?}");
@@ -1051,7 +1148,7 @@ mod tests {
 
     #[test]
     fn every_engine_keeps_the_same_requests_in_flight() {
-        for &engine in EngineKind::ALL {
+        for &engine in IN_PROCESS {
             let r = run(&tiny(Scenario::Deposit, engine), false).unwrap().report;
             assert_eq!(r.inflight, 6, "{engine}");
             assert_eq!(r.gateways * r.window, 6, "{engine}");
@@ -1087,7 +1184,7 @@ mod tests {
 
     #[test]
     fn the_clock_stops_once_every_rebate_is_credited() {
-        for &engine in EngineKind::ALL {
+        for &engine in IN_PROCESS {
             let r = run(&tiny(Scenario::Deposit, engine), false).unwrap().report;
             assert!(r.invariants_ok, "{engine}: {r:?}");
             // Every deposit is accepted and earns one rebate.
@@ -1157,7 +1254,9 @@ mod tests {
         };
         let runs = suite(&config, false).unwrap();
         let engines: Vec<&str> = runs.iter().map(|r| r.report.engine.as_str()).collect();
-        assert_eq!(engines, ["lmax", "mutex", "optimistic"]);
+        let all: Vec<&str> = EngineKind::ALL.iter().map(|e| e.as_str()).collect();
+        assert_eq!(engines, all);
+        assert_eq!(engines[..3], ["lmax", "mutex", "optimistic"]);
         let lmax = runs[0].report.ops_per_sec;
         assert_eq!(runs[0].report.vs_lmax, Some(1.0));
         for run in &runs {
@@ -1217,7 +1316,7 @@ mod tests {
     fn journaled_runs_leave_no_journal_behind() {
         let dir = tempfile::tempdir().unwrap();
         for durability in [Durability::Async, Durability::Sync] {
-            for &engine in EngineKind::ALL {
+            for &engine in IN_PROCESS {
                 let config = Config {
                     durability,
                     journal_dir: Some(dir.path().to_path_buf()),
@@ -1232,7 +1331,7 @@ mod tests {
 
     #[test]
     fn open_loop_runs_every_request() {
-        for &engine in EngineKind::ALL {
+        for &engine in IN_PROCESS {
             let config = Config {
                 rate: Some(20_000),
                 ops: 1_000,
