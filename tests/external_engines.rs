@@ -20,7 +20,9 @@ use ringledger::RateRebate;
 static SERVERS: Mutex<()> = Mutex::new(());
 
 fn take_turn() -> std::sync::MutexGuard<'static, ()> {
-    SERVERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERVERS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 const EXTERNAL: [EngineKind; 3] = [
@@ -97,7 +99,7 @@ fn small(scenario: Scenario, engine: EngineKind) -> Config {
         engine,
         ops: 600,
         accounts: 40,
-        gateways: 4,
+        inflight: Some(4),
         ..Config::default()
     }
 }
@@ -112,6 +114,11 @@ fn every_external_engine_runs_every_scenario_with_its_invariants() {
             let r = &run.report;
             assert!(r.invariants_ok, "{engine} {scenario}: {r:?}");
             assert_eq!(r.ops, 600, "{engine} {scenario}");
+            assert_eq!(r.inflight, 4, "{engine} {scenario}");
+            assert_eq!((r.gateways, r.window), (4, 1), "{engine} {scenario}");
+            // Every accepted deposit's rebate credited before the clock stopped.
+            assert_eq!(r.rebates_owed, 0, "{engine} {scenario}");
+            assert!(r.seconds >= r.acknowledged_seconds, "{engine} {scenario}");
             assert_eq!(run.histogram.len(), 600, "{engine} {scenario}");
             assert_eq!(
                 r.retries.is_some(),
@@ -173,7 +180,8 @@ fn every_deposit_gets_its_one_percent_rebate_rounded_toward_zero() {
                 });
             }
         });
-        bank.settle_rebates().unwrap();
+        bank.settle_rebates();
+        assert_eq!(bank.failure(), None, "{engine}");
         let counts = bank.rebates();
         assert_eq!((counts.queued, counts.credited), (104, 104), "{engine}");
         for account in 0..4 {
@@ -193,13 +201,19 @@ fn the_rules_refuse_like_the_ledger() {
     for engine in EXTERNAL {
         let bank = connect(engine, Durability::None, 2);
         bank.open_funded(1..3, 500).unwrap();
-        bank.settle_rebates().unwrap();
-        assert_eq!(bank.open_account(1), Err(Reject::AccountExists(1)), "{engine}");
-        assert_eq!(bank.deposit(9, 5), Err(Reject::UnknownAccount(9)), "{engine}");
-        assert!(matches!(
-            bank.deposit(1, 0),
-            Err(Reject::InvalidAmount(_))
-        ));
+        bank.settle_rebates();
+        assert_eq!(bank.failure(), None, "{engine}");
+        assert_eq!(
+            bank.open_account(1),
+            Err(Reject::AccountExists(1)),
+            "{engine}"
+        );
+        assert_eq!(
+            bank.deposit(9, 5),
+            Err(Reject::UnknownAccount(9)),
+            "{engine}"
+        );
+        assert!(matches!(bank.deposit(1, 0), Err(Reject::InvalidAmount(_))));
         assert_eq!(
             bank.withdraw(1, 600),
             Err(Reject::InsufficientFunds {
@@ -212,7 +226,8 @@ fn the_rules_refuse_like_the_ledger() {
         assert_eq!(bank.transfer(1, 9, 5), Err(Reject::UnknownAccount(9)));
         assert_eq!(bank.transfer(9, 1, 5), Err(Reject::UnknownAccount(9)));
         bank.transfer(1, 2, 5).unwrap();
-        bank.settle_rebates().unwrap();
+        bank.settle_rebates();
+        assert_eq!(bank.failure(), None, "{engine}");
         assert_eq!(bank.balance(1).unwrap(), (500, 0), "{engine}");
         let symbol = Symbol::new("ACME").unwrap();
         let id = bank.list_instrument(symbol, 10, 20).unwrap();
@@ -231,7 +246,10 @@ fn the_rules_refuse_like_the_ledger() {
             "{engine}"
         );
         assert_eq!(bank.reserve(7, 1, id, 11, true), Ok(10), "{engine}");
-        assert_eq!(bank.reserve(7, 1, id, 1, false), Err(Reject::ReservationExists(7)));
+        assert_eq!(
+            bank.reserve(7, 1, id, 1, false),
+            Err(Reject::ReservationExists(7))
+        );
         assert_eq!(bank.balance(1).unwrap(), (500, 200), "{engine}");
         bank.confirm(7).unwrap();
         assert_eq!(
@@ -383,4 +401,27 @@ fn the_cli_names_the_unreachable_server_and_fails() {
         assert!(stderr.contains(address), "{engine}: {stderr}");
         assert!(!stderr.contains("panicked"), "{engine}: {stderr}");
     }
+}
+
+#[test]
+fn a_sweep_leaves_postgres_out_above_what_the_server_allows() {
+    let _turn = take_turn();
+    let config = Config {
+        engine: EngineKind::Postgres,
+        inflight: None,
+        sweep_inflight: Some("2,1000".parse().unwrap()),
+        ops: 200,
+        ..small(Scenario::Deposit, EngineKind::Postgres)
+    };
+    let runs = bench::suite(&config, false).unwrap();
+    let points: Vec<usize> = runs.iter().map(|r| r.report.inflight).collect();
+    assert_eq!(points, [2]);
+    assert!(runs[0].report.invariants_ok);
+    let single = Config {
+        inflight: Some(1000),
+        ..small(Scenario::Deposit, EngineKind::Postgres)
+    };
+    let err = bench::run(&single, false).err().expect("1000 connections");
+    assert!(err.0.contains("max_connections"), "{err}");
+    assert_eq!(leftover_schemas(), Vec::<String>::new());
 }

@@ -5,8 +5,8 @@
 //! once the queue worker has credited every rebate the measured deposits
 //! queued.
 
-use super::{bank_digest, drive, sale_symbol, workload, BenchError, EngineKind, Measured, Plan};
 use super::Scenario;
+use super::{bank_digest, drive, sale_symbol, workload, BenchError, EngineKind, Measured, Plan};
 use crate::baseline::Bank;
 use crate::external::{self, ExternalBank, Locking, PgBank, RedisBank, ServerError};
 use crate::rebate::RateRebate;
@@ -22,7 +22,10 @@ impl From<ServerError> for BenchError {
 /// only so many connections), for a suite to leave that point out. None
 /// when it can, or when the server cannot be asked (the run then says why).
 pub(super) fn beyond_server(engine: EngineKind, inflight: usize) -> Option<String> {
-    if !matches!(engine, EngineKind::Postgres | EngineKind::PostgresOptimistic) {
+    if !matches!(
+        engine,
+        EngineKind::Postgres | EngineKind::PostgresOptimistic
+    ) {
         return None;
     }
     match PgBank::inflight_max(&external::postgres_url()) {

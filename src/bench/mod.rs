@@ -1116,7 +1116,8 @@ mod tests {
 
     /// The engines that need no server (the external ones have their own
     /// tests, in tests/external_engines.rs).
-    const IN_PROCESS: &[EngineKind] = &[EngineKind::Lmax, EngineKind::Mutex, EngineKind::Optimistic];
+    const IN_PROCESS: &[EngineKind] =
+        &[EngineKind::Lmax, EngineKind::Mutex, EngineKind::Optimistic];
 
     /// 6 in flight: lmax as 3 gateways × 2, a baseline as 6 threads.
     fn tiny(scenario: Scenario, engine: EngineKind) -> Config {

@@ -129,11 +129,12 @@ const WAIT_SLICE: Duration = Duration::from_millis(50);
 
 impl RebateProgress {
     pub fn counts(&self) -> RebateCounts {
-        // Credited first: a job is counted queued before it can be credited.
-        let credited = self.credited.load(Ordering::Acquire);
+        // A deposit counts its job after its commit, so the worker may have
+        // credited it already: never show more credited than queued.
+        let queued = self.queued.load(Ordering::Acquire);
         RebateCounts {
-            queued: self.queued.load(Ordering::Acquire),
-            credited,
+            queued,
+            credited: self.credited.load(Ordering::Acquire).min(queued),
         }
     }
 

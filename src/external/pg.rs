@@ -120,9 +120,8 @@ impl Statements {
                 "INSERT INTO reservations (id, wallet_id, instrument_id, qty, cost) \
                  VALUES ($1, $2, $3, $4, $5)",
             )?,
-            close_reservation: client.prepare(
-                "UPDATE reservations SET state = $2 WHERE id = $1 AND state = 'open'",
-            )?,
+            close_reservation: client
+                .prepare("UPDATE reservations SET state = $2 WHERE id = $1 AND state = 'open'")?,
             record: client.prepare(
                 "INSERT INTO transactions (wallet_id, kind, amount) VALUES ($1, $2, $3)",
             )?,
@@ -223,9 +222,12 @@ impl PgBank {
         let fail = |what: &str, e: postgres::Error| {
             ServerError(format!("PostgreSQL at {address}: {what}: {e}"))
         };
-        let mut admin = config
-            .connect(NoTls)
-            .map_err(|e| fail("cannot connect (is the server running? set RINGLEDGER_POSTGRES_URL)", e))?;
+        let mut admin = config.connect(NoTls).map_err(|e| {
+            fail(
+                "cannot connect (is the server running? set RINGLEDGER_POSTGRES_URL)",
+                e,
+            )
+        })?;
         Room::read(&mut admin, &address)?.check(&address, clients)?;
         let schema = unique_name();
         create_schema(&mut admin, &schema).map_err(|e| fail("creating the run's schema", e))?;
@@ -289,9 +291,9 @@ impl PgBank {
             .map_err(|e| ServerError(format!("the PostgreSQL URL {url:?} is not valid: {e}")))?;
         config.connect_timeout(CONNECT_TIMEOUT);
         let address = address_of(&config);
-        let mut admin = config.connect(NoTls).map_err(|e| {
-            ServerError(format!("PostgreSQL at {address}: cannot connect: {e}"))
-        })?;
+        let mut admin = config
+            .connect(NoTls)
+            .map_err(|e| ServerError(format!("PostgreSQL at {address}: cannot connect: {e}")))?;
         let room = Room::read(&mut admin, &address)?;
         let why = format!(
             "PostgreSQL at {address} allows {} in flight (max_connections {} − {} reserved − {} \
@@ -388,8 +390,8 @@ impl PgBank {
             let (qty, cost): (i64, i64) = (row.get(2), row.get(3));
             let stock = read_instrument(tx, st, instrument)?
                 .ok_or(Reject::UnknownInstrument(InstrumentId(instrument as u32)))?;
-            let w = read_wallet(tx, st, wallet)?
-                .ok_or(Reject::UnknownAccount(wallet as AccountId))?;
+            let w =
+                read_wallet(tx, st, wallet)?.ok_or(Reject::UnknownAccount(wallet as AccountId))?;
             // Closed since the unlocked read: start again and see how.
             if tx.execute(&st.close_reservation, &[&id, &state])? == 0 {
                 return Err(Stop::Conflict);
@@ -403,7 +405,15 @@ impl PgBank {
             } else {
                 available += qty;
             }
-            write_instrument(tx, st, instrument, available, stock.reserved - qty, sold, stock.version)?;
+            write_instrument(
+                tx,
+                st,
+                instrument,
+                available,
+                stock.reserved - qty,
+                sold,
+                stock.version,
+            )?;
             write_wallet(tx, st, wallet, balance, w.held - cost, w.version)?;
             Ok(())
         })
@@ -859,7 +869,8 @@ impl Bank for PgBank {
             let count: i64 = tx
                 .query_one("SELECT count(*) FROM instruments", &[])?
                 .get(0);
-            let id = i32::try_from(count).map_err(|_| Reject::Overflow("the number of instruments"))?;
+            let id =
+                i32::try_from(count).map_err(|_| Reject::Overflow("the number of instruments"))?;
             tx.execute(
                 "INSERT INTO instruments (id, symbol, supply, available, price) \
                  VALUES ($1, $2, $3, $3, $4)",
@@ -937,7 +948,8 @@ impl Bank for PgBank {
     fn instrument(&self, instrument: InstrumentId) -> Result<InstrumentView, Reject> {
         let iid = i32::try_from(instrument.0).map_err(|_| Reject::UnknownInstrument(instrument))?;
         self.transact(|tx, st| {
-            let stock = read_instrument(tx, st, iid)?.ok_or(Reject::UnknownInstrument(instrument))?;
+            let stock =
+                read_instrument(tx, st, iid)?.ok_or(Reject::UnknownInstrument(instrument))?;
             Ok(InstrumentView {
                 id: instrument,
                 symbol: stock.listing.symbol,
@@ -986,13 +998,19 @@ impl Bank for PgBank {
     /// Set-up in three statements rather than two transactions per wallet:
     /// the wallets, their opening deposits in `transactions`, and one
     /// rebate job per deposit, as the ordinary operations would leave them.
-    fn open_funded(&self, accounts: std::ops::Range<AccountId>, balance: Units) -> Result<(), Reject> {
+    fn open_funded(
+        &self,
+        accounts: std::ops::Range<AccountId>,
+        balance: Units,
+    ) -> Result<(), Reject> {
         let (Some(start), Some(end)) = (account_key(accounts.start), account_key(accounts.end))
         else {
             return Err(Reject::Overflow("the account id"));
         };
         if balance < 0 {
-            return Err(Reject::InvalidAmount("the amount must be greater than zero"));
+            return Err(Reject::InvalidAmount(
+                "the amount must be greater than zero",
+            ));
         }
         self.transact(|tx, _| {
             let clash = tx.query_opt(
@@ -1070,8 +1088,10 @@ struct Worker {
 impl Worker {
     fn run(mut self) {
         if let Err(e) = self.work() {
-            self.failure
-                .record(format!("PostgreSQL at {}: the queue worker: {e}", self.address));
+            self.failure.record(format!(
+                "PostgreSQL at {}: the queue worker: {e}",
+                self.address
+            ));
         }
         self.running.fetch_sub(1, Ordering::AcqRel);
     }

@@ -31,15 +31,15 @@ use parking_lot::Mutex;
 use redis::{Connection, Script, Value};
 
 use super::{
-    server_failed, unique_name, ExternalBank, Failure, Pool, RebateProgress,
-    ServerError, CONNECT_TIMEOUT,
+    server_failed, unique_name, ExternalBank, Failure, Pool, RebateProgress, ServerError,
+    CONNECT_TIMEOUT,
 };
+use crate::baseline::{Bank, RebateCounts};
 use crate::journal::Durability;
 use crate::money::Units;
 use crate::outcome::{Closure, InstrumentView, Reject};
 use crate::rebate::{RateRebate, RebateJob, RebatePolicy};
 use crate::request::{AccountId, InstrumentId, ReservationId, Symbol};
-use crate::baseline::{Bank, RebateCounts};
 
 /// Largest integer a Lua number holds exactly.
 const EXACT_MAX: i64 = 1 << 53;
@@ -355,12 +355,14 @@ impl RedisBank {
             .map_err(|e| ServerError(format!("the Redis URL {url:?} is not valid: {e}")))?;
         let address = client.get_connection_info().addr().to_string();
         let connect = || -> Result<Connection, ServerError> {
-            let conn = client.get_connection_with_timeout(CONNECT_TIMEOUT).map_err(|e| {
-                ServerError(format!(
-                    "Redis at {address}: cannot connect (is the server running? set \
+            let conn = client
+                .get_connection_with_timeout(CONNECT_TIMEOUT)
+                .map_err(|e| {
+                    ServerError(format!(
+                        "Redis at {address}: cannot connect (is the server running? set \
                      RINGLEDGER_REDIS_URL): {e}"
-                ))
-            })?;
+                    ))
+                })?;
             conn.set_read_timeout(Some(READ_TIMEOUT))
                 .and_then(|()| conn.set_write_timeout(Some(READ_TIMEOUT)))
                 .map_err(|e| ServerError(format!("Redis at {address}: {e}")))?;
@@ -381,7 +383,9 @@ impl RedisBank {
             worker: None,
             settings: Some(settings),
         };
-        let conns = (0..clients).map(|_| connect()).collect::<Result<Vec<_>, _>>()?;
+        let conns = (0..clients)
+            .map(|_| connect())
+            .collect::<Result<Vec<_>, _>>()?;
         bank.pool.fill(conns);
         let worker = Worker {
             conn: connect()?,
@@ -481,7 +485,9 @@ impl RedisBank {
         for chunk in reservations.chunks(1_000) {
             let mut pipe = redis::pipe();
             for key in chunk {
-                pipe.cmd("HMGET").arg(key).arg(&["account", "instrument", "qty", "cost", "state"][..]);
+                pipe.cmd("HMGET")
+                    .arg(key)
+                    .arg(&["account", "instrument", "qty", "cost", "state"][..]);
             }
             let rows: Vec<(String, String, i64, i64, String)> = pipe.query(conn).map_err(failed)?;
             for (account, instrument, qty, cost, state) in rows {
@@ -521,12 +527,18 @@ impl RedisBank {
             .map_err(failed)?;
         let mut proceeds = 0i128;
         for id in 0..listed {
-            let (symbol, supply, available, reserved, sold, price): (String, i64, i64, i64, i64, i64) =
-                redis::cmd("HMGET")
-                    .arg(self.key("i", id))
-                    .arg(&["symbol", "supply", "available", "reserved", "sold", "price"][..])
-                    .query(conn)
-                    .map_err(failed)?;
+            let (symbol, supply, available, reserved, sold, price): (
+                String,
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+            ) = redis::cmd("HMGET")
+                .arg(self.key("i", id))
+                .arg(&["symbol", "supply", "available", "reserved", "sold", "price"][..])
+                .query(conn)
+                .map_err(failed)?;
             let open = taken_of.get(&id.to_string()).copied().unwrap_or(0);
             if available < 0
                 || reserved < 0
@@ -573,7 +585,10 @@ impl RedisBank {
 
 impl Bank for RedisBank {
     fn open_account(&self, account: AccountId) -> Result<(), Reject> {
-        match self.call(|s| &s.open_account, &[self.key("w", account)], &[])?.0 {
+        match self
+            .call(|s| &s.open_account, &[self.key("w", account)], &[])?
+            .0
+        {
             0 => Ok(()),
             2 => Err(Reject::AccountExists(account)),
             code => Err(self.unexpected(code)),
@@ -594,7 +609,11 @@ impl Bank for RedisBank {
         let balance = match code {
             0 => figure(&figures, 0),
             1 => return Err(Reject::UnknownAccount(account)),
-            3 => return Err(Reject::InvalidAmount("the amount must be greater than zero")),
+            3 => {
+                return Err(Reject::InvalidAmount(
+                    "the amount must be greater than zero",
+                ))
+            }
             5 => return Err(Reject::Overflow("the balance (exact in Redis Lua to 2^53)")),
             code => return Err(self.unexpected(code)),
         };
@@ -608,7 +627,9 @@ impl Bank for RedisBank {
         match code {
             0 => Ok(figure(&figures, 0)),
             1 => Err(Reject::UnknownAccount(account)),
-            3 => Err(Reject::InvalidAmount("the amount must be greater than zero")),
+            3 => Err(Reject::InvalidAmount(
+                "the amount must be greater than zero",
+            )),
             4 => Err(Reject::InsufficientFunds {
                 account,
                 available: figure(&figures, 0),
@@ -625,13 +646,17 @@ impl Bank for RedisBank {
             0 => Ok(()),
             1 if figure(&figures, 0) == 0 => Err(Reject::UnknownAccount(from)),
             1 => Err(Reject::UnknownAccount(to)),
-            3 => Err(Reject::InvalidAmount("the amount must be greater than zero")),
+            3 => Err(Reject::InvalidAmount(
+                "the amount must be greater than zero",
+            )),
             4 => Err(Reject::InsufficientFunds {
                 account: from,
                 available: figure(&figures, 0),
                 requested: amount,
             }),
-            5 => Err(Reject::Overflow("the receiving balance (exact in Redis Lua to 2^53)")),
+            5 => Err(Reject::Overflow(
+                "the receiving balance (exact in Redis Lua to 2^53)",
+            )),
             code => Err(self.unexpected(code)),
         }
     }
@@ -711,7 +736,9 @@ impl Bank for RedisBank {
             10 => Err(Reject::ReservationExists(reservation)),
             1 => Err(Reject::UnknownAccount(account)),
             6 => Err(Reject::UnknownInstrument(instrument)),
-            3 => Err(Reject::InvalidAmount("the quantity must be greater than zero")),
+            3 => Err(Reject::InvalidAmount(
+                "the quantity must be greater than zero",
+            )),
             8 => Err(Reject::InsufficientShares {
                 instrument,
                 available: figure(&figures, 0) as u64,
@@ -752,7 +779,13 @@ impl Bank for RedisBank {
         let symbol = text(0)
             .and_then(|s| Symbol::new(&s).ok())
             .ok_or(Reject::UnknownInstrument(instrument))?;
-        match (count(1), count(2), count(3), count(4), text(5).and_then(|t| t.parse().ok())) {
+        match (
+            count(1),
+            count(2),
+            count(3),
+            count(4),
+            text(5).and_then(|t| t.parse().ok()),
+        ) {
             (Some(supply), Some(available), Some(reserved), Some(sold), Some(price)) => {
                 Ok(InstrumentView {
                     id: instrument,
@@ -797,9 +830,15 @@ impl Bank for RedisBank {
 
     /// Set-up by a script per [`SETUP_CHUNK`] wallets rather than two calls
     /// per wallet, leaving what the ordinary operations would.
-    fn open_funded(&self, accounts: std::ops::Range<AccountId>, balance: Units) -> Result<(), Reject> {
+    fn open_funded(
+        &self,
+        accounts: std::ops::Range<AccountId>,
+        balance: Units,
+    ) -> Result<(), Reject> {
         if balance < 0 {
-            return Err(Reject::InvalidAmount("the amount must be greater than zero"));
+            return Err(Reject::InvalidAmount(
+                "the amount must be greater than zero",
+            ));
         }
         if balance > EXACT_MAX || accounts.end > EXACT_MAX as u64 {
             return Err(Reject::Overflow("the balance (exact in Redis Lua to 2^53)"));
