@@ -397,7 +397,7 @@ fn plain_table_names_the_run_and_its_invariants() {
 fn bad_flags_fail_with_a_clear_message() {
     let cases: [(&[&str], &str); 16] = [
         (&["--scenario", "lottery"], "unknown scenario"),
-        (&["--engine", "postgres"], "unknown engine"),
+        (&["--engine", "postgress"], "unknown engine"),
         (&["--gateways", "0"], "--gateways must be"),
         (&["--ops", "0"], "--ops must be"),
         (&["--durability", "maybe"], "unknown durability"),
@@ -447,6 +447,52 @@ fn help_lists_every_engine() {
                 .chain(["--inflight", "--compare", "--sweep-inflight", "--plot"])
         {
             assert!(help.contains(word), "{flag}: no {word}: {help}");
+        }
+    }
+}
+
+#[test]
+fn help_lists_every_engine_and_what_the_external_ones_need() {
+    let out = bench(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for engine in [
+        "lmax",
+        "mutex",
+        "optimistic",
+        "postgres",
+        "postgres-optimistic",
+        "redis",
+    ] {
+        assert!(help.contains(&format!("  {engine} ")), "{engine}: {help}");
+    }
+    for needs in [
+        "feature external-engines",
+        "RINGLEDGER_POSTGRES_URL",
+        "RINGLEDGER_REDIS_URL",
+    ] {
+        assert!(help.contains(needs), "{needs}: {help}");
+    }
+}
+
+/// In a build without the feature, the external engines are known but
+/// refused, saying how to build them (and no server is contacted).
+#[cfg(not(feature = "external-engines"))]
+#[test]
+fn external_engines_need_the_feature() {
+    for engine in ["postgres", "postgres-optimistic", "redis"] {
+        for args in [
+            &["--engine", engine][..],
+            &["--engine", engine, "--compare"][..],
+        ] {
+            let out = bench(args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?}");
+            assert!(
+                stderr.contains("--features external-engines"),
+                "{args:?}: {stderr}"
+            );
+            assert!(out.stdout.is_empty(), "{args:?}");
         }
     }
 }

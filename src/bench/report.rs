@@ -92,7 +92,9 @@ pub struct Report {
     pub rebates_credited: u64,
     /// Rebates still owed at the end: always 0 in a run whose invariants hold.
     pub rebates_owed: u64,
-    /// Compare-and-swap retries (the optimistic baseline only).
+    /// Operations run again after a conflict: compare-and-swap retries
+    /// (optimistic), version-check, deadlock or serialization retries
+    /// (postgres, postgres-optimistic); None for the others.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retries: Option<u64>,
     /// Hex digest of the final state; see `digest_of`.
@@ -168,7 +170,7 @@ impl Report {
             self.accepted, self.rejected, self.rebates_credited, self.rebates_owed
         );
         if let Some(retries) = self.retries {
-            let _ = writeln!(out, "  CAS retries  {retries}");
+            let _ = writeln!(out, "  retries      {retries}");
         }
         if let (Some(supply), Some(sold)) = (self.supply, self.sold) {
             let _ = writeln!(out, "  share sale   {sold} of {supply} shares sold");
@@ -215,7 +217,7 @@ pub fn suite_table(reports: &[Report]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>9} {:<11} {:>13} {:>7} {:>13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  invariants",
+        "{:>9} {:<19} {:>13} {:>7} {:>13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  invariants",
         "in flight",
         "engine",
         "settled/s",
@@ -238,7 +240,7 @@ pub fn suite_table(reports: &[Report]) -> String {
         let ratio = r.vs_lmax.map_or("-".to_string(), |v| format!("{v:.2}×"));
         let _ = writeln!(
             out,
-            "{:>9} {:<11} {:>13} {:>7} {:>13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {}",
+            "{:>9} {:<19} {:>13} {:>7} {:>13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {}",
             r.inflight,
             r.engine,
             group_thousands(r.ops_per_sec.round() as u64),

@@ -981,7 +981,7 @@ impl Bank for PgBank {
     /// `0 <= held <= balance`, its hold equal to its open reservations'
     /// cost and its balance equal to the sum of its `transactions` rows;
     /// every instrument's shares accounted for; money conserved (Σ balances
-    /// + Σ sold × price == deposits − withdrawals + rebates); and every
+    /// plus Σ sold × price == deposits − withdrawals + rebates); and every
     /// rebate paid: no job left, one credit per deposit, each the policy's
     /// amount.
     fn check_invariants(&self) -> Result<(), String> {
