@@ -6,6 +6,7 @@ pub struct ReadmeDoctests;
 
 pub mod baseline;
 pub mod bench;
+pub mod book;
 pub mod cli;
 pub mod engine;
 #[cfg(feature = "external-engines")]
