@@ -23,7 +23,10 @@ pub mod ring;
 pub use engine::{Client, Engine, EngineBuilder, EngineError, JournalThread};
 pub use ledger::{Applied, Ledger, LedgerConfig};
 pub use money::{Scale, Units};
-pub use outcome::{Answer, Entry, EntryKind, ErrorCode, InstrumentView, Outcome, Reject, Reply};
+pub use outcome::{
+    Answer, Entry, EntryKind, ErrorCode, InstrumentView, OrderEvent, OrderInfo, Outcome, Reject,
+    Reply,
+};
 pub use rebate::{RateRebate, RebateJob, RebatePolicy};
 pub use request::{
     AccountId, InstrumentId, Request, ReservationId, SessionId, SessionName, Stamp, Stamped, Symbol,

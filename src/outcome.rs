@@ -5,6 +5,8 @@ use std::fmt;
 
 use bincode::{Decode, Encode};
 
+pub use crate::book::{LevelView, Status};
+use crate::book::{OrderId, Side};
 use crate::money::Units;
 use crate::request::{AccountId, InstrumentId, ReservationId, SessionId, Symbol};
 
@@ -31,11 +33,15 @@ pub enum ErrorCode {
     /// cannot be written: disk full, I/O error); retry later with the same
     /// `req`.
     Unavailable,
+    OrderExists,
+    UnknownOrder,
+    WouldCross,
+    InvalidOrder,
 }
 
 impl ErrorCode {
     /// Every code, in declaration (variant index) order.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::Malformed,
         ErrorCode::UnknownAccount,
         ErrorCode::AccountExists,
@@ -51,6 +57,10 @@ impl ErrorCode {
         ErrorCode::Duplicate,
         ErrorCode::SessionExpired,
         ErrorCode::Unavailable,
+        ErrorCode::OrderExists,
+        ErrorCode::UnknownOrder,
+        ErrorCode::WouldCross,
+        ErrorCode::InvalidOrder,
     ];
 
     /// The snake_case code as it appears in `{"error": "..."}`.
@@ -71,6 +81,10 @@ impl ErrorCode {
             ErrorCode::Duplicate => "duplicate",
             ErrorCode::SessionExpired => "session_expired",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::OrderExists => "order_exists",
+            ErrorCode::UnknownOrder => "unknown_order",
+            ErrorCode::WouldCross => "would_cross",
+            ErrorCode::InvalidOrder => "invalid_order",
         }
     }
 }
@@ -154,6 +168,15 @@ pub enum Reject {
     /// The session was retired (closed, idle too long or evicted), or the
     /// name being opened belonged to a retired session.
     SessionExpired,
+    /// An order id that is resting already.
+    OrderExists(OrderId),
+    /// No resting order has this id (never placed, or finished).
+    UnknownOrder(OrderId),
+    /// A post-only order whose price reaches the opposite side's best.
+    WouldCross(OrderId),
+    /// An order that cannot exist (qty 0, a limit without a price, a market
+    /// order with a price or gtc, post-only without gtc, an amend of nothing).
+    InvalidOrder(&'static str),
     /// Refused at the edge, before the Ledger saw it, with this code; the
     /// Ledger only recorded it as the answer of its request number.
     AtEdge(ErrorCode),
@@ -175,6 +198,10 @@ impl Reject {
             Reject::ReservationExpired(_) => ErrorCode::ReservationExpired,
             Reject::Duplicate { .. } => ErrorCode::Duplicate,
             Reject::SessionExpired => ErrorCode::SessionExpired,
+            Reject::OrderExists(_) => ErrorCode::OrderExists,
+            Reject::UnknownOrder(_) => ErrorCode::UnknownOrder,
+            Reject::WouldCross(_) => ErrorCode::WouldCross,
+            Reject::InvalidOrder(_) => ErrorCode::InvalidOrder,
             Reject::AtEdge(code) => *code,
         }
     }
@@ -244,6 +271,13 @@ impl fmt::Display for Reject {
             Reject::SessionExpired => f.write_str(
                 "the session has been retired (closed, idle too long or evicted); open a session with a new name",
             ),
+            Reject::OrderExists(o) => write!(f, "order {o} is already resting"),
+            Reject::UnknownOrder(o) => write!(f, "order {o} is not resting (never placed, or finished)"),
+            Reject::WouldCross(o) => write!(
+                f,
+                "post-only order {o} would trade on arrival: its price reaches the other side's best"
+            ),
+            Reject::InvalidOrder(why) => f.write_str(why),
             Reject::AtEdge(code) => write!(f, "refused before reaching the ledger ({code})"),
         }
     }
@@ -261,6 +295,10 @@ pub enum EntryKind {
     Rebate,
     /// Cash paid when a reservation is confirmed.
     Purchase,
+    /// Cash paid for shares bought on a book.
+    Buy,
+    /// Cash received for shares sold on a book.
+    Sell,
 }
 
 impl EntryKind {
@@ -272,6 +310,8 @@ impl EntryKind {
             EntryKind::TransferIn => "transfer_in",
             EntryKind::Rebate => "rebate",
             EntryKind::Purchase => "purchase",
+            EntryKind::Buy => "buy",
+            EntryKind::Sell => "sell",
         }
     }
 }
@@ -300,6 +340,34 @@ pub struct InstrumentView {
     pub reserved: u64,
     pub sold: u64,
     pub price: Units,
+}
+
+/// What happened to an order while it was placed or amended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderEvent {
+    /// A trade at the maker's price, numbered over the whole Ledger.
+    Trade {
+        trade: u64,
+        maker: OrderId,
+        price: Units,
+        qty: u64,
+    },
+    /// Self-trade prevention cancelled the owner's resting order.
+    StpCancelled(OrderId),
+}
+
+/// A resting order, as the `order` query answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrderInfo {
+    pub account: AccountId,
+    pub instrument: InstrumentId,
+    pub symbol: Symbol,
+    pub side: Side,
+    pub price: Units,
+    /// Still resting.
+    pub qty: u64,
+    /// Traded so far, across amends.
+    pub filled: u64,
 }
 
 /// A successful answer.
@@ -331,8 +399,30 @@ pub enum Reply {
     Reserved {
         qty: u64,
     },
-    /// Shares held per instrument, in listing order.
-    Holdings(Vec<(Symbol, u64)>),
+    /// Per instrument, in listing order: shares owned (held ones included)
+    /// and shares held by resting sells.
+    Holdings(Vec<(Symbol, u64, u64)>),
+    /// A place or amend the book accepted: how it ended, the qty it traded
+    /// and the qty now resting. `events` lists its trades and the orders
+    /// self-trade prevention cancelled, in the order they happened; it is
+    /// empty (no allocation) for an order that neither traded nor met its
+    /// owner's orders.
+    Placed {
+        status: Status,
+        filled: u64,
+        resting: u64,
+        events: Box<[OrderEvent]>,
+    },
+    /// `cancel_order`: the qty taken off the book.
+    OrderCancelled {
+        cancelled: u64,
+    },
+    Order(Box<OrderInfo>),
+    /// Best first on each side.
+    Book {
+        bids: Vec<LevelView>,
+        asks: Vec<LevelView>,
+    },
     Digest(u64),
     /// Whether this credit was the one that settled the deposit's rebate; a
     /// repeated or unknown credit changes nothing and says `false`.

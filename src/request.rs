@@ -6,6 +6,7 @@ use std::fmt;
 
 use bincode::{Decode, Encode};
 
+use crate::book::{OrderId, Side, Stp, Tif};
 use crate::money::Units;
 use crate::outcome::ErrorCode;
 
@@ -224,6 +225,40 @@ pub enum Request {
     Rejected {
         code: ErrorCode,
     },
+    /// A new order on `instrument`'s book. `price` is 0 for a market order
+    /// (`market`); the Ledger refuses combinations that cannot exist
+    /// (`invalid_order`).
+    Place {
+        order: OrderId,
+        account: AccountId,
+        instrument: InstrumentId,
+        side: Side,
+        market: bool,
+        tif: Tif,
+        post_only: bool,
+        stp: Stp,
+        qty: u64,
+        price: Units,
+    },
+    /// Changes a resting order's remaining qty and/or price (at least one).
+    Amend {
+        order: OrderId,
+        qty: Option<u64>,
+        price: Option<Units>,
+    },
+    /// Takes a resting order off its book.
+    CancelOrder {
+        order: OrderId,
+    },
+    /// A resting order's state.
+    Order {
+        order: OrderId,
+    },
+    /// The best `depth` levels of each side of `instrument`'s book.
+    Book {
+        instrument: InstrumentId,
+        depth: u32,
+    },
 }
 
 impl Request {
@@ -238,6 +273,8 @@ impl Request {
                 | Request::History { .. }
                 | Request::Instrument { .. }
                 | Request::Holdings { .. }
+                | Request::Order { .. }
+                | Request::Book { .. }
                 | Request::Tick
                 | Request::Digest
                 | Request::OpenSession { .. }
@@ -258,7 +295,8 @@ impl Request {
             | Request::Balance { account }
             | Request::History { account, .. }
             | Request::Reserve { account, .. }
-            | Request::Holdings { account } => [Some(account), None],
+            | Request::Holdings { account }
+            | Request::Place { account, .. } => [Some(account), None],
             _ => [None, None],
         }
     }

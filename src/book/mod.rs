@@ -127,7 +127,7 @@ pub struct Removed {
 
 /// Where matching reports what it did; the caller owns it and clears it
 /// when it has read it, so its capacity is reused from request to request.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Encode, Decode)]
 pub struct Events {
     pub fills: Vec<Fill>,
     pub stp_cancelled: Vec<Removed>,
@@ -228,7 +228,7 @@ fn key(side: Side, price: Price) -> Price {
 }
 
 /// One instrument's book.
-#[derive(Clone, Debug, Default, Encode, Decode)]
+#[derive(Clone, Debug, Encode, Decode)]
 pub struct Book {
     nodes: Vec<Node>,
     /// Head of the free list of slots, threaded through `Node::next`.
@@ -236,6 +236,12 @@ pub struct Book {
     index: FxHashMap<OrderId, u32>,
     bids: Vec<Level>,
     asks: Vec<Level>,
+}
+
+impl Default for Book {
+    fn default() -> Book {
+        Book::new()
+    }
 }
 
 impl Book {

@@ -18,6 +18,8 @@ use crate::money::Scale;
 use crate::outcome::{Reject, Reply};
 use crate::request::Request;
 
+use super::orders::{placed_fields, side_str, stp_str, tif_str};
+
 /// What `inspect` printed, and the rebates owed at the journal's end.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inspected {
@@ -85,6 +87,17 @@ pub fn inspect(
                     }
                     Reply::RebateCredited { credited } => {
                         fields.insert("credited".into(), json!(credited));
+                    }
+                    Reply::Placed {
+                        status,
+                        filled,
+                        resting,
+                        events,
+                    } => {
+                        fields.extend(placed_fields(*status, *filled, *resting, events, scale));
+                    }
+                    Reply::OrderCancelled { cancelled } => {
+                        fields.insert("cancelled".into(), json!(cancelled));
                     }
                     Reply::Session { session, last_req } => {
                         fields.insert("opened".into(), json!(session));
@@ -177,6 +190,44 @@ fn request_json(request: &Request, scale: Scale) -> Value {
             amount,
         } => {
             json!({"op": "credit_rebate", "deposit_seq": deposit_seq, "amount": money(amount)})
+        }
+        Request::Place {
+            order,
+            account,
+            instrument,
+            side,
+            market,
+            tif,
+            post_only,
+            stp,
+            qty,
+            price,
+        } => {
+            let mut line = json!({
+                "op": "place", "order": order, "account": account,
+                "instrument_id": instrument.0, "side": side_str(side),
+                "type": if market { "market" } else { "limit" }, "tif": tif_str(tif),
+                "post_only": post_only, "stp": stp_str(stp), "qty": qty,
+            });
+            if !market {
+                line["price"] = money(price);
+            }
+            line
+        }
+        Request::Amend { order, qty, price } => {
+            let mut line = json!({"op": "amend", "order": order});
+            if let Some(qty) = qty {
+                line["qty"] = json!(qty);
+            }
+            if let Some(price) = price {
+                line["price"] = money(price);
+            }
+            line
+        }
+        Request::CancelOrder { order } => json!({"op": "cancel_order", "order": order}),
+        Request::Order { order } => json!({"op": "order", "order": order}),
+        Request::Book { instrument, depth } => {
+            json!({"op": "book", "instrument_id": instrument.0, "depth": depth})
         }
         Request::OpenSession { name } => json!({"op": "open_session", "name": name.as_str()}),
         Request::CloseSession => json!({"op": "close_session"}),

@@ -2,5 +2,6 @@
 //! in `main.rs`, behaviour here where it can be tested.
 
 pub mod inspect;
+pub mod orders;
 pub mod run;
 mod strict_json;

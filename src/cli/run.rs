@@ -15,7 +15,7 @@ use std::io::{self, BufRead, Write};
 use serde_json::error::Category;
 use serde_json::{json, Map, Value};
 
-use super::strict_json;
+use super::{orders, strict_json};
 use crate::engine::{Client, EngineError, ManualClock};
 use crate::money::{AmountError, Scale};
 use crate::outcome::{Answer, Closure, ErrorCode, Outcome, Reject, Reply};
@@ -377,13 +377,46 @@ impl Session<'_> {
             }),
             Reply::Reserved { qty } => json!({"qty": qty}),
             Reply::Holdings(shares) => {
-                let shares: Map<String, Value> = shares
+                let owned: Map<String, Value> = shares
                     .iter()
-                    .map(|(s, q)| (s.as_str().to_string(), json!(q)))
+                    .map(|(s, q, _)| (s.as_str().to_string(), json!(q)))
                     .collect();
-                json!({"shares": shares})
+                let held: Map<String, Value> = shares
+                    .iter()
+                    .filter(|(_, _, h)| *h > 0)
+                    .map(|(s, _, h)| (s.as_str().to_string(), json!(h)))
+                    .collect();
+                json!({"shares": owned, "held": held})
             }
             Reply::Digest(digest) => json!({"digest": format!("{digest:016x}")}),
+            Reply::Placed {
+                status,
+                filled,
+                resting,
+                events,
+            } => {
+                let mut answer = Map::new();
+                if let Some(order) = fields.get("order") {
+                    answer.insert("order".into(), order.clone());
+                }
+                answer.extend(orders::placed_fields(
+                    status, filled, resting, &events, scale,
+                ));
+                Value::Object(answer)
+            }
+            Reply::OrderCancelled { cancelled } => json!({"cancelled": cancelled}),
+            Reply::Order(o) => json!({
+                "account": o.account,
+                "instrument": o.symbol.as_str(),
+                "side": orders::side_str(o.side),
+                "price": money(o.price),
+                "qty": o.qty,
+                "filled": o.filled,
+            }),
+            Reply::Book { bids, asks } => json!({
+                "bids": orders::levels_json(&bids, scale),
+                "asks": orders::levels_json(&asks, scale),
+            }),
         };
         let Value::Object(fields) = answer else {
             unreachable!("every answer above is an object")

@@ -1,6 +1,7 @@
 //! The bytes on disk: segment and snapshot headers, batch frames, and the one
 //! bincode configuration every record goes through. See `journal/README.md`.
 
+use crate::book::{Side, Stp, Tif};
 use crate::outcome::ErrorCode;
 use crate::request::{InstrumentId, Request, SessionName, Stamp, Stamped, Symbol};
 
@@ -278,6 +279,29 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Option<(Stamped, usize)> {
         17 => Request::Rejected {
             code: *ErrorCode::ALL.get(r.u32()? as usize)?,
         },
+        18 => Request::Place {
+            order: r.u64()?,
+            account: r.u64()?,
+            instrument: InstrumentId(r.u32()?),
+            side: *[Side::Buy, Side::Sell].get(r.u32()? as usize)?,
+            market: r.bool()?,
+            tif: *[Tif::Gtc, Tif::Ioc, Tif::Fok].get(r.u32()? as usize)?,
+            post_only: r.bool()?,
+            stp: *[Stp::CancelResting, Stp::CancelIncoming].get(r.u32()? as usize)?,
+            qty: r.u64()?,
+            price: r.i64()?,
+        },
+        19 => Request::Amend {
+            order: r.u64()?,
+            qty: if r.bool()? { Some(r.u64()?) } else { None },
+            price: if r.bool()? { Some(r.i64()?) } else { None },
+        },
+        20 => Request::CancelOrder { order: r.u64()? },
+        21 => Request::Order { order: r.u64()? },
+        22 => Request::Book {
+            instrument: InstrumentId(r.u32()?),
+            depth: r.u32()?,
+        },
         _ => return None,
     };
     Some((Stamped { stamp, request }, r.at))
@@ -517,6 +541,29 @@ mod tests {
             Request::Rejected {
                 code: ErrorCode::ALL[next() as usize % ErrorCode::ALL.len()],
             },
+            Request::Place {
+                order: next(),
+                account: next(),
+                instrument: InstrumentId(next() as u32),
+                side: [Side::Buy, Side::Sell][next() as usize % 2],
+                market: next() % 2 == 1,
+                tif: [Tif::Gtc, Tif::Ioc, Tif::Fok][next() as usize % 3],
+                post_only: next() % 2 == 1,
+                stp: [Stp::CancelResting, Stp::CancelIncoming][next() as usize % 2],
+                qty: next(),
+                price: next() as i64,
+            },
+            Request::Amend {
+                order: next(),
+                qty: (next() % 2 == 1).then(&mut *next),
+                price: (next() % 2 == 1).then(|| next() as i64),
+            },
+            Request::CancelOrder { order: next() },
+            Request::Order { order: next() },
+            Request::Book {
+                instrument: InstrumentId(next() as u32),
+                depth: next() as u32,
+            },
         ];
         for (index, request) in requests.iter().enumerate() {
             let variant = match request {
@@ -538,6 +585,11 @@ mod tests {
                 Request::OpenSession { .. } => 15,
                 Request::CloseSession => 16,
                 Request::Rejected { .. } => 17,
+                Request::Place { .. } => 18,
+                Request::Amend { .. } => 19,
+                Request::CancelOrder { .. } => 20,
+                Request::Order { .. } => 21,
+                Request::Book { .. } => 22,
             };
             assert_eq!(variant, index);
         }

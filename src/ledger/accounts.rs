@@ -170,6 +170,8 @@ fn kind_code(kind: EntryKind) -> u64 {
         EntryKind::TransferIn => 3,
         EntryKind::Rebate => 4,
         EntryKind::Purchase => 5,
+        EntryKind::Buy => 6,
+        EntryKind::Sell => 7,
     }
 }
 
@@ -180,7 +182,9 @@ fn kind_of(code: u64) -> EntryKind {
         2 => EntryKind::TransferOut,
         3 => EntryKind::TransferIn,
         4 => EntryKind::Rebate,
-        _ => EntryKind::Purchase,
+        5 => EntryKind::Purchase,
+        6 => EntryKind::Buy,
+        _ => EntryKind::Sell,
     }
 }
 

@@ -6,6 +6,7 @@ use std::num::NonZeroU64;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::Ledger;
+use crate::book::Side;
 #[cfg(debug_assertions)]
 use crate::request::Request;
 
@@ -22,9 +23,55 @@ impl Ledger {
     /// - per instrument, available + reserved + sold == supply, reserved equals
     ///   the open reservations' shares and sold equals the shares held;
     /// - every reservation with a TTL is in the expiry index and vice versa;
-    /// - the count of pending rebates matches the queue.
+    /// - the count of pending rebates matches the queue;
+    /// - each account's cash hold also covers its resting buys (qty ×
+    ///   limit), and its shares held equal its resting sells, recomputed
+    ///   from the books; no account holds more shares than it owns; every
+    ///   resting order is indexed on its own book and nothing else is.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut held = vec![0i128; self.accounts.len()];
+        let mut shares_held: std::collections::BTreeMap<(u64, crate::InstrumentId), u64> =
+            std::collections::BTreeMap::new();
+        let mut resting = 0usize;
+        for (b, book) in self.books.iter().enumerate() {
+            let instrument = crate::InstrumentId(b as u32);
+            for side in [Side::Buy, Side::Sell] {
+                for o in book.orders(side) {
+                    resting += 1;
+                    if self.order_instruments.get(&o.id) != Some(&instrument) {
+                        return Err(format!("order {} is not indexed on its book", o.id));
+                    }
+                    match side {
+                        Side::Buy => {
+                            let i = self
+                                .index_of(o.owner)
+                                .map_err(|_| format!("order {}: no account {}", o.id, o.owner))?;
+                            held[i] += i128::from(o.price) * i128::from(o.qty);
+                        }
+                        Side::Sell => {
+                            *shares_held.entry((o.owner, instrument)).or_insert(0) += o.qty
+                        }
+                    }
+                }
+            }
+        }
+        if resting != self.order_instruments.len() {
+            return Err(format!(
+                "{} orders indexed but {resting} rest on the books",
+                self.order_instruments.len()
+            ));
+        }
+        if shares_held != self.share_held {
+            return Err(format!(
+                "shares held {:?} but resting sells need {shares_held:?}",
+                self.share_held
+            ));
+        }
+        for (key, &qty) in &self.share_held {
+            if qty > self.holdings.get(key).copied().unwrap_or(0) {
+                return Err(format!("{key:?}: {qty} shares held, more than owned"));
+            }
+        }
         let mut reserved = vec![0u128; self.instruments.len()];
         let mut timed = 0usize;
         for (&id, r) in &self.reservations {
@@ -59,7 +106,7 @@ impl Ledger {
             }
             if i128::from(a.held) != held[i] {
                 return Err(format!(
-                    "account {id}: held {} but open reservations hold {}",
+                    "account {id}: held {} but open reservations and resting buys hold {}",
                     a.held, held[i]
                 ));
             }
@@ -196,6 +243,16 @@ impl Ledger {
             put(account);
             put(u64::from(id.0));
             put(qty);
+        }
+        put(self.share_held.len() as u64);
+        for (&(account, id), &qty) in &self.share_held {
+            put(account);
+            put(u64::from(id.0));
+            put(qty);
+        }
+        put(self.trades);
+        for book in &self.books {
+            put(book.digest());
         }
         put(self.sessions.digest());
         put(self.rebates.pending_len() as u64);

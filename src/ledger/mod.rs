@@ -20,6 +20,9 @@
 mod accounts;
 mod closed_reservations;
 mod invariants;
+#[cfg(test)]
+mod order_tests;
+mod orders;
 mod rebates;
 mod sessions;
 #[cfg(test)]
@@ -33,10 +36,13 @@ use rustc_hash::FxHashMap;
 
 use self::accounts::Accounts;
 use self::closed_reservations::ClosedReservations;
+use self::orders::NewOrder;
+pub use self::orders::BOOK_DEPTH_MAX;
 pub use self::rebates::UnpaidRebate;
 use self::rebates::{Owed, Rebates};
 use self::sessions::Sessions;
 pub use self::sessions::{RETIRED_NAMES_BITS, RETIRED_NAME_HASHES, SESSION_ANSWERS_MAX};
+use crate::book::{Book, Events, OrderId};
 use crate::money::Units;
 use crate::outcome::{Answer, Closure, Entry, EntryKind, InstrumentView, Outcome, Reject, Reply};
 use crate::rebate::RebateJob;
@@ -141,7 +147,21 @@ pub struct Ledger {
     closed_reservations: ClosedReservations,
     /// (expiry time, reservation) for every open reservation with a TTL.
     expiries: BTreeSet<(u64, ReservationId)>,
+    /// Shares owned per (account, instrument), held ones included.
     holdings: BTreeMap<(AccountId, InstrumentId), u64>,
+    /// Shares held by resting sells per (account, instrument); never above
+    /// the shares owned.
+    share_held: BTreeMap<(AccountId, InstrumentId), u64>,
+    /// One book per listed instrument, by instrument id.
+    books: Vec<Book>,
+    /// Which book each resting order is on: order ids are unique over the
+    /// whole Ledger, and `cancel_order` names only the order.
+    order_instruments: FxHashMap<OrderId, InstrumentId>,
+    /// Trades so far: the last trade number.
+    trades: u64,
+    /// Scratch for the book's fills, reused from request to request; empty
+    /// between requests.
+    events: Events,
     /// Sessions by name and id, each with its window of answers (see `sessions`).
     sessions: Sessions,
     rebates: Rebates,
@@ -167,6 +187,11 @@ impl Ledger {
             closed_reservations: ClosedReservations::default(),
             expiries: BTreeSet::new(),
             holdings: BTreeMap::new(),
+            share_held: BTreeMap::new(),
+            books: Vec::new(),
+            order_instruments: FxHashMap::default(),
+            trades: 0,
+            events: Events::default(),
             sessions: Sessions::default(),
             rebates: Rebates::default(),
             totals: Totals::default(),
@@ -355,6 +380,36 @@ impl Ledger {
             Request::Confirm { reservation } => self.confirm(stamp, reservation),
             Request::Cancel { reservation } => self.cancel(reservation),
             Request::Holdings { account } => self.holdings(account),
+            Request::Place {
+                order,
+                account,
+                instrument,
+                side,
+                market,
+                tif,
+                post_only,
+                stp,
+                qty,
+                price,
+            } => self.place(
+                stamp,
+                NewOrder {
+                    order,
+                    account,
+                    instrument,
+                    side,
+                    market,
+                    tif,
+                    post_only,
+                    stp,
+                    qty,
+                    price,
+                },
+            ),
+            Request::Amend { order, qty, price } => self.amend(stamp, order, qty, price),
+            Request::CancelOrder { order } => self.cancel_order(order),
+            Request::Order { order } => self.order_query(order),
+            Request::Book { instrument, depth } => self.book_query(instrument, depth),
             Request::Tick => Ok(Reply::Done),
             Request::Digest => Ok(Reply::Digest(self.digest())),
             Request::CreditRebate {
@@ -535,6 +590,7 @@ impl Ledger {
             price,
             proceeds: 0,
         });
+        self.books.push(Book::new());
         Ok(Reply::Listed { instrument: id })
     }
 
@@ -705,7 +761,10 @@ impl Ledger {
         let shares = self
             .holdings
             .range((account, InstrumentId(0))..=(account, InstrumentId(u32::MAX)))
-            .map(|(&(_, id), &qty)| (self.instruments[id.0 as usize].symbol, qty))
+            .map(|(&(_, id), &qty)| {
+                let held = self.share_held.get(&(account, id)).copied().unwrap_or(0);
+                (self.instruments[id.0 as usize].symbol, qty, held)
+            })
             .collect();
         Ok(Reply::Holdings(shares))
     }

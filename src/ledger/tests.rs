@@ -748,7 +748,7 @@ fn confirm_turns_a_reservation_into_a_sale() {
     assert_eq!(d.balance(1), (9_000, 0, 9_000));
     assert_eq!(
         d.send(Request::Holdings { account: 1 }),
-        Ok(Reply::Holdings(vec![(Symbol::new("ACME").unwrap(), 4)]))
+        Ok(Reply::Holdings(vec![(Symbol::new("ACME").unwrap(), 4, 0)]))
     );
     assert_eq!(d.history(1, 1)[0].kind, EntryKind::Purchase);
 }

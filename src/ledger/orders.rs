@@ -1,0 +1,391 @@
+//! The secondary market inside the Ledger: backing checks, holds and
+//! settlement around each instrument's [`Book`]. The book decides who trades
+//! with whom; this file decides whether an order may exist and moves the
+//! cash and shares of every fill.
+//!
+//! Holds: a resting buy holds `qty × limit` of its account's cash (in the
+//! same `held` as reservations, so both compete for one available amount);
+//! a resting sell holds its shares (`share_held`). An incoming order holds
+//! nothing while it matches: its backing was checked against available on
+//! arrival, so every fill it makes is paid from available, and only what
+//! rests is held afterwards.
+
+use super::Ledger;
+use crate::book::{Events, Incoming, OrderId, Refusal, Side, Status, Stp, Tif};
+use crate::money::Units;
+use crate::outcome::{Entry, EntryKind, OrderEvent, OrderInfo, Outcome, Reject, Reply};
+use crate::request::{AccountId, InstrumentId, Stamp};
+
+/// Most levels a `book` query returns per side.
+pub const BOOK_DEPTH_MAX: u32 = 1000;
+
+/// The fields of a `place` request.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct NewOrder {
+    pub order: OrderId,
+    pub account: AccountId,
+    pub instrument: InstrumentId,
+    pub side: Side,
+    pub market: bool,
+    pub tif: Tif,
+    pub post_only: bool,
+    pub stp: Stp,
+    pub qty: u64,
+    pub price: Units,
+}
+
+fn cost(qty: u64, price: Units) -> Result<Units, Reject> {
+    i64::try_from(qty)
+        .ok()
+        .and_then(|q| q.checked_mul(price))
+        .ok_or(Reject::Overflow("the order's value"))
+}
+
+impl Ledger {
+    fn shares_available(&self, account: AccountId, instrument: InstrumentId) -> u64 {
+        let owned = self
+            .holdings
+            .get(&(account, instrument))
+            .copied()
+            .unwrap_or(0);
+        let held = self
+            .share_held
+            .get(&(account, instrument))
+            .copied()
+            .unwrap_or(0);
+        owned - held
+    }
+
+    fn hold_shares(&mut self, account: AccountId, instrument: InstrumentId, qty: i128) {
+        let held = self.share_held.entry((account, instrument)).or_insert(0);
+        *held = (i128::from(*held) + qty) as u64;
+        if *held == 0 {
+            self.share_held.remove(&(account, instrument));
+        }
+    }
+
+    fn move_shares(&mut self, account: AccountId, instrument: InstrumentId, qty: i128) {
+        let owned = self.holdings.entry((account, instrument)).or_insert(0);
+        *owned = (i128::from(*owned) + qty) as u64;
+        if *owned == 0 {
+            self.holdings.remove(&(account, instrument));
+        }
+    }
+
+    pub(super) fn place(&mut self, stamp: &Stamp, o: NewOrder) -> Outcome {
+        if o.qty == 0 {
+            return Err(Reject::InvalidOrder(
+                "an order's qty must be greater than zero",
+            ));
+        }
+        if o.market {
+            if o.price != 0 {
+                return Err(Reject::InvalidOrder("a market order takes no price"));
+            }
+            if o.tif == Tif::Gtc {
+                return Err(Reject::InvalidOrder(
+                    "a market order is ioc or fok, never gtc",
+                ));
+            }
+        } else if o.price <= 0 {
+            return Err(Reject::InvalidOrder(
+                "a limit order needs a price above zero",
+            ));
+        }
+        if o.post_only && (o.market || o.tif != Tif::Gtc) {
+            return Err(Reject::InvalidOrder("post_only needs a gtc limit order"));
+        }
+        let index = self.index_of(o.account)?;
+        self.instrument_checked(o.instrument)?;
+        if self.order_instruments.contains_key(&o.order) {
+            return Err(Reject::OrderExists(o.order));
+        }
+        let available = self.accounts.cash[index].available();
+        match o.side {
+            Side::Buy if !o.market => {
+                let needed = cost(o.qty, o.price)?;
+                if needed > available {
+                    return Err(Reject::InsufficientFunds {
+                        account: o.account,
+                        available,
+                        requested: needed,
+                    });
+                }
+            }
+            Side::Buy => {}
+            Side::Sell => {
+                let shares = self.shares_available(o.account, o.instrument);
+                if o.qty > shares {
+                    return Err(Reject::InsufficientShares {
+                        instrument: o.instrument,
+                        available: shares,
+                        requested: o.qty,
+                    });
+                }
+            }
+        }
+        let incoming = Incoming {
+            id: o.order,
+            owner: o.account,
+            side: o.side,
+            price: (!o.market).then_some(o.price),
+            qty: o.qty,
+            tif: o.tif,
+            post_only: o.post_only,
+            stp: o.stp,
+            budget: (o.market && o.side == Side::Buy).then_some(available as u128),
+            filled_before: 0,
+        };
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let placed = self.books[o.instrument.0 as usize].place(incoming, &mut events);
+        let outcome = match placed {
+            Err(Refusal::WouldCross) => Err(Reject::WouldCross(o.order)),
+            Err(_) => Err(Reject::OrderExists(o.order)),
+            Ok(placed) => Ok(self.settle(
+                stamp,
+                o.instrument,
+                (o.order, o.account, o.side, o.price),
+                placed,
+                &events,
+            )),
+        };
+        self.events = events;
+        outcome
+    }
+
+    /// Settles what the book did for taker `order`: every fill moves cash
+    /// and shares and gets a trade number, every self-trade cancellation
+    /// releases its hold, and what rests is held.
+    fn settle(
+        &mut self,
+        stamp: &Stamp,
+        instrument: InstrumentId,
+        (order, account, side, limit): (OrderId, AccountId, Side, Units),
+        placed: crate::book::Placed,
+        events: &Events,
+    ) -> Reply {
+        let mut answer = Vec::new();
+        for c in &events.stp_cancelled {
+            self.release_order(instrument, c.owner, c.side, c.price, c.qty);
+            self.order_instruments.remove(&c.id);
+            answer.push(OrderEvent::StpCancelled(c.id));
+        }
+        for f in &events.fills {
+            let value = f.price * f.qty as i64;
+            let (buyer, seller) = match side {
+                Side::Buy => (account, f.maker_owner),
+                Side::Sell => (f.maker_owner, account),
+            };
+            // A resting maker's hold covers what it gives up here.
+            match side {
+                Side::Buy => self.hold_shares(seller, instrument, -i128::from(f.qty)),
+                Side::Sell => {
+                    let maker = self.index_of(buyer).expect("a resting order's account");
+                    self.accounts.cash[maker].held -= value;
+                }
+            }
+            self.move_shares(seller, instrument, -i128::from(f.qty));
+            self.move_shares(buyer, instrument, i128::from(f.qty));
+            let b = self.index_of(buyer).expect("a trading account");
+            let s = self.index_of(seller).expect("a trading account");
+            let buyer_balance = self.accounts.cash[b].balance - value;
+            let seller_balance = self.accounts.cash[s].balance + value;
+            self.book_entry(stamp, (buyer, b), EntryKind::Buy, value, buyer_balance);
+            self.book_entry(stamp, (seller, s), EntryKind::Sell, value, seller_balance);
+            self.trades += 1;
+            if f.maker_left == 0 {
+                self.order_instruments.remove(&f.maker);
+            }
+            answer.push(OrderEvent::Trade {
+                trade: self.trades,
+                maker: f.maker,
+                price: f.price,
+                qty: f.qty,
+            });
+        }
+        if placed.status == Status::Resting {
+            self.order_instruments.insert(order, instrument);
+            match side {
+                Side::Buy => {
+                    let i = self.index_of(account).expect("checked on arrival");
+                    self.accounts.cash[i].held += limit * placed.resting as i64;
+                }
+                Side::Sell => self.hold_shares(account, instrument, i128::from(placed.resting)),
+            }
+        }
+        Reply::Placed {
+            status: placed.status,
+            filled: placed.filled,
+            resting: placed.resting,
+            events: answer.into_boxed_slice(),
+        }
+    }
+
+    fn book_entry(
+        &mut self,
+        stamp: &Stamp,
+        (account, index): (AccountId, usize),
+        kind: EntryKind,
+        amount: Units,
+        balance: Units,
+    ) {
+        let history_max = self.config.history_per_account_max as usize;
+        self.accounts.cash[index].balance = balance;
+        let entry = Entry {
+            seq: stamp.seq,
+            time_ms: stamp.time_ms,
+            account,
+            kind,
+            amount,
+            balance,
+        };
+        self.accounts.histories[index].push(&entry, history_max);
+    }
+
+    /// Releases the hold of an order leaving the book untraded.
+    fn release_order(
+        &mut self,
+        instrument: InstrumentId,
+        account: AccountId,
+        side: Side,
+        price: Units,
+        qty: u64,
+    ) {
+        match side {
+            Side::Buy => {
+                let i = self.index_of(account).expect("a resting order's account");
+                self.accounts.cash[i].held -= price * qty as i64;
+            }
+            Side::Sell => self.hold_shares(account, instrument, -i128::from(qty)),
+        }
+    }
+
+    pub(super) fn amend(
+        &mut self,
+        stamp: &Stamp,
+        order: OrderId,
+        qty: Option<u64>,
+        price: Option<Units>,
+    ) -> Outcome {
+        if qty.is_none() && price.is_none() {
+            return Err(Reject::InvalidOrder("an amend changes qty, price or both"));
+        }
+        if qty == Some(0) {
+            return Err(Reject::InvalidOrder(
+                "an amend's qty must be greater than zero (cancel_order takes an order off)",
+            ));
+        }
+        if price.is_some_and(|p| p <= 0) {
+            return Err(Reject::InvalidOrder(
+                "a limit order needs a price above zero",
+            ));
+        }
+        let instrument = *self
+            .order_instruments
+            .get(&order)
+            .ok_or(Reject::UnknownOrder(order))?;
+        let book = &self.books[instrument.0 as usize];
+        let now = book
+            .order(order)
+            .expect("indexed orders rest on their book");
+        let new_qty = qty.unwrap_or(now.qty);
+        let new_price = price.unwrap_or(now.price);
+        let account = now.owner;
+        let index = self.index_of(account).expect("a resting order's account");
+        match now.side {
+            Side::Buy => {
+                let needed = cost(new_qty, new_price)?;
+                let backing = self.accounts.cash[index].available() + now.price * now.qty as i64;
+                if needed > backing {
+                    return Err(Reject::InsufficientFunds {
+                        account,
+                        available: backing,
+                        requested: needed,
+                    });
+                }
+            }
+            Side::Sell => {
+                let backing = self.shares_available(account, instrument) + now.qty;
+                if new_qty > backing {
+                    return Err(Reject::InsufficientShares {
+                        instrument,
+                        available: backing,
+                        requested: new_qty,
+                    });
+                }
+            }
+        }
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let amended = self.books[instrument.0 as usize].amend(order, qty, price, &mut events);
+        let outcome = match amended {
+            Err(_) => Err(Reject::WouldCross(order)),
+            Ok(placed) => {
+                self.release_order(instrument, account, now.side, now.price, now.qty);
+                self.order_instruments.remove(&order);
+                Ok(self.settle(
+                    stamp,
+                    instrument,
+                    (order, account, now.side, new_price),
+                    placed,
+                    &events,
+                ))
+            }
+        };
+        self.events = events;
+        outcome
+    }
+
+    pub(super) fn cancel_order(&mut self, order: OrderId) -> Outcome {
+        let instrument = *self
+            .order_instruments
+            .get(&order)
+            .ok_or(Reject::UnknownOrder(order))?;
+        let removed = self.books[instrument.0 as usize]
+            .cancel(order)
+            .expect("indexed orders rest on their book");
+        self.order_instruments.remove(&order);
+        self.release_order(
+            instrument,
+            removed.owner,
+            removed.side,
+            removed.price,
+            removed.qty,
+        );
+        Ok(Reply::OrderCancelled {
+            cancelled: removed.qty,
+        })
+    }
+
+    pub(super) fn order_query(&self, order: OrderId) -> Outcome {
+        let instrument = *self
+            .order_instruments
+            .get(&order)
+            .ok_or(Reject::UnknownOrder(order))?;
+        let o = self.books[instrument.0 as usize]
+            .order(order)
+            .expect("indexed orders rest on their book");
+        Ok(Reply::Order(Box::new(OrderInfo {
+            account: o.owner,
+            instrument,
+            symbol: self.instruments[instrument.0 as usize].symbol,
+            side: o.side,
+            price: o.price,
+            qty: o.qty,
+            filled: o.filled,
+        })))
+    }
+
+    pub(super) fn book_query(&self, instrument: InstrumentId, depth: u32) -> Outcome {
+        self.instrument_checked(instrument)?;
+        if depth == 0 || depth > BOOK_DEPTH_MAX {
+            return Err(Reject::InvalidOrder("a book's depth is 1 to 1000 levels"));
+        }
+        let book = &self.books[instrument.0 as usize];
+        Ok(Reply::Book {
+            bids: book.depth(Side::Buy, depth as usize).collect(),
+            asks: book.depth(Side::Sell, depth as usize).collect(),
+        })
+    }
+}
