@@ -173,7 +173,10 @@ fn share_sale_with_reservations_and_manual_expiry() {
         a[15],
         json!({"ok": true, "supply": 10, "available": 6, "reserved": 0, "sold": 4, "price": "2.50"})
     );
-    assert_eq!(a[16], json!({"ok": true, "shares": {"ACME": 4}}));
+    assert_eq!(
+        a[16],
+        json!({"ok": true, "shares": {"ACME": 4}, "held": {}})
+    );
     assert_eq!(a[17]["balance"], "90.00");
 }
 

@@ -16,7 +16,9 @@ use serde_json::error::Category;
 use serde_json::{json, Map, Value};
 
 use super::{orders, strict_json};
+use crate::book::{Side, Stp, Tif};
 use crate::engine::{Client, EngineError, ManualClock};
+use crate::ledger::BOOK_DEPTH_MAX;
 use crate::money::{AmountError, Scale};
 use crate::outcome::{Answer, Closure, ErrorCode, Outcome, Reject, Reply};
 use crate::request::{InstrumentId, Request, Symbol};
@@ -27,7 +29,7 @@ const UNLISTED: InstrumentId = InstrumentId(u32::MAX);
 
 /// The ops whose requests are numbered ([`Request::is_numbered`]): on these a
 /// `req` is a request number, even when the line is refused at this edge.
-const NUMBERED_OPS: [&str; 8] = [
+const NUMBERED_OPS: [&str; 11] = [
     "open_account",
     "deposit",
     "withdraw",
@@ -36,6 +38,9 @@ const NUMBERED_OPS: [&str; 8] = [
     "reserve",
     "confirm",
     "cancel",
+    "place",
+    "amend",
+    "cancel_order",
 ];
 
 /// Answers every line of `input` on `output`, flushing after each so the
@@ -135,6 +140,14 @@ impl From<Failure> for Fatal {
 impl From<AmountError> for Fatal {
     fn from(e: AmountError) -> Fatal {
         Fatal::Line(e.into())
+    }
+}
+
+fn invalid_order(message: &str) -> Failure {
+    Failure {
+        code: ErrorCode::InvalidOrder,
+        message: message.into(),
+        original: None,
     }
 }
 
@@ -320,9 +333,109 @@ impl Session<'_> {
                 Request::Tick
             }
             "digest" => Request::Digest,
+            "place" => self.place(f)?,
+            "amend" => Request::Amend {
+                order: f.u64("order")?,
+                qty: f.opt_u64("qty")?,
+                price: match f.0.get("price") {
+                    None | Some(Value::Null) => None,
+                    Some(_) => Some(f.amount("price", scale)?),
+                },
+            },
+            "cancel_order" => Request::CancelOrder {
+                order: f.u64("order")?,
+            },
+            "order" => Request::Order {
+                order: f.u64("order")?,
+            },
+            "book" => {
+                let symbol = f.symbol("instrument")?;
+                let depth = f.opt_u64("depth")?.unwrap_or(10);
+                if !(1..=u64::from(BOOK_DEPTH_MAX)).contains(&depth) {
+                    return Err(
+                        malformed(format!("field `depth` must be 1 to {BOOK_DEPTH_MAX}")).into(),
+                    );
+                }
+                let instrument = self.client.instrument_id(&symbol).ok_or_else(|| Failure {
+                    code: ErrorCode::UnknownInstrument,
+                    message: format!("instrument {symbol} is not listed"),
+                    original: None,
+                })?;
+                Request::Book {
+                    instrument,
+                    depth: depth as u32,
+                }
+            }
             other => return Err(malformed(format!("unknown op {other:?}")).into()),
         };
         Ok(request)
+    }
+
+    /// A `place` line: the wire's defaults (limit; gtc for a limit, ioc for
+    /// a market order; cancel_resting) filled in. A limit without a price
+    /// or a market order with one is `invalid_order` here; the Ledger
+    /// checks every other combination.
+    fn place(&mut self, f: &Fields) -> Result<Request, Fatal> {
+        let scale = self.client.scale();
+        let symbol = f.symbol("instrument")?;
+        let side = match f.str("side")? {
+            "buy" => Side::Buy,
+            "sell" => Side::Sell,
+            other => {
+                return Err(malformed(format!("side must be buy or sell, not {other:?}")).into())
+            }
+        };
+        let market = match f.opt_str("type")? {
+            None | Some("limit") => false,
+            Some("market") => true,
+            Some(other) => {
+                return Err(
+                    malformed(format!("type must be limit or market, not {other:?}")).into(),
+                )
+            }
+        };
+        let tif = match f.opt_str("tif")? {
+            None if market => Tif::Ioc,
+            None | Some("gtc") => Tif::Gtc,
+            Some("ioc") => Tif::Ioc,
+            Some("fok") => Tif::Fok,
+            Some(other) => {
+                return Err(malformed(format!("tif must be gtc, ioc or fok, not {other:?}")).into())
+            }
+        };
+        let stp = match f.opt_str("stp")? {
+            None | Some("cancel_resting") => Stp::CancelResting,
+            Some("cancel_incoming") => Stp::CancelIncoming,
+            Some(other) => {
+                return Err(malformed(format!(
+                    "stp must be cancel_resting or cancel_incoming, not {other:?}"
+                ))
+                .into())
+            }
+        };
+        let order = f.u64("order")?;
+        let account = f.u64("account")?;
+        let qty = f.u64("qty")?;
+        let post_only = f.opt_bool("post_only")?.unwrap_or(false);
+        let has_price = !matches!(f.0.get("price"), None | Some(Value::Null));
+        let price = match (market, has_price) {
+            (false, true) => f.amount("price", scale)?,
+            (true, false) => 0,
+            (false, false) => return Err(invalid_order("a limit order needs a price").into()),
+            (true, true) => return Err(invalid_order("a market order takes no price").into()),
+        };
+        Ok(Request::Place {
+            order,
+            account,
+            instrument: self.client.instrument_id(&symbol).unwrap_or(UNLISTED),
+            side,
+            market,
+            tif,
+            post_only,
+            stp,
+            qty,
+            price,
+        })
     }
 
     fn render(
@@ -497,6 +610,13 @@ impl Fields<'_> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(_) => self.u64(name).map(Some),
+        }
+    }
+
+    fn opt_str(&self, name: &str) -> Result<Option<&str>, Failure> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => self.str(name).map(Some),
         }
     }
 

@@ -849,3 +849,32 @@ fn trade_numbers_count_over_the_whole_ledger() {
         .collect();
     assert_eq!(numbers, vec![1, 2]);
 }
+
+#[test]
+fn books_are_in_the_digest_and_survive_a_snapshot() {
+    let mut m = Market::new(3);
+    let empty = m.ledger.digest();
+    m.place(sell(1, 1, 5, 100));
+    assert_ne!(m.ledger.digest(), empty);
+    m.place(sell(2, 2, 5, 100));
+    m.place(buy(3, 3, 4, 99));
+    m.cancel(1).unwrap();
+    let before = m.ledger.digest();
+    let config = bincode::config::standard();
+    let bytes = bincode::encode_to_vec(&m.ledger, config).unwrap();
+    let (copy, _): (Ledger, usize) = bincode::decode_from_slice(&bytes, config).unwrap();
+    assert_eq!(copy.digest(), before);
+    copy.check_invariants().unwrap();
+    let mut restored = Market {
+        ledger: copy,
+        seq: m.seq,
+    };
+    for market in [&mut m, &mut restored] {
+        assert_eq!(
+            market.place(buy(4, 3, 6, 100)),
+            placed(Status::Resting, 5, 1, &[(2, 100, 5)])
+        );
+        market.place(sell(5, 1, 1, 99));
+    }
+    assert_eq!(restored.ledger.digest(), m.ledger.digest());
+}
