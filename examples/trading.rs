@@ -113,10 +113,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             other => println!("{order:?}\n  -> {other:?}"),
         }
     }
-    if let Ok(Reply::Book { bids, asks }) = client.call(Request::Book {
+    if let Ok(Reply::Book(depth)) = client.call(Request::Book {
         instrument,
         depth: 10,
     })? {
+        let (bids, asks) = (depth.bids, depth.asks);
         for level in bids {
             println!(
                 "bid {} x {} ({} orders)",

@@ -370,6 +370,13 @@ pub struct OrderInfo {
     pub filled: u64,
 }
 
+/// A book's best levels, best first on each side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Depth {
+    pub bids: Vec<LevelView>,
+    pub asks: Vec<LevelView>,
+}
+
 /// A successful answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
@@ -418,11 +425,9 @@ pub enum Reply {
         cancelled: u64,
     },
     Order(Box<OrderInfo>),
-    /// Best first on each side.
-    Book {
-        bids: Vec<LevelView>,
-        asks: Vec<LevelView>,
-    },
+    /// Best first on each side (boxed: a rare answer, kept out of the
+    /// size of every outcome).
+    Book(Box<Depth>),
     Digest(u64),
     /// Whether this credit was the one that settled the deposit's rebate; a
     /// repeated or unknown credit changes nothing and says `false`.

@@ -130,7 +130,7 @@ fn replay_of_heavy_order_flow_rebuilds_the_live_digest() {
         .unwrap()
         .unwrap()
     {
-        Reply::Book { bids, asks } => bids.len() + asks.len(),
+        Reply::Book(depth) => depth.bids.len() + depth.asks.len(),
         other => panic!("unexpected {other:?}"),
     };
     assert!(resting > 0, "orders rest at the end");

@@ -526,9 +526,9 @@ impl Session<'_> {
                 "qty": o.qty,
                 "filled": o.filled,
             }),
-            Reply::Book { bids, asks } => json!({
-                "bids": orders::levels_json(&bids, scale),
-                "asks": orders::levels_json(&asks, scale),
+            Reply::Book(depth) => json!({
+                "bids": orders::levels_json(&depth.bids, scale),
+                "asks": orders::levels_json(&depth.asks, scale),
             }),
         };
         let Value::Object(fields) = answer else {

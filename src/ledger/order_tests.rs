@@ -221,9 +221,8 @@ impl Market {
             instrument,
             depth: 1000,
         }) {
-            Reply::Book { bids, asks } => {
-                [bids, asks].map(|side| side.iter().map(|l| (l.price, l.qty, l.orders)).collect())
-            }
+            Reply::Book(depth) => [depth.bids, depth.asks]
+                .map(|side| side.iter().map(|l| (l.price, l.qty, l.orders)).collect()),
             other => panic!("unexpected {other:?}"),
         }
     }

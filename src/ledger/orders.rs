@@ -13,7 +13,7 @@
 use super::Ledger;
 use crate::book::{Events, Incoming, OrderId, Refusal, Side, Status, Stp, Tif};
 use crate::money::Units;
-use crate::outcome::{Entry, EntryKind, OrderEvent, OrderInfo, Outcome, Reject, Reply};
+use crate::outcome::{Depth, Entry, EntryKind, OrderEvent, OrderInfo, Outcome, Reject, Reply};
 use crate::request::{AccountId, InstrumentId, Stamp};
 
 /// Most levels a `book` query returns per side.
@@ -383,9 +383,9 @@ impl Ledger {
             return Err(Reject::InvalidOrder("a book's depth is 1 to 1000 levels"));
         }
         let book = &self.books[instrument.0 as usize];
-        Ok(Reply::Book {
+        Ok(Reply::Book(Box::new(Depth {
             bids: book.depth(Side::Buy, depth as usize).collect(),
             asks: book.depth(Side::Sell, depth as usize).collect(),
-        })
+        })))
     }
 }
