@@ -343,8 +343,7 @@ fn answer_within<T: Send + 'static>(
 ) -> T {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || tx.send(connect()).unwrap());
-    rx.recv_timeout(patience)
-        .expect("connecting to a closed port hung")
+    rx.recv_timeout(patience).expect("connecting hung")
 }
 
 #[test]
@@ -424,4 +423,50 @@ fn a_sweep_leaves_postgres_out_above_what_the_server_allows() {
     let err = bench::run(&single, false).err().expect("1000 connections");
     assert!(err.0.contains("max_connections"), "{err}");
     assert_eq!(leftover_schemas(), Vec::<String>::new());
+}
+
+/// A server that accepts the connection and then never says a word.
+fn silent_server() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let holder = std::thread::spawn(move || {
+        listener.set_nonblocking(true).unwrap();
+        let mut held = Vec::new();
+        // Bounded: the test is over long before.
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < until {
+            match listener.accept() {
+                Ok((socket, _)) => held.push(socket),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    (address, holder)
+}
+
+#[test]
+fn a_server_that_accepts_but_never_answers_is_an_error_not_a_hang() {
+    let (address, _holder) = silent_server();
+    let patience = external::CONNECT_TIMEOUT * 5;
+    let url = format!("postgresql://postgres@{address}/test");
+    let err = answer_within(patience, move || {
+        PgBank::connect(
+            &url,
+            Locking::Pessimistic,
+            Durability::None,
+            1,
+            RateRebate::default(),
+        )
+        .err()
+    })
+    .expect("a silent server is no server");
+    assert!(err.0.contains(&format!("PostgreSQL at {address}")), "{err}");
+    assert!(err.0.contains("no answer"), "{err}");
+    let url = format!("redis://{address}/");
+    let err = answer_within(patience, move || {
+        RedisBank::connect(&url, Durability::None, 1, RateRebate::default()).err()
+    })
+    .expect("a silent server is no server");
+    assert!(err.0.contains(&format!("Redis at {address}")), "{err}");
+    assert!(err.0.contains("no answer"), "{err}");
 }

@@ -202,6 +202,34 @@ fn address_of(config: &Config) -> String {
     format!("{host}:{port}")
 }
 
+/// Connects with `config`, giving up after [`CONNECT_TIMEOUT`] (plus a
+/// second for the handshake): the client library's own timeout covers only
+/// the TCP connect, and a server that accepts and then says nothing would
+/// hang it. A connect given up on is left to finish or fail on its thread.
+fn connect_within(config: &Config, address: &str) -> Result<Client, ServerError> {
+    let (answer, answered) = std::sync::mpsc::channel();
+    let config = config.clone();
+    std::thread::Builder::new()
+        .name("pg-connect".into())
+        .spawn(move || {
+            let _ = answer.send(config.connect(NoTls));
+        })
+        .map_err(|e| ServerError(format!("starting a connect thread: {e}")))?;
+    let patience = CONNECT_TIMEOUT + Duration::from_secs(1);
+    match answered.recv_timeout(patience) {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(ServerError(format!(
+            "PostgreSQL at {address}: cannot connect (is the server running? set \
+             RINGLEDGER_POSTGRES_URL): {e}"
+        ))),
+        Err(_) => Err(ServerError(format!(
+            "PostgreSQL at {address}: no answer within {} s (is it a PostgreSQL server? set \
+             RINGLEDGER_POSTGRES_URL)",
+            patience.as_secs()
+        ))),
+    }
+}
+
 impl PgBank {
     /// Connects to `url`, checks that the server allows `clients` more
     /// connections (plus [`CONNECTIONS_EXTRA`]), creates the run's schema and
@@ -222,12 +250,7 @@ impl PgBank {
         let fail = |what: &str, e: postgres::Error| {
             ServerError(format!("PostgreSQL at {address}: {what}: {e}"))
         };
-        let mut admin = config.connect(NoTls).map_err(|e| {
-            fail(
-                "cannot connect (is the server running? set RINGLEDGER_POSTGRES_URL)",
-                e,
-            )
-        })?;
+        let mut admin = connect_within(&config, &address)?;
         Room::read(&mut admin, &address)?.check(&address, clients)?;
         let schema = unique_name();
         create_schema(&mut admin, &schema).map_err(|e| fail("creating the run's schema", e))?;
@@ -246,9 +269,7 @@ impl PgBank {
             policy,
         };
         let session = |config: &Config| -> Result<Client, ServerError> {
-            let mut client = config
-                .connect(NoTls)
-                .map_err(|e| fail("opening a client connection", e))?;
+            let mut client = connect_within(config, &address)?;
             set_session(&mut client, &bank.schema, durability)
                 .map_err(|e| fail("setting up a session", e))?;
             Ok(client)
@@ -291,9 +312,7 @@ impl PgBank {
             .map_err(|e| ServerError(format!("the PostgreSQL URL {url:?} is not valid: {e}")))?;
         config.connect_timeout(CONNECT_TIMEOUT);
         let address = address_of(&config);
-        let mut admin = config
-            .connect(NoTls)
-            .map_err(|e| ServerError(format!("PostgreSQL at {address}: cannot connect: {e}")))?;
+        let mut admin = connect_within(&config, &address)?;
         let room = Room::read(&mut admin, &address)?;
         let why = format!(
             "PostgreSQL at {address} allows {} in flight (max_connections {} − {} reserved − {} \

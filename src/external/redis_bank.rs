@@ -358,10 +358,19 @@ impl RedisBank {
             let conn = client
                 .get_connection_with_timeout(CONNECT_TIMEOUT)
                 .map_err(|e| {
-                    ServerError(format!(
-                        "Redis at {address}: cannot connect (is the server running? set \
-                     RINGLEDGER_REDIS_URL): {e}"
-                    ))
+                    let why = if e.is_timeout() {
+                        format!(
+                            "no answer within {} s (is it a Redis server? set \
+                             RINGLEDGER_REDIS_URL)",
+                            CONNECT_TIMEOUT.as_secs()
+                        )
+                    } else {
+                        format!(
+                            "cannot connect (is the server running? set \
+                             RINGLEDGER_REDIS_URL): {e}"
+                        )
+                    };
+                    ServerError(format!("Redis at {address}: {why}"))
                 })?;
             conn.set_read_timeout(Some(READ_TIMEOUT))
                 .and_then(|()| conn.set_write_timeout(Some(READ_TIMEOUT)))
