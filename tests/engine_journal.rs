@@ -5,7 +5,8 @@ use std::sync::Arc;
 use ringledger::engine::{Clock, ManualClock};
 use ringledger::journal::{self, Durability};
 use ringledger::{
-    Engine, EngineError, InstrumentId, JournalThread, LedgerConfig, Reply, Request, Symbol,
+    Engine, EngineError, InstrumentId, JournalThread, LedgerConfig, RebateJob, RebatePolicy, Reply,
+    Request, Symbol,
 };
 
 const JOURNAL_THREADS: [JournalThread; 2] = [JournalThread::Business, JournalThread::Flusher];
@@ -320,6 +321,62 @@ fn a_new_clients_last_moment_request_is_answered_at_shutdown() {
                 Ok(Reply::Done),
                 "{thread}, round {round}"
             );
+        }
+    }
+}
+
+/// 1%, computed slowly enough that the credit arrives after its deposit's
+/// group was written, alone in a batch of its own.
+struct SlowRebate;
+
+impl RebatePolicy for SlowRebate {
+    fn rebate(&self, job: &RebateJob) -> i64 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        job.amount / 100
+    }
+}
+
+/// A batch of nothing but rebate credits has no answers to hold, yet its
+/// inputs must still reach the journal before the business thread sleeps:
+/// in sync mode they were left unwritten, so the journal lost the credits
+/// the live Ledger (and the shutdown snapshot) had applied.
+#[test]
+fn rebate_credits_alone_in_a_batch_are_journaled() {
+    for durability in [Durability::Async, Durability::Sync] {
+        for thread in JOURNAL_THREADS {
+            let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+            // Slow enough that the credit arrives after its deposit's group
+            // was written, alone in a batch of its own.
+            let engine = Engine::builder()
+                .journal(dir.path(), durability)
+                .journal_thread(thread)
+                .rebate_policy(SlowRebate)
+                .start()
+                .unwrap();
+            let mut client = engine.client().unwrap();
+            client
+                .call(Request::OpenAccount { account: 1 })
+                .unwrap()
+                .unwrap();
+            client
+                .call(Request::Deposit {
+                    account: 1,
+                    amount: 10_000,
+                })
+                .unwrap()
+                .unwrap();
+            client.barrier().unwrap();
+            drop(client);
+            let live = engine.shutdown().unwrap();
+            assert_eq!(live.pending_rebates_len(), 0);
+
+            let full = journal::replay(dir.path(), LedgerConfig::default(), false).unwrap();
+            assert_eq!(
+                full.recovered.records_replayed,
+                live.last_seq(),
+                "{durability} via {thread}: every applied input is in the journal"
+            );
+            assert_eq!(full.recovered.ledger.digest(), live.digest());
         }
     }
 }

@@ -124,11 +124,13 @@ impl Business {
                 } else {
                     0
                 };
-            // Nothing held: sleep until a credit arrives, or a request when
-            // there is room for one. Otherwise never sleep: take what is
-            // there, and when the ring runs dry, journal the held inputs and
-            // release their outcomes.
-            let idle = held.is_empty();
+            // Nothing held and nothing unjournaled: sleep until a credit
+            // arrives, or a request when there is room for one. Otherwise
+            // never sleep: take what is there, and when the ring runs dry,
+            // journal the held inputs and release their outcomes. (Credits
+            // have no outcome to hold, so a batch of only credits leaves
+            // `held` empty with inputs still to write.)
+            let idle = held.is_empty() && inputs.is_empty();
             if drained == 0 {
                 if idle {
                     if self.consumer.is_disconnected() {
