@@ -317,6 +317,10 @@ fn an_idle_session_retires_and_its_name_is_refused_after_a_restart() {
         stderr.contains("\"default\"") && stderr.contains("--session"),
         "{stderr}"
     );
+    assert!(
+        !stderr.contains("SessionName("),
+        "the name as the user wrote it, not Rust's debug form: {stderr}"
+    );
 
     let answers = run(
         &[&journal[..], &["--clock", "manual", "--session", "next"]].concat(),

@@ -108,10 +108,12 @@ impl Client {
                 Ok(session)
             }
             Ok(other) => Err(EngineError::Session(format!(
-                "opening session {name:?} was answered {other:?}, not with a session"
+                "opening session {:?} was answered {other:?}, not with a session",
+                name.as_str()
             ))),
             Err(reject) => Err(EngineError::Session(format!(
-                "session {name:?} cannot be opened: {reject}"
+                "session {:?} cannot be opened: {reject}",
+                name.as_str()
             ))),
         }
     }
