@@ -15,7 +15,7 @@ use ringledger::bench;
 use ringledger::engine::{Clock, ManualClock, WallClock};
 use ringledger::journal::{self, Durability};
 use ringledger::ring::WaitStrategy;
-use ringledger::{Engine, JournalThread, LedgerConfig, RateRebate, Scale};
+use ringledger::{Engine, EngineError, JournalThread, LedgerConfig, RateRebate, Scale};
 use rust_decimal::Decimal;
 
 #[derive(Parser)]
@@ -407,7 +407,11 @@ fn run(
     };
     let mut client = match engine.session(session) {
         Ok(client) => client,
-        Err(e) => return fail(format!("{e} (pick another with --session NAME)")),
+        // Only a refused name is cured by another one; a full disk is not.
+        Err(e @ EngineError::Session(_)) => {
+            return fail(format!("{e} (pick another with --session NAME)"))
+        }
+        Err(e) => return fail(e),
     };
     let manual_clock = matches!(clock, ClockArg::Manual).then_some(&*manual);
     let served = ringledger::cli::run::serve(

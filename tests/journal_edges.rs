@@ -679,6 +679,13 @@ fn a_full_disk_answers_unavailable_and_run_resumes_once_space_is_freed() {
     assert!(!out.status.success(), "the engine stopped: non-zero exit");
     assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
 
+    // Restarted while the disk is still full, `run` cannot journal its
+    // session's opening: it says why, without blaming the session name.
+    let out = run(&dir, &args, "{\"op\":\"balance\",\"account\":1}\n");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("--session"), "{}", stderr(&out));
+
     std::fs::remove_file(&filler).unwrap();
     let out = run(
         &dir,
