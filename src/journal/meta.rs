@@ -31,14 +31,22 @@ pub fn read_scale(dir: impl AsRef<Path>) -> Result<u32, JournalError> {
     }
 }
 
+/// Exactly one `scale=N` line: with two, which one the journal was written
+/// at is unknown, so the file is as damaged as with none.
 fn parse_scale(path: &Path, text: &str) -> Result<u32, JournalError> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("scale="))
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .ok_or_else(|| JournalError::Refused {
-            path: path.to_path_buf(),
-            reason: format!("no `scale=N` line in {META_FILE}; the file is damaged"),
-        })
+    let damaged = |why: &str| JournalError::Refused {
+        path: path.to_path_buf(),
+        reason: format!("{why} in {META_FILE}; the file is damaged"),
+    };
+    let mut values = text.lines().filter_map(|l| l.strip_prefix("scale="));
+    let value = values.next().ok_or_else(|| damaged("no `scale=N` line"))?;
+    if values.next().is_some() {
+        return Err(damaged("more than one `scale=N` line"));
+    }
+    value
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| damaged(&format!("`scale={value}` (not a number)")))
 }
 
 /// Records `scale` for a new journal directory, or checks it against the
@@ -108,6 +116,16 @@ mod tests {
         check_scale(dir.path(), 2).unwrap();
         let err = check_scale(dir.path(), 3).unwrap_err().to_string();
         assert!(err.contains("scale 2") && err.contains("scale 3"), "{err}");
+    }
+
+    #[test]
+    fn a_meta_file_with_two_scale_lines_is_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(META_FILE), "scale=2\nscale=3\n").unwrap();
+        let err = read_scale(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("damaged"), "{err}");
+        assert!(check_scale(dir.path(), 2).is_err());
+        assert!(check_scale(dir.path(), 3).is_err());
     }
 
     #[test]
