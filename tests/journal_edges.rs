@@ -596,6 +596,49 @@ fn periodic_snapshots_prune_old_segments_and_replay_starts_from_a_snapshot() {
     assert!(text.contains("pruned"), "{text}");
 }
 
+/// With `--snapshots-kept 1` the one snapshot left is all that covers the
+/// pruned records. Damage it, and recovery and replay stop; the error names
+/// the damaged snapshot (not only the segment where the records go
+/// missing), since that is the file to restore.
+#[test]
+fn a_damaged_only_snapshot_of_a_pruned_journal_is_named_in_the_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("journal");
+    let mut script = String::from("{\"op\":\"open_account\",\"account\":1}\n");
+    for _ in 0..300 {
+        script += "{\"op\":\"deposit\",\"account\":1,\"amount\":\"1.00\"}\n";
+    }
+    let args = [
+        "--snapshot-every",
+        "1",
+        "--snapshots-kept",
+        "1",
+        "--segment-bytes",
+        "4096",
+    ];
+    let out = run(&dir, &args, &script);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let snaps = snapshots(&dir);
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert!(!segments(&dir)[0].ends_with("00000000000000000001.seg"));
+    let mut bytes = std::fs::read(&snaps[0]).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(&snaps[0], &bytes).unwrap();
+    let snap_name = snaps[0].file_name().unwrap().to_str().unwrap();
+
+    let out = run(&dir, &args, "{\"op\":\"balance\",\"account\":1}\n");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(snap_name), "{}", stderr(&out));
+    let out = ringledger()
+        .args(["replay", "--journal-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(snap_name), "{}", stderr(&out));
+}
+
 /// A small tmpfs the test mounts and unmounts (tests run as root); None,
 /// with the reason printed, where mounting is not permitted.
 struct SmallFs {

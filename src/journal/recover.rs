@@ -238,7 +238,7 @@ fn rebuild_with_progress(
             Err(panic) => std::panic::resume_unwind(panic),
         }
     });
-    let (torn, bytes_read) = read?;
+    let (torn, bytes_read) = read.map_err(|e| naming_skipped(e, &warnings))?;
     Ok((
         Recovered {
             ledger,
@@ -312,6 +312,24 @@ fn gap(path: &Path, frame: &Frame, have: u64, snapshot_seq: u64) -> JournalError
             frame.first_seq
         ),
     )
+}
+
+/// Adds the snapshots recovery skipped to a corruption error: records that
+/// go missing after a damaged snapshot are that snapshot's loss, and it is
+/// the file to restore.
+fn naming_skipped(error: JournalError, skipped: &[String]) -> JournalError {
+    match error {
+        JournalError::Corrupt {
+            file,
+            offset,
+            reason,
+        } if !skipped.is_empty() => JournalError::Corrupt {
+            file,
+            offset,
+            reason: format!("{reason} ({})", skipped.join("; ")),
+        },
+        other => other,
+    }
 }
 
 /// Zeroes the torn bytes in place, keeping the file's preallocated length, so
