@@ -258,14 +258,27 @@ impl fmt::Display for Reject {
                 last,
                 original,
             } => {
-                write!(
-                    f,
-                    "request number {req} was already answered in this session (highest answered: {last})"
-                )?;
+                let answered = |f: &mut fmt::Formatter<'_>| {
+                    write!(
+                        f,
+                        "request number {req} was already answered in this session (highest answered: {last})"
+                    )
+                };
                 match original {
-                    Some(Answer::Ok) => f.write_str("; it was applied"),
-                    Some(Answer::Rejected(code)) => write!(f, "; it was rejected ({code})"),
-                    None => f.write_str("; its answer is no longer remembered"),
+                    Some(Answer::Ok) => {
+                        answered(f)?;
+                        f.write_str("; it was applied")
+                    }
+                    Some(Answer::Rejected(code)) => {
+                        answered(f)?;
+                        write!(f, "; it was rejected ({code})")
+                    }
+                    // Gaps are allowed, so it may never have been sent.
+                    None => write!(
+                        f,
+                        "request number {req} is not above this session's highest answered number ({last}), \
+                         so it is never applied; it was skipped, or its answer is no longer remembered"
+                    ),
                 }
             }
             Reject::SessionExpired => f.write_str(
@@ -448,6 +461,31 @@ pub type Outcome = Result<Reply, Reject>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A number below the highest answered may never have been sent (gaps
+    /// are allowed): without its remembered answer, the message must not
+    /// claim it was answered.
+    #[test]
+    fn a_duplicate_without_its_original_does_not_claim_it_was_answered() {
+        let forgotten = Reject::Duplicate {
+            req: 12,
+            last: 20,
+            original: None,
+        }
+        .to_string();
+        assert!(!forgotten.contains("was already answered"), "{forgotten}");
+        assert!(
+            forgotten.contains("12") && forgotten.contains("20"),
+            "{forgotten}"
+        );
+        let applied = Reject::Duplicate {
+            req: 20,
+            last: 20,
+            original: Some(Answer::Ok),
+        }
+        .to_string();
+        assert!(applied.contains("already answered"), "{applied}");
+    }
 
     #[test]
     fn outcomes_stay_small_enough_for_response_queues() {
