@@ -54,55 +54,60 @@ fn parse_scale(path: &Path, text: &str) -> Result<u32, JournalError> {
 ///
 /// Writes the file only for a directory with no journal yet: one that holds
 /// segments or snapshots but no meta file is refused, since its amounts may
-/// have been written at any scale.
+/// have been written at any scale. A directory with a meta file but no
+/// journal (a start that failed before writing one) holds no amount, so it
+/// takes the scale asked for.
 ///
 /// Takes no lock, so call it while holding the directory's lock
 /// ([`super::lock_dir`]), as the engine does.
 pub fn check_scale(dir: impl AsRef<Path>, scale: u32) -> Result<(), JournalError> {
     let dir = dir.as_ref();
     let path = dir.join(META_FILE);
-    match fs::read_to_string(&path) {
-        Ok(text) => {
-            let recorded = parse_scale(&path, &text)?;
-            if recorded != scale {
-                return Err(JournalError::Refused {
-                    path,
-                    reason: format!(
-                        "this journal holds amounts at money scale {recorded} (decimal places) but scale {scale} was asked for; \
-                         every amount would be misread: run with scale {recorded}"
-                    ),
-                });
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let journal = list_numbered(dir, ".seg")?
-                .into_iter()
-                .chain(list_numbered(dir, ".snap")?)
-                .next();
-            if let Some((_, file)) = journal {
-                return Err(JournalError::Refused {
-                    path,
-                    reason: format!(
-                        "{META_FILE} is missing but the directory holds a journal ({}), so the money scale of its amounts is unknown; \
-                         refusing to guess. Restore it (one line `scale=N`, N the decimal places the journal was written with)",
-                        file.display()
-                    ),
-                });
-            }
-            fs::create_dir_all(dir)
-                .map_err(|e| JournalError::io(dir, "create the journal directory", e))?;
-            let tmp = dir.join(format!("{META_FILE}.tmp"));
-            let mut file =
-                fs::File::create(&tmp).map_err(|e| JournalError::io(&tmp, "create", e))?;
-            file.write_all(format!("scale={scale}\n").as_bytes())
-                .and_then(|_| file.sync_all())
-                .map_err(|e| JournalError::io(&tmp, "write", e))?;
-            fs::rename(&tmp, &path).map_err(|e| JournalError::io(&path, "rename into place", e))?;
-            Ok(())
-        }
-        Err(e) => Err(JournalError::io(&path, "read", e)),
+    let recorded = match fs::read_to_string(&path) {
+        Ok(text) => Some(parse_scale(&path, &text)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(JournalError::io(&path, "read", e)),
+    };
+    if recorded == Some(scale) {
+        return Ok(());
     }
+    let journal = if dir.exists() {
+        list_numbered(dir, ".seg")?
+            .into_iter()
+            .chain(list_numbered(dir, ".snap")?)
+            .next()
+    } else {
+        None
+    };
+    match (recorded, journal) {
+        (Some(recorded), Some(_)) => Err(JournalError::Refused {
+            path,
+            reason: format!(
+                "this journal holds amounts at money scale {recorded} (decimal places) but scale {scale} was asked for; \
+                 every amount would be misread: run with scale {recorded}"
+            ),
+        }),
+        (None, Some((_, file))) => Err(JournalError::Refused {
+            path,
+            reason: format!(
+                "{META_FILE} is missing but the directory holds a journal ({}), so the money scale of its amounts is unknown; \
+                 refusing to guess. Restore it (one line `scale=N`, N the decimal places the journal was written with)",
+                file.display()
+            ),
+        }),
+        (_, None) => write_scale(dir, &path, scale),
+    }
+}
+
+fn write_scale(dir: &Path, path: &Path, scale: u32) -> Result<(), JournalError> {
+    fs::create_dir_all(dir)
+        .map_err(|e| JournalError::io(dir, "create the journal directory", e))?;
+    let tmp = dir.join(format!("{META_FILE}.tmp"));
+    let mut file = fs::File::create(&tmp).map_err(|e| JournalError::io(&tmp, "create", e))?;
+    file.write_all(format!("scale={scale}\n").as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(|e| JournalError::io(&tmp, "write", e))?;
+    fs::rename(&tmp, path).map_err(|e| JournalError::io(path, "rename into place", e))
 }
 
 #[cfg(test)]
@@ -114,8 +119,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         check_scale(dir.path(), 2).unwrap();
         check_scale(dir.path(), 2).unwrap();
+        fs::write(dir.path().join("00000000000000000001.seg"), b"x").unwrap();
+        check_scale(dir.path(), 2).unwrap();
         let err = check_scale(dir.path(), 3).unwrap_err().to_string();
         assert!(err.contains("scale 2") && err.contains("scale 3"), "{err}");
+    }
+
+    /// A start that failed after the meta file was written (a refused
+    /// `--segment-bytes`) left no amounts behind, so it pins no scale.
+    #[test]
+    fn a_directory_with_no_journal_yet_takes_the_scale_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        check_scale(dir.path(), 2).unwrap();
+        check_scale(dir.path(), 3).unwrap();
+        assert_eq!(read_scale(dir.path()).unwrap(), 3);
     }
 
     #[test]
