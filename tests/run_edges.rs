@@ -180,6 +180,30 @@ fn a_repeated_key_is_malformed_at_any_depth() {
     assert_eq!(answers[8]["balance"], "10.00");
 }
 
+/// `null` is not absent: a client whose `req` came out null would have its
+/// deposit applied unnumbered, so a retry would apply it again. A null
+/// optional field is as wrongly typed as any other value.
+#[test]
+fn a_null_optional_field_is_malformed_not_absent() {
+    let lines: Vec<String> = [
+        r#"{"op":"open_account","account":1}"#,
+        r#"{"op":"deposit","account":1,"amount":"5.00","req":null}"#,
+        r#"{"op":"list_instrument","instrument":"ACME","shares":10,"price":"1.00"}"#,
+        r#"{"op":"reserve","reservation":1,"account":1,"instrument":"ACME","qty":1,"ttl_ms":null}"#,
+        r#"{"op":"reserve","reservation":2,"account":1,"instrument":"ACME","qty":1,"partial":null}"#,
+        r#"{"op":"balance","account":1}"#,
+    ]
+    .map(String::from)
+    .to_vec();
+    let answers = run(&no_journal(&[]), &lines);
+    for (sent, answer) in [(1, "req"), (3, "ttl_ms"), (4, "partial")] {
+        assert_eq!(answers[sent]["error"], "malformed", "{}", answers[sent]);
+        let message = answers[sent]["message"].as_str().unwrap();
+        assert!(message.contains(answer), "{message}");
+    }
+    assert_eq!(answers[5]["balance"], "0.00", "nothing was applied");
+}
+
 fn tick(now_ms: u64) -> String {
     line(json!({"op":"tick","now_ms":now_ms}))
 }

@@ -606,9 +606,11 @@ impl Fields<'_> {
             .ok_or_else(|| malformed(format!("field `{name}` must be a non-negative integer")))
     }
 
+    /// An optional field is left out, or has its type: `null` is not
+    /// "absent" (a null `req` would silently make a request unnumbered).
     fn opt_u64(&self, name: &str) -> Result<Option<u64>, Failure> {
         match self.0.get(name) {
-            None | Some(Value::Null) => Ok(None),
+            None => Ok(None),
             Some(_) => self.u64(name).map(Some),
         }
     }
@@ -622,7 +624,7 @@ impl Fields<'_> {
 
     fn opt_bool(&self, name: &str) -> Result<Option<bool>, Failure> {
         match self.0.get(name) {
-            None | Some(Value::Null) => Ok(None),
+            None => Ok(None),
             Some(v) => v
                 .as_bool()
                 .map(Some)
