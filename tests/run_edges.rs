@@ -192,16 +192,30 @@ fn a_null_optional_field_is_malformed_not_absent() {
         r#"{"op":"reserve","reservation":1,"account":1,"instrument":"ACME","qty":1,"ttl_ms":null}"#,
         r#"{"op":"reserve","reservation":2,"account":1,"instrument":"ACME","qty":1,"partial":null}"#,
         r#"{"op":"balance","account":1}"#,
+        r#"{"op":"place","order":1,"account":1,"instrument":"ACME","side":"buy","qty":1,"price":"1.00","tif":null}"#,
+        r#"{"op":"place","order":2,"account":1,"instrument":"ACME","side":"buy","qty":1,"type":"market","price":null}"#,
+        r#"{"op":"amend","order":1,"qty":1,"price":null}"#,
     ]
     .map(String::from)
     .to_vec();
     let answers = run(&no_journal(&[]), &lines);
-    for (sent, answer) in [(1, "req"), (3, "ttl_ms"), (4, "partial")] {
+    for (sent, answer) in [
+        (1, "req"),
+        (3, "ttl_ms"),
+        (4, "partial"),
+        (6, "tif"),
+        (8, "price"),
+    ] {
         assert_eq!(answers[sent]["error"], "malformed", "{}", answers[sent]);
         let message = answers[sent]["message"].as_str().unwrap();
         assert!(message.contains(answer), "{message}");
     }
     assert_eq!(answers[5]["balance"], "0.00", "nothing was applied");
+    assert_eq!(
+        answers[7]["error"], "invalid_order",
+        "a market order with a price field, even null: {}",
+        answers[7]
+    );
 }
 
 fn tick(now_ms: u64) -> String {

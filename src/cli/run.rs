@@ -338,7 +338,7 @@ impl Session<'_> {
                 order: f.u64("order")?,
                 qty: f.opt_u64("qty")?,
                 price: match f.0.get("price") {
-                    None | Some(Value::Null) => None,
+                    None => None,
                     Some(_) => Some(f.amount("price", scale)?),
                 },
             },
@@ -417,7 +417,7 @@ impl Session<'_> {
         let account = f.u64("account")?;
         let qty = f.u64("qty")?;
         let post_only = f.opt_bool("post_only")?.unwrap_or(false);
-        let has_price = !matches!(f.0.get("price"), None | Some(Value::Null));
+        let has_price = f.0.contains_key("price");
         let price = match (market, has_price) {
             (false, true) => f.amount("price", scale)?,
             (true, false) => 0,
@@ -617,7 +617,7 @@ impl Fields<'_> {
 
     fn opt_str(&self, name: &str) -> Result<Option<&str>, Failure> {
         match self.0.get(name) {
-            None | Some(Value::Null) => Ok(None),
+            None => Ok(None),
             Some(_) => self.str(name).map(Some),
         }
     }
