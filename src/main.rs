@@ -115,11 +115,6 @@ enum Command {
         /// Start from the newest valid snapshot instead of the whole journal.
         #[arg(long)]
         from_snapshot: bool,
-        /// History entries kept per account: give the `--history` the journal
-        /// was written with, or the digest differs (history is state). A
-        /// snapshot keeps the retention it was taken with.
-        #[arg(long, default_value_t = LedgerConfig::default().history_per_account_max)]
-        history: u32,
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -172,24 +167,23 @@ fn main() -> ExitCode {
         Command::Replay {
             journal_dir,
             from_snapshot,
-            history,
             json,
-        } => replay(&journal_dir, from_snapshot, history, json),
+        } => replay(&journal_dir, from_snapshot, json),
         Command::Inspect {
             journal_dir,
             from,
             limit,
             scale,
-        } => match inspect_scale(&journal_dir, scale).and_then(Scale::new) {
+        } => match inspect_meta(&journal_dir, scale) {
             Err(e) => fail(e),
-            Ok(scale) => {
+            Ok((scale, config)) => {
                 let out = io::stdout().lock();
                 match ringledger::cli::inspect::inspect(
                     &journal_dir,
                     from,
                     limit,
                     scale,
-                    LedgerConfig::default(),
+                    config,
                     out,
                 ) {
                     Ok(inspected) => {
@@ -203,25 +197,36 @@ fn main() -> ExitCode {
     }
 }
 
-/// The scale `inspect` prints amounts at: the journal's own (its meta file),
-/// or `--scale` when that file is lost. A `--scale` that disagrees with the
-/// meta file is refused rather than used to misprint every amount.
-fn inspect_scale(dir: &Path, asked: Option<u32>) -> Result<u32, String> {
+/// The scale `inspect` prints amounts at and the Ledger limits it replays
+/// under: the journal's own (its meta file), or `--scale` (with the default
+/// limits, said on stderr) when that file is lost. A `--scale` that
+/// disagrees with the meta file is refused rather than used to misprint
+/// every amount.
+fn inspect_meta(dir: &Path, asked: Option<u32>) -> Result<(Scale, LedgerConfig), String> {
     if !dir.is_dir() {
         return Err(format!(
             "{}: the journal directory does not exist",
             dir.display()
         ));
     }
-    match (journal::read_scale(dir), asked) {
-        (Ok(recorded), Some(asked)) if recorded != asked => Err(format!(
-            "{}: the journal was written at scale {recorded}, not the --scale {asked} given",
-            dir.join(journal::META_FILE).display()
-        )),
-        (Ok(recorded), _) => Ok(recorded),
-        (Err(_), Some(asked)) => Ok(asked),
-        (Err(e), None) => Err(format!("{e}; or give --scale N if you know it")),
-    }
+    let (scale, config) = match (journal::read_meta(dir), asked) {
+        (Ok(meta), Some(asked)) if meta.scale != asked => {
+            return Err(format!(
+                "{}: the journal was written at scale {}, not the --scale {asked} given",
+                dir.join(journal::META_FILE).display(),
+                meta.scale
+            ))
+        }
+        (Ok(meta), _) => (meta.scale, meta.ledger),
+        (Err(e), Some(asked)) => {
+            eprintln!(
+                "ringledger inspect: {e}; using --scale {asked} and the default Ledger limits"
+            );
+            (asked, LedgerConfig::default())
+        }
+        (Err(e), None) => return Err(format!("{e}; or give --scale N if you know it")),
+    };
+    Ok((Scale::new(scale)?, config))
 }
 
 fn run_bench(
@@ -279,7 +284,7 @@ fn run_bench(
     }
 }
 
-fn replay(dir: &std::path::Path, from_snapshot: bool, history: u32, json: bool) -> ExitCode {
+fn replay(dir: &std::path::Path, from_snapshot: bool, json: bool) -> ExitCode {
     let bar = if io::stderr().is_terminal() {
         replay_bar(dir)
     } else {
@@ -287,9 +292,15 @@ fn replay(dir: &std::path::Path, from_snapshot: bool, history: u32, json: bool) 
     };
     let started = Instant::now();
     let mut drawn = started;
-    let config = LedgerConfig {
-        history_per_account_max: history,
-        ..LedgerConfig::default()
+    // The Ledger limits the journal was written with: the same records
+    // under other limits rebuild another state.
+    let config = if dir.is_dir() {
+        match journal::read_meta(dir) {
+            Ok(meta) => meta.ledger,
+            Err(e) => return fail(e),
+        }
+    } else {
+        LedgerConfig::default() // replay itself says the directory is missing
     };
     let replayed = journal::replay_with_progress(dir, config, from_snapshot, |progress| {
         // Called per chunk of a few thousand records; redraw 20 times a second.

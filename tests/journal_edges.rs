@@ -391,7 +391,9 @@ fn a_torn_first_record_is_truncated_and_run_works_afterwards() {
         )])
         .unwrap();
     drop(writer);
-    std::fs::write(dir.join("ringledger.meta"), "scale=2\n").unwrap();
+    let meta = "scale=2\nhistory_per_account_max=32\nsessions_max=4096\n\
+                session_idle_ms_max=604800000\nclosed_reservations_max=100000\n";
+    std::fs::write(dir.join("ringledger.meta"), meta).unwrap();
     let seg = segments(&dir).pop().unwrap();
     let bytes = std::fs::read(&seg).unwrap();
     std::fs::write(&seg, &bytes[..48]).unwrap();

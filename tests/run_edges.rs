@@ -305,8 +305,11 @@ fn history_says_when_retention_cut_it() {
     assert_eq!(histories(&answers, 2), vec![(5, true), (5, false)]);
 }
 
+/// History retention is state: the journal records the one it was written
+/// with, so a plain replay rebuilds the live state, and a restart asking
+/// for another retention is refused instead of rebuilding another state.
 #[test]
-fn replay_with_the_same_history_retention_reaches_the_same_digest() {
+fn the_journal_keeps_its_history_retention_for_replay_and_refuses_another() {
     let dir = tempfile::tempdir().unwrap();
     let dir_arg = dir.path().display().to_string();
     let mut lines = history_script(40, &[]);
@@ -317,20 +320,28 @@ fn replay_with_the_same_history_retention_reaches_the_same_digest() {
         .as_str()
         .unwrap()
         .to_string();
-    let replay = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ringledger"))
-            .args(["replay", "--json", "--journal-dir", &dir_arg])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-        report["digest"].as_str().unwrap().to_string()
-    };
-    assert_eq!(replay(&["--history", "100"]), live);
-    assert_ne!(replay(&[]), live, "32 entries kept is another state");
+    let out = Command::new(env!("CARGO_BIN_EXE_ringledger"))
+        .args(["replay", "--json", "--journal-dir", &dir_arg])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["digest"].as_str().unwrap(), live);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ringledger"))
+        .args(["run", "--journal-dir", &dir_arg, "--history", "32"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("history_per_account_max=100")
+            && stderr.contains("history_per_account_max=32"),
+        "{stderr}"
+    );
 }

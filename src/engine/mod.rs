@@ -437,7 +437,11 @@ impl EngineBuilder {
                 // One lock from before the first read to the writer's end
                 // (it owns the lock), so no other writer gets in between.
                 let lock = journal::lock_dir(dir).map_err(EngineError::Journal)?;
-                journal::check_scale(dir, self.scale.places()).map_err(EngineError::Journal)?;
+                let meta = journal::Meta {
+                    scale: self.scale.places(),
+                    ledger: self.ledger_config,
+                };
+                journal::check_meta(dir, &meta).map_err(EngineError::Journal)?;
                 let recovered = journal::recover_locked(&lock, self.ledger_config)
                     .map_err(EngineError::Journal)?;
                 for warning in &recovered.warnings {

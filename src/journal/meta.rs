@@ -1,7 +1,13 @@
-//! What a journal directory's records mean beyond their bytes. Amounts are
-//! journaled as integer minor units, so the same bytes read at another money
-//! scale would silently rescale every balance; the directory records its scale
-//! once and refuses to be opened at another.
+//! What a journal directory's records mean beyond their bytes.
+//!
+//! Amounts are journaled as integer minor units, so the same bytes read at
+//! another money scale would silently rescale every balance; and the
+//! Ledger's retention limits (history per account, sessions, the
+//! closed-reservation window) are part of its state, so the same records
+//! replayed under other limits rebuild another state. The directory records
+//! both once, in `ringledger.meta` (`key=value` lines), and refuses to be
+//! opened with anything else: a replay reads them from the file instead of
+//! needing them repeated on its command line.
 
 use std::fs;
 use std::io::Write;
@@ -9,68 +15,131 @@ use std::path::Path;
 
 use super::scan::list_numbered;
 use super::JournalError;
+use crate::ledger::LedgerConfig;
 
-/// The file in a journal directory that records its money scale.
+/// The file in a journal directory that records its money scale and the
+/// Ledger limits it was written with.
 pub const META_FILE: &str = "ringledger.meta";
 
-/// The money scale a journal directory was written with, from its meta
-/// file; an error naming the file if it is missing or damaged (a journal's
-/// amounts cannot be read without it).
-pub fn read_scale(dir: impl AsRef<Path>) -> Result<u32, JournalError> {
+/// What a journal was written with: everything a reader needs, beyond the
+/// records, to rebuild the same state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Decimal places of money.
+    pub scale: u32,
+    pub ledger: LedgerConfig,
+}
+
+impl Meta {
+    /// The lines of the file, one `key=value` per setting, in a fixed order.
+    fn fields(&self) -> [(&'static str, u64); 5] {
+        let LedgerConfig {
+            history_per_account_max,
+            sessions_max,
+            session_idle_ms_max,
+            closed_reservations_max,
+        } = self.ledger;
+        [
+            ("scale", u64::from(self.scale)),
+            (
+                "history_per_account_max",
+                u64::from(history_per_account_max),
+            ),
+            ("sessions_max", u64::from(sessions_max)),
+            ("session_idle_ms_max", session_idle_ms_max),
+            (
+                "closed_reservations_max",
+                u64::from(closed_reservations_max),
+            ),
+        ]
+    }
+
+    fn to_text(self) -> String {
+        self.fields()
+            .iter()
+            .map(|(key, value)| format!("{key}={value}\n"))
+            .collect()
+    }
+
+    /// Each key exactly once, each value a number that fits its setting: a
+    /// missing, repeated or unreadable line leaves what the journal was
+    /// written with unknown, so the file is as damaged as with none.
+    fn parse(path: &Path, text: &str) -> Result<Meta, JournalError> {
+        let damaged = |why: String| JournalError::Refused {
+            path: path.to_path_buf(),
+            reason: format!("{why} in {META_FILE}; the file is damaged"),
+        };
+        let value = |key: &str| -> Result<u64, JournalError> {
+            let prefix = format!("{key}=");
+            let mut values = text.lines().filter_map(|l| l.strip_prefix(prefix.as_str()));
+            let value = values
+                .next()
+                .ok_or_else(|| damaged(format!("no `{key}=N` line")))?;
+            if values.next().is_some() {
+                return Err(damaged(format!("more than one `{key}=N` line")));
+            }
+            value
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| damaged(format!("`{key}={value}` (not a number)")))
+        };
+        let narrow = |key: &str| -> Result<u32, JournalError> {
+            u32::try_from(value(key)?).map_err(|_| damaged(format!("`{key}` is out of range")))
+        };
+        Ok(Meta {
+            scale: narrow("scale")?,
+            ledger: LedgerConfig {
+                history_per_account_max: narrow("history_per_account_max")?,
+                sessions_max: narrow("sessions_max")?,
+                session_idle_ms_max: value("session_idle_ms_max")?,
+                closed_reservations_max: narrow("closed_reservations_max")?,
+            },
+        })
+    }
+}
+
+/// What a journal directory was written with, from its meta file; an error
+/// naming the file if it is missing or damaged (a journal's records cannot
+/// be read right without it).
+pub fn read_meta(dir: impl AsRef<Path>) -> Result<Meta, JournalError> {
     let path = dir.as_ref().join(META_FILE);
     match fs::read_to_string(&path) {
-        Ok(text) => parse_scale(&path, &text),
+        Ok(text) => Meta::parse(&path, &text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(JournalError::Refused {
             path,
             reason: format!(
-                "{META_FILE} is missing, so the money scale of this journal's amounts is unknown; \
-                 restore it (one line `scale=N`, N the decimal places the journal was written with)"
+                "{META_FILE} is missing, so the money scale and Ledger limits this journal was written with are unknown; \
+                 restore it (see journal/README.md for its lines)"
             ),
         }),
         Err(e) => Err(JournalError::io(&path, "read", e)),
     }
 }
 
-/// Exactly one `scale=N` line: with two, which one the journal was written
-/// at is unknown, so the file is as damaged as with none.
-fn parse_scale(path: &Path, text: &str) -> Result<u32, JournalError> {
-    let damaged = |why: &str| JournalError::Refused {
-        path: path.to_path_buf(),
-        reason: format!("{why} in {META_FILE}; the file is damaged"),
-    };
-    let mut values = text.lines().filter_map(|l| l.strip_prefix("scale="));
-    let value = values.next().ok_or_else(|| damaged("no `scale=N` line"))?;
-    if values.next().is_some() {
-        return Err(damaged("more than one `scale=N` line"));
-    }
-    value
-        .trim()
-        .parse::<u32>()
-        .map_err(|_| damaged(&format!("`scale={value}` (not a number)")))
+/// The money scale a journal directory was written with (see [`read_meta`]).
+pub fn read_scale(dir: impl AsRef<Path>) -> Result<u32, JournalError> {
+    read_meta(dir).map(|meta| meta.scale)
 }
 
-/// Records `scale` for a new journal directory, or checks it against the
-/// scale the directory was written with.
+/// Records `meta` for a new journal directory, or checks it against what
+/// the directory was written with, naming the first setting that differs.
 ///
 /// Writes the file only for a directory with no journal yet: one that holds
 /// segments or snapshots but no meta file is refused, since its amounts may
 /// have been written at any scale. A directory with a meta file but no
-/// journal (a start that failed before writing one) holds no amount, so it
-/// takes the scale asked for.
+/// journal (a start that failed before writing one) holds no record, so it
+/// takes what is asked for.
 ///
 /// Takes no lock, so call it while holding the directory's lock
 /// ([`super::lock_dir`]), as the engine does.
-pub fn check_scale(dir: impl AsRef<Path>, scale: u32) -> Result<(), JournalError> {
+pub fn check_meta(dir: impl AsRef<Path>, meta: &Meta) -> Result<(), JournalError> {
     let dir = dir.as_ref();
     let path = dir.join(META_FILE);
-    let recorded = match fs::read_to_string(&path) {
-        Ok(text) => Some(parse_scale(&path, &text)?),
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => Some(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(JournalError::io(&path, "read", e)),
     };
-    if recorded == Some(scale) {
-        return Ok(());
-    }
     let journal = if dir.exists() {
         list_numbered(dir, ".seg")?
             .into_iter()
@@ -79,32 +148,50 @@ pub fn check_scale(dir: impl AsRef<Path>, scale: u32) -> Result<(), JournalError
     } else {
         None
     };
-    match (recorded, journal) {
-        (Some(recorded), Some(_)) => Err(JournalError::Refused {
-            path,
-            reason: format!(
-                "this journal holds amounts at money scale {recorded} (decimal places) but scale {scale} was asked for; \
-                 every amount would be misread: run with scale {recorded}"
-            ),
-        }),
+    match (text, journal) {
+        (_, None) => write_meta(dir, &path, meta),
+        (Some(text), Some(_)) => {
+            let recorded = Meta::parse(&path, &text)?;
+            let differs = recorded
+                .fields()
+                .into_iter()
+                .zip(meta.fields())
+                .find(|(had, asked)| had != asked);
+            match differs {
+                None => Ok(()),
+                Some(((key, had), (_, asked))) => Err(JournalError::Refused {
+                    path,
+                    reason: if key == "scale" {
+                        format!(
+                            "this journal holds amounts at money scale {had} (decimal places) but scale {asked} was asked for; \
+                             every amount would be misread: run with scale {had}"
+                        )
+                    } else {
+                        format!(
+                            "this journal was written with {key}={had} but {key}={asked} was asked for; \
+                             the same records would rebuild another state: run with {key}={had}"
+                        )
+                    },
+                }),
+            }
+        }
         (None, Some((_, file))) => Err(JournalError::Refused {
             path,
             reason: format!(
                 "{META_FILE} is missing but the directory holds a journal ({}), so the money scale of its amounts is unknown; \
-                 refusing to guess. Restore it (one line `scale=N`, N the decimal places the journal was written with)",
+                 refusing to guess. Restore it (see journal/README.md for its lines)",
                 file.display()
             ),
         }),
-        (_, None) => write_scale(dir, &path, scale),
     }
 }
 
-fn write_scale(dir: &Path, path: &Path, scale: u32) -> Result<(), JournalError> {
+fn write_meta(dir: &Path, path: &Path, meta: &Meta) -> Result<(), JournalError> {
     fs::create_dir_all(dir)
         .map_err(|e| JournalError::io(dir, "create the journal directory", e))?;
     let tmp = dir.join(format!("{META_FILE}.tmp"));
     let mut file = fs::File::create(&tmp).map_err(|e| JournalError::io(&tmp, "create", e))?;
-    file.write_all(format!("scale={scale}\n").as_bytes())
+    file.write_all(meta.to_text().as_bytes())
         .and_then(|_| file.sync_all())
         .map_err(|e| JournalError::io(&tmp, "write", e))?;
     fs::rename(&tmp, path).map_err(|e| JournalError::io(path, "rename into place", e))
@@ -114,42 +201,88 @@ fn write_scale(dir: &Path, path: &Path, scale: u32) -> Result<(), JournalError> 
 mod tests {
     use super::*;
 
+    fn meta(scale: u32, history: u32) -> Meta {
+        Meta {
+            scale,
+            ledger: LedgerConfig {
+                history_per_account_max: history,
+                ..LedgerConfig::default()
+            },
+        }
+    }
+
+    fn with_a_segment() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("00000000000000000001.seg"), b"x").unwrap();
+        dir
+    }
+
     #[test]
     fn a_journal_refuses_another_scale() {
         let dir = tempfile::tempdir().unwrap();
-        check_scale(dir.path(), 2).unwrap();
-        check_scale(dir.path(), 2).unwrap();
+        check_meta(dir.path(), &meta(2, 32)).unwrap();
+        check_meta(dir.path(), &meta(2, 32)).unwrap();
         fs::write(dir.path().join("00000000000000000001.seg"), b"x").unwrap();
-        check_scale(dir.path(), 2).unwrap();
-        let err = check_scale(dir.path(), 3).unwrap_err().to_string();
+        check_meta(dir.path(), &meta(2, 32)).unwrap();
+        let err = check_meta(dir.path(), &meta(3, 32))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("scale 2") && err.contains("scale 3"), "{err}");
     }
 
-    /// A start that failed after the meta file was written (a refused
-    /// `--segment-bytes`) left no amounts behind, so it pins no scale.
+    /// History retention is state: replaying under another limit rebuilds
+    /// another Ledger, so a journal refuses it like another scale, and a
+    /// reader gets the limit from the file.
     #[test]
-    fn a_directory_with_no_journal_yet_takes_the_scale_asked_for() {
+    fn a_journal_refuses_other_ledger_limits_and_readers_get_them_from_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        check_scale(dir.path(), 2).unwrap();
-        check_scale(dir.path(), 3).unwrap();
-        assert_eq!(read_scale(dir.path()).unwrap(), 3);
+        check_meta(dir.path(), &meta(2, 100)).unwrap();
+        fs::write(dir.path().join("00000000000000000001.seg"), b"x").unwrap();
+        let err = check_meta(dir.path(), &meta(2, 32))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("history_per_account_max=100")
+                && err.contains("history_per_account_max=32"),
+            "{err}"
+        );
+        assert_eq!(read_meta(dir.path()).unwrap(), meta(2, 100));
+    }
+
+    /// A start that failed after the meta file was written (a refused
+    /// `--segment-bytes`) left no records behind, so it pins nothing.
+    #[test]
+    fn a_directory_with_no_journal_yet_takes_what_is_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        check_meta(dir.path(), &meta(2, 32)).unwrap();
+        check_meta(dir.path(), &meta(3, 7)).unwrap();
+        assert_eq!(read_meta(dir.path()).unwrap(), meta(3, 7));
     }
 
     #[test]
-    fn a_meta_file_with_two_scale_lines_is_damaged() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(META_FILE), "scale=2\nscale=3\n").unwrap();
-        let err = read_scale(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("damaged"), "{err}");
-        assert!(check_scale(dir.path(), 2).is_err());
-        assert!(check_scale(dir.path(), 3).is_err());
+    fn a_meta_file_with_a_repeated_missing_or_unreadable_line_is_damaged() {
+        let good = meta(2, 32).to_text();
+        let cases = [
+            format!("{good}scale=3\n"),
+            good.replace("sessions_max=4096\n", ""),
+            good.replace("history_per_account_max=32", "history_per_account_max=x"),
+            good.replace("scale=2", "scale=4294967296"),
+        ];
+        for text in cases {
+            let dir = with_a_segment();
+            fs::write(dir.path().join(META_FILE), &text).unwrap();
+            let err = read_meta(dir.path()).unwrap_err().to_string();
+            assert!(err.contains("damaged"), "{text}: {err}");
+            assert!(check_meta(dir.path(), &meta(2, 32)).is_err(), "{text}");
+        }
     }
 
     #[test]
     fn a_journal_without_meta_is_refused_and_no_meta_is_made_up() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("00000000000000000001.seg"), b"x").unwrap();
-        let err = check_scale(dir.path(), 2).unwrap_err().to_string();
+        let dir = with_a_segment();
+        let err = check_meta(dir.path(), &meta(2, 32))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(META_FILE) && err.contains("missing"), "{err}");
         assert!(!dir.path().join(META_FILE).exists());
         assert!(read_scale(dir.path()).is_err());

@@ -32,7 +32,7 @@
 //! `dir/LOCK` ([`lock_dir`] → [`DirLock`]). [`recover`] takes it for its own
 //! duration; a [`JournalWriter`] holds it from open until dropped, and its
 //! owner is the one that writes snapshots ([`write_snapshot`]) and prunes
-//! ([`prune`]); those two, and [`check_scale`], take no lock themselves and
+//! ([`prune`]); those two, and [`check_meta`], take no lock themselves and
 //! are for the lock holder only. A second locker gets
 //! [`JournalError::Locked`] and changes nothing. The kernel releases the lock
 //! when the holder exits or is killed. Readers ([`replay`], [`read_records`])
@@ -72,7 +72,7 @@ use std::str::FromStr;
 pub use self::error::JournalError;
 pub use self::format::{FORMAT_VERSION, FRAME_BODY_BYTES_MAX};
 pub use self::lock::{lock_dir, DirLock, LOCK_FILE};
-pub use self::meta::{check_scale, read_scale, META_FILE};
+pub use self::meta::{check_meta, read_meta, read_scale, Meta, META_FILE};
 pub use self::recover::{
     read_records, recover, recover_locked, replay, replay_with_progress, Progress, Records,
     Recovered, Replay,
