@@ -877,3 +877,41 @@ fn books_are_in_the_digest_and_survive_a_snapshot() {
     }
     assert_eq!(restored.ledger.digest(), m.ledger.digest());
 }
+
+#[test]
+fn orders_are_refused_while_a_trade_could_overflow_a_balance() {
+    let mut m = Market::new(2);
+    // Account 1 sells into a buy of account 2 after enough cash entered the
+    // ledger that a seller's balance plus the trade's value could pass i64.
+    let big = i64::MAX / 3;
+    for account in 3..=5 {
+        m.ok(Request::OpenAccount { account });
+        m.ok(Request::Deposit {
+            account,
+            amount: big,
+        });
+    }
+    m.ok(Request::Transfer {
+        from: 3,
+        to: 1,
+        amount: big,
+    });
+    m.ok(Request::Transfer {
+        from: 4,
+        to: 1,
+        amount: big,
+    });
+    // Unchecked, this buy would rest and the sell below would pay account 1
+    // (two thirds of i64::MAX) another third: past i64::MAX.
+    assert_eq!(m.place_code(buy(1, 5, 1, big)), ErrorCode::Overflow);
+    assert_eq!(m.place_code(sell(2, 1, 1, 10)), ErrorCode::Overflow);
+    m.ok(Request::Withdraw {
+        account: 5,
+        amount: big,
+    });
+    m.ok(Request::Withdraw {
+        account: 1,
+        amount: big,
+    });
+    assert_eq!(m.place(sell(2, 1, 1, 10)).status, Status::Resting);
+}

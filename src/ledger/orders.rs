@@ -42,6 +42,21 @@ fn cost(qty: u64, price: Units) -> Result<Units, Reject> {
 }
 
 impl Ledger {
+    /// A trade only moves cash between accounts, so no balance can pass
+    /// `i64::MAX` while all the cash that ever entered the ledger
+    /// (deposited − withdrawn + rebated, an upper bound of Σ balances) fits
+    /// in it. Beyond that (over 92 quadrillion minor units) orders are
+    /// refused rather than settled with a check that could fail halfway.
+    fn trades_cannot_overflow(&self) -> Result<(), Reject> {
+        let t = self.totals;
+        if t.deposited - t.withdrawn + t.rebated > i128::from(i64::MAX) {
+            return Err(Reject::Overflow(
+                "the cash in the ledger (a trade could overflow a balance)",
+            ));
+        }
+        Ok(())
+    }
+
     fn shares_available(&self, account: AccountId, instrument: InstrumentId) -> u64 {
         let owned = self
             .holdings
@@ -97,6 +112,7 @@ impl Ledger {
         }
         let index = self.index_of(o.account)?;
         self.instrument_checked(o.instrument)?;
+        self.trades_cannot_overflow()?;
         if self.order_instruments.contains_key(&o.order) {
             return Err(Reject::OrderExists(o.order));
         }
@@ -285,6 +301,7 @@ impl Ledger {
             .order_instruments
             .get(&order)
             .ok_or(Reject::UnknownOrder(order))?;
+        self.trades_cannot_overflow()?;
         let book = &self.books[instrument.0 as usize];
         let now = book
             .order(order)
