@@ -340,7 +340,11 @@ impl Ledger {
             Err(_) => Err(Reject::WouldCross(order)),
             Ok(placed) => {
                 self.release_order(instrument, account, now.side, now.price, now.qty);
-                self.order_instruments.remove(&order);
+                // Still resting (the common move): `settle` only updates
+                // its index entry in place.
+                if placed.status != Status::Resting {
+                    self.order_instruments.remove(&order);
+                }
                 Ok(self.settle(
                     stamp,
                     instrument,
