@@ -429,7 +429,9 @@ fn run(
         &mut client,
         manual_clock,
         io::stdin().lock(),
-        io::stdout().lock(),
+        // `serve` flushes whenever the input pauses; until then answers
+        // leave in large writes.
+        BufWriter::with_capacity(1 << 16, io::stdout().lock()),
     );
     drop(client);
     let stopped = engine.shutdown();

@@ -285,3 +285,138 @@ fn deposit_without_room_for_its_rebate_is_overflow_and_changes_nothing() {
     assert_eq!(answers[4]["balance"], "46116860184273879.03");
     assert_eq!(answers[6]["balance"], "46578028786116617.82");
 }
+
+/// Answers `lines` one at a time: each line is written only after the
+/// previous one's answer was read, as an interactive client does.
+fn run_interactively(args: &[&str], lines: &[String]) -> Vec<Value> {
+    let mut child = ringledger()
+        .arg("run")
+        .args(["--durability", "none"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let answers = lines
+        .iter()
+        .map(|line| {
+            writeln!(stdin, "{line}").unwrap();
+            stdin.flush().unwrap();
+            let mut answer = String::new();
+            stdout.read_line(&mut answer).unwrap();
+            serde_json::from_str(&answer).unwrap()
+        })
+        .collect();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    answers
+}
+
+/// A script whose lines depend on earlier ones' effects: a reserve naming a
+/// symbol listed the line before, a tick between a reservation and its
+/// confirmation, numbered refusals and their retries, and more lines than
+/// `run` keeps in flight.
+fn mixed_script() -> Vec<String> {
+    let mut lines: Vec<String> = [
+        r#"{"op":"open_account","account":1,"req":1}"#,
+        r#"{"op":"deposit","account":1,"amount":"100.00","req":2}"#,
+        r#"{"op":"list_instrument","instrument":"ACME","shares":10,"price":"2.50","req":3}"#,
+        r#"{"op":"reserve","reservation":1,"account":1,"instrument":"ACME","qty":4,"ttl_ms":1000,"req":4}"#,
+        r#"{"op":"instrument","instrument":"ACME"}"#,
+        r#"{"op":"tick","now_ms":5000}"#,
+        r#"{"op":"confirm","reservation":1,"req":5}"#,
+        r#"{"op":"deposit","account":1,"amount":"x","req":6}"#,
+        r#"{"op":"deposit","account":1,"amount":"1.00","req":6}"#,
+        r#"{"op":"list_instrument","instrument":"BOLT","shares":5,"price":"1.00"}"#,
+        r#"{"op":"instrument","instrument":"BOLT"}"#,
+        r#"{"op":"reserve","reservation":2,"account":1,"instrument":"BOLT","qty":5}"#,
+        r#"{"op":"confirm","reservation":2}"#,
+        "not json",
+        r#"{"op":"balance","account":2}"#,
+    ]
+    .map(String::from)
+    .to_vec();
+    for i in 0..3000 {
+        lines.push(format!(
+            r#"{{"op":"deposit","account":1,"amount":"0.{:02}"}}"#,
+            i % 99 + 1
+        ));
+        if i % 700 == 0 {
+            lines.push(r#"{"op":"history","account":1,"limit":3}"#.into());
+            lines.push(format!(r#"{{"op":"tick","now_ms":{}}}"#, 6000 + i));
+        }
+    }
+    lines.push(r#"{"op":"barrier"}"#.into());
+    lines.push(r#"{"op":"holdings","account":1}"#.into());
+    lines.push(r#"{"op":"balance","account":1}"#.into());
+    lines
+}
+
+#[test]
+fn pipelined_answers_are_in_order_and_match_interactive_ones() {
+    let args = ["--clock", "manual", "--rebate-rate", "0"];
+    let lines = mixed_script();
+    let pipelined = run_script(&args, &(lines.join("\n") + "\n"));
+    assert_eq!(pipelined.len(), lines.len());
+    let codes: Vec<Value> = pipelined[..15]
+        .iter()
+        .map(|v| v.get("error").cloned().unwrap_or(json!("ok")))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            json!("ok"),
+            json!("ok"),
+            json!("ok"),
+            json!("ok"),
+            json!("ok"),
+            json!("ok"),
+            json!("reservation_expired"),
+            json!("invalid_amount"),
+            json!("duplicate"),
+            json!("ok"),
+            json!("ok"),
+            json!("ok"),
+            json!("ok"),
+            json!("malformed"),
+            json!("unknown_account"),
+        ]
+    );
+    assert_eq!(pipelined[4]["reserved"], 4);
+    assert_eq!(pipelined[8]["original"], "invalid_amount");
+    assert_eq!(pipelined[10]["available"], 5);
+    // Each deposit's answer carries the balance after it, in script order
+    // (the BOLT sale took 5.00 of the first 100.00).
+    let mut cents = 9_500u64;
+    let deposits = lines.iter().zip(&pipelined).skip(15);
+    for (line, answer) in deposits.filter(|(line, _)| line.contains("deposit")) {
+        cents += line[line.len() - 4..line.len() - 2].parse::<u64>().unwrap();
+        let expected = format!("{}.{:02}", cents / 100, cents % 100);
+        assert_eq!(answer["balance"], json!(expected), "{line}");
+    }
+    assert_eq!(
+        pipelined[pipelined.len() - 2],
+        json!({"ok": true, "shares": {"BOLT": 5}})
+    );
+    let interactive = run_interactively(&args, &lines);
+    assert_eq!(interactive.len(), lines.len());
+    // Rebate credits (zero here) are sequenced whenever the rebate thread
+    // sends them, so history `seq`s (and the digest) depend on timing;
+    // nothing else does.
+    let without_seqs = |mut answers: Vec<Value>| {
+        for entry in answers
+            .iter_mut()
+            .filter_map(|a| a.get_mut("entries")?.as_array_mut())
+            .flatten()
+        {
+            entry.as_object_mut().unwrap().remove("seq");
+        }
+        answers
+    };
+    let (pipelined, interactive) = (without_seqs(pipelined), without_seqs(interactive));
+    for ((line, pipelined), interactive) in lines.iter().zip(&pipelined).zip(&interactive) {
+        assert_eq!(pipelined, interactive, "{line}");
+    }
+}

@@ -10,7 +10,8 @@
 //! the refusal goes through the engine as [`Request::Rejected`], sequenced
 //! and journaled, so its retry is a `duplicate` that names the original code.
 
-use std::io::{self, BufRead, Write};
+use std::collections::VecDeque;
+use std::io::{self, BufRead, BufReader, Read, Write};
 
 use serde_json::error::Category;
 use serde_json::{json, Map, Value};
@@ -43,65 +44,120 @@ const NUMBERED_OPS: [&str; 11] = [
     "cancel_order",
 ];
 
-/// Answers every line of `input` on `output`, flushing after each so the
-/// command can be driven interactively through pipes. Every line gets exactly
-/// one answer, even a blank one or one that is not UTF-8; if the engine itself
-/// fails, the line is answered with the failure and serving stops with it.
-/// If the engine stopped because its journal cannot be written (a full
-/// disk), that line and every later one is answered `unavailable`, and the
-/// failure is returned at the end of the input.
+/// Lines read ahead of their answers at most: enough that the engine works
+/// on a batch while this thread parses the next lines, far below a client's
+/// response queue.
+const WINDOW: usize = 1024;
+
+/// Bytes read from the input at once: with a file or a full pipe, many
+/// lines per system call.
+const INPUT_BUFFER_BYTES: usize = 1 << 16;
+
+/// Answers every line of `input` on `output`, in order. Lines are pipelined:
+/// each is sent to the engine as soon as it is read, up to [`WINDOW`] ahead
+/// of its answer, and answers are written as they come back. Whenever no
+/// complete line is waiting in the input (it paused, as an interactive
+/// client does after each line), everything read so far is answered and
+/// flushed first, so the command can still be driven one line at a time
+/// through pipes. Every line gets exactly one answer, even a blank one or
+/// one that is not UTF-8; if the engine itself fails, the line is answered
+/// with the failure and serving stops with it. If the engine stopped
+/// because its journal cannot be written (a full disk), that line and every
+/// later one is answered `unavailable`, and the failure is returned at the
+/// end of the input.
+///
+/// A line whose handling depends on earlier lines' effects waits for them:
+/// `barrier` and `tick` (the clock must not move under requests still in
+/// flight) wait for everything in flight, and `instrument` or `reserve`
+/// wait for an earlier `list_instrument` still in flight, whose symbol they
+/// may name.
 pub fn serve(
     client: &mut Client,
     manual_clock: Option<&ManualClock>,
-    mut input: impl BufRead,
+    input: impl Read,
     mut output: impl Write,
 ) -> io::Result<()> {
     let mut session = Session {
         client,
         manual_clock,
+        pending: VecDeque::with_capacity(WINDOW),
+        listings_in_flight: 0,
+        unavailable: None,
     };
+    let mut input = BufReader::with_capacity(INPUT_BUFFER_BYTES, input);
     let mut bytes = Vec::new();
-    let mut unavailable = None;
     loop {
+        if !input.buffer().contains(&b'\n') {
+            session.answer_all(&mut output)?;
+            output.flush()?;
+        }
         bytes.clear();
         if input.read_until(b'\n', &mut bytes)? == 0 {
-            return match unavailable {
+            session.answer_all(&mut output)?;
+            output.flush()?;
+            return match session.unavailable.take() {
                 Some(e) => Err(io::Error::other(e)),
                 None => Ok(()),
             };
         }
         let line = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let (answer, fatal) = match std::str::from_utf8(line) {
-            Err(_) => (
-                failure_json(&malformed("the line is not valid UTF-8")),
-                None,
-            ),
-            Ok(text) => match session.answer(text) {
-                Ok(answer) => (answer, None),
-                Err(e @ EngineError::Unavailable(_)) => {
-                    let answer = failure_json(&Failure {
-                        code: ErrorCode::Unavailable,
-                        message: e.to_string(),
-                        original: None,
-                    });
-                    unavailable = Some(e);
-                    (answer, None)
+        let pending = match std::str::from_utf8(line) {
+            Err(_) => Pending::Answered(failure_json(&malformed("the line is not valid UTF-8"))),
+            Ok(text) => match session.take(text, &mut output) {
+                Ok(pending) => pending,
+                Err(Fatal::Line(failure)) => Pending::Answered(failure_json(&failure)),
+                Err(Fatal::Engine(e)) => {
+                    session.answer_all(&mut output)?;
+                    session.engine_error(e, &mut output)?;
+                    continue;
                 }
-                Err(e) => {
-                    let message = format!("the engine failed: {e}");
-                    let answer = json!({"ok": false, "error": "engine_failed", "message": message});
-                    (answer, Some(e))
-                }
+                Err(Fatal::Stopped(e)) => return Err(e),
             },
         };
-        serde_json::to_writer(&mut output, &answer)?;
-        output.write_all(b"\n")?;
-        output.flush()?;
-        if let Some(e) = fatal {
-            return Err(io::Error::other(e));
+        session.pending.push_back(pending);
+        if session.pending.len() >= WINDOW {
+            session.answer_oldest(&mut output)?;
         }
     }
+}
+
+/// A line read and not yet answered on the output.
+enum Pending {
+    /// Answered without the engine (or after waiting for it).
+    Answered(Value),
+    /// Sent to the engine: its outcome is the client's next one to receive
+    /// once every earlier pending line is answered.
+    Sent {
+        fields: Map<String, Value>,
+        /// A numbered line refused at this edge: its number was used up
+        /// with the refusal, which is its answer unless the engine says
+        /// otherwise (see [`Session::use_up`]).
+        refused: Option<Failure>,
+        /// A `list_instrument` line (see [`Session::listings_in_flight`]).
+        listing: bool,
+    },
+}
+
+fn success_json(mut fields: Map<String, Value>) -> Value {
+    fields.insert("ok".into(), Value::Bool(true));
+    Value::Object(fields)
+}
+
+fn write_line(output: &mut impl Write, answer: &Value) -> io::Result<()> {
+    serde_json::to_writer(&mut *output, answer)?;
+    output.write_all(b"\n")
+}
+
+/// Answers a line with the engine's failure and stops serving.
+fn fail(e: EngineError, output: &mut impl Write) -> io::Result<()> {
+    let message = format!("the engine failed: {e}");
+    write_line(
+        output,
+        &json!({"ok": false, "error": "engine_failed", "message": message}),
+    )?;
+    output.flush()?;
+    Err(io::Error::other(e))
 }
 
 fn failure_json(f: &Failure) -> Value {
@@ -115,6 +171,13 @@ fn failure_json(f: &Failure) -> Value {
 struct Session<'a> {
     client: &'a mut Client,
     manual_clock: Option<&'a ManualClock>,
+    /// Lines read, oldest first, whose answers are not written yet.
+    pending: VecDeque<Pending>,
+    /// `list_instrument` lines sent whose answers have not come back: until
+    /// they have, the symbols they list may not be resolvable yet.
+    listings_in_flight: usize,
+    /// Why the engine became unavailable, once it has: returned at the end.
+    unavailable: Option<EngineError>,
 }
 
 /// A failed line: the wire code and a message for a person.
@@ -125,10 +188,15 @@ struct Failure {
     original: Option<Answer>,
 }
 
-/// Why a line got no answer at all: the engine itself is gone.
+/// Why a line could not be taken in.
 enum Fatal {
+    /// It is answered with this failure.
     Line(Failure),
+    /// The engine itself is gone: the line is answered with that, and
+    /// serving stops.
     Engine(EngineError),
+    /// Serving stopped while an earlier line was answered.
+    Stopped(io::Error),
 }
 
 impl From<Failure> for Fatal {
@@ -174,18 +242,9 @@ impl From<AmountError> for Failure {
 }
 
 impl Session<'_> {
-    fn answer(&mut self, line: &str) -> Result<Value, EngineError> {
-        match self.try_answer(line) {
-            Ok(mut fields) => {
-                fields.insert("ok".into(), Value::Bool(true));
-                Ok(Value::Object(fields))
-            }
-            Err(Fatal::Line(f)) => Ok(failure_json(&f)),
-            Err(Fatal::Engine(e)) => Err(e),
-        }
-    }
-
-    fn try_answer(&mut self, line: &str) -> Result<Map<String, Value>, Fatal> {
+    /// Takes one line in: answers it at this edge, or sends it to the engine
+    /// (first waiting for the earlier lines it depends on, see [`serve`]).
+    fn take(&mut self, line: &str, output: &mut impl Write) -> Result<Pending, Fatal> {
         if line.trim().is_empty() {
             return Err(malformed("the line is empty: expected a JSON object").into());
         }
@@ -202,29 +261,109 @@ impl Session<'_> {
         if req == Some(0) {
             return Err(malformed("req must be 1 or more").into());
         }
+        let waits_for_all = matches!(op, "barrier" | "tick");
+        let names_listing = matches!(op, "instrument" | "reserve") && self.listings_in_flight > 0;
+        if waits_for_all || names_listing {
+            self.answer_all(output).map_err(Fatal::Stopped)?;
+        }
         if op == "barrier" {
             self.client.barrier().map_err(Fatal::Engine)?;
-            return Ok(Map::new());
+            return Ok(Pending::Answered(success_json(Map::new())));
         }
         let request = match self.request(op, &f) {
             Ok(request) => request,
             Err(Fatal::Line(refused)) => {
                 return match req {
-                    Some(req) if NUMBERED_OPS.contains(&op) => self.use_up(req, refused, &fields),
+                    Some(req) if NUMBERED_OPS.contains(&op) => self.use_up(req, refused, fields),
                     _ => Err(refused.into()),
                 }
             }
             Err(fatal) => return Err(fatal),
         };
-        let outcome = match req {
+        let listing = matches!(request, Request::ListInstrument { .. });
+        match req {
             Some(req) if request.is_numbered() => {
                 self.require_session()?;
-                self.client.call_numbered(request, req)
+                self.client.send_numbered(request, req)
             }
-            _ => self.client.call(request),
+            _ => self.client.send(request),
         }
         .map_err(Fatal::Engine)?;
-        Ok(self.render(&fields, outcome)?)
+        if listing {
+            self.listings_in_flight += 1;
+        }
+        Ok(Pending::Sent {
+            fields,
+            refused: None,
+            listing,
+        })
+    }
+
+    /// Writes the answers of every line read so far.
+    fn answer_all(&mut self, output: &mut impl Write) -> io::Result<()> {
+        while !self.pending.is_empty() {
+            self.answer_oldest(output)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the oldest pending line's answer, waiting for the engine's
+    /// outcome if it was sent. If the engine failed, the line is answered
+    /// with the failure and the error returned: serving stops.
+    fn answer_oldest(&mut self, output: &mut impl Write) -> io::Result<()> {
+        let answer = match self.pending.pop_front() {
+            None => return Ok(()),
+            Some(Pending::Answered(answer)) => answer,
+            Some(Pending::Sent {
+                fields,
+                refused,
+                listing,
+            }) => {
+                if listing {
+                    self.listings_in_flight -= 1;
+                }
+                match self.client.recv() {
+                    Ok(outcome) => self.outcome_json(&fields, refused, outcome),
+                    Err(e) => return self.engine_error(e, output),
+                }
+            }
+        };
+        write_line(output, &answer)
+    }
+
+    /// Answers a line the engine could not take. `unavailable` (its journal
+    /// cannot be written): serving goes on, every later line that needs the
+    /// engine is answered so too, and the failure is returned at the end of
+    /// the input. Any other failure: the line is answered with it and
+    /// serving stops.
+    fn engine_error(&mut self, e: EngineError, output: &mut impl Write) -> io::Result<()> {
+        if let EngineError::Unavailable(_) = e {
+            let answer = failure_json(&Failure {
+                code: ErrorCode::Unavailable,
+                message: e.to_string(),
+                original: None,
+            });
+            self.unavailable = Some(e);
+            return write_line(output, &answer);
+        }
+        fail(e, output)
+    }
+
+    /// The answer to a sent line, given its outcome.
+    fn outcome_json(
+        &self,
+        fields: &Map<String, Value>,
+        refused: Option<Failure>,
+        outcome: Outcome,
+    ) -> Value {
+        match (refused, outcome) {
+            // The number was used up with the refusal: the refusal answers.
+            (Some(refused), Err(Reject::AtEdge(_))) => failure_json(&refused),
+            (_, outcome) => match self.render(fields, outcome) {
+                Ok(fields) => success_json(fields),
+                Err(failure) => failure_json(&failure),
+            },
+        }
     }
 
     /// Numbered lines need the session `run` opened at start.
@@ -248,17 +387,17 @@ impl Session<'_> {
         &mut self,
         req: u64,
         refused: Failure,
-        fields: &Map<String, Value>,
-    ) -> Result<Map<String, Value>, Fatal> {
+        fields: Map<String, Value>,
+    ) -> Result<Pending, Fatal> {
         self.require_session()?;
-        let outcome = self
-            .client
-            .call_numbered(Request::Rejected { code: refused.code }, req)
+        self.client
+            .send_numbered(Request::Rejected { code: refused.code }, req)
             .map_err(Fatal::Engine)?;
-        match outcome {
-            Err(Reject::AtEdge(_)) => Err(refused.into()),
-            other => Ok(self.render(fields, other)?),
-        }
+        Ok(Pending::Sent {
+            fields,
+            refused: Some(refused),
+            listing: false,
+        })
     }
 
     /// The request a line asks for, checked and converted at this edge.
