@@ -182,9 +182,18 @@ impl Scale {
         Decimal::new(units, self.places)
     }
 
-    /// Minor units as text with exactly `places` decimals (`"10.50"`).
+    /// Minor units as text with exactly `places` decimals (`"10.50"`), as
+    /// [`Scale::to_decimal`] prints, in integer arithmetic: `run` formats a
+    /// balance in every answer.
     pub fn format(self, units: Units) -> String {
-        self.to_decimal(units).to_string()
+        let sign = if units < 0 { "-" } else { "" };
+        let magnitude = units.unsigned_abs();
+        let unit = self.unit as u64;
+        let (whole, fraction) = (magnitude / unit, magnitude % unit);
+        match self.places {
+            0 => format!("{sign}{whole}"),
+            places => format!("{sign}{whole}.{fraction:0width$}", width = places as usize),
+        }
     }
 }
 
@@ -194,6 +203,27 @@ mod tests {
 
     fn dec(s: &str) -> Decimal {
         Decimal::from_str_exact(s).unwrap()
+    }
+
+    #[test]
+    fn format_prints_what_the_decimal_prints_at_every_scale() {
+        for places in 0..=SCALE_MAX {
+            let scale = Scale::new(places).unwrap();
+            let mut units: Vec<Units> = vec![0, 1, -1, 7, -7, 10, 99, 100, 101, -100, 123_456];
+            units.extend([Units::MAX, Units::MIN, Units::MAX - 1, Units::MIN + 1]);
+            units.extend(
+                (0..19)
+                    .map(|e| 10i64.pow(e))
+                    .flat_map(|p| [p - 1, p, p + 1, -p]),
+            );
+            for units in units {
+                assert_eq!(
+                    scale.format(units),
+                    scale.to_decimal(units).to_string(),
+                    "{units} at {places} places"
+                );
+            }
+        }
     }
 
     #[test]

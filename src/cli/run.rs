@@ -149,6 +149,33 @@ fn write_line(output: &mut impl Write, answer: &Value) -> io::Result<()> {
     output.write_all(b"\n")
 }
 
+/// Writes the most common answers (a balance after a move, a bare success)
+/// straight to `output`, byte for byte as [`write_line`] writes them after
+/// [`render`], without building a `Value`. False if `outcome` is not one of
+/// them: nothing was written.
+fn write_plain(output: &mut impl Write, scale: Scale, outcome: &Outcome) -> io::Result<bool> {
+    match outcome {
+        Ok(Reply::Moved { balance }) => {
+            // A formatted amount is digits, a dot and a sign: nothing to escape.
+            writeln!(
+                output,
+                r#"{{"balance":"{}","ok":true}}"#,
+                scale.format(*balance)
+            )?;
+        }
+        Ok(
+            Reply::Done
+            | Reply::Listed { .. }
+            | Reply::RebateCredited { .. }
+            | Reply::Session { .. },
+        ) => {
+            output.write_all(b"{\"ok\":true}\n")?;
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
 /// Answers a line with the engine's failure and stops serving.
 fn fail(e: EngineError, output: &mut impl Write) -> io::Result<()> {
     let message = format!("the engine failed: {e}");
@@ -323,6 +350,12 @@ impl Session<'_> {
                     self.listings_in_flight -= 1;
                 }
                 match self.client.recv() {
+                    Ok(outcome)
+                        if refused.is_none()
+                            && write_plain(output, self.client.scale(), &outcome)? =>
+                    {
+                        return Ok(())
+                    }
                     Ok(outcome) => self.outcome_json(&fields, refused, outcome),
                     Err(e) => return self.engine_error(e, output),
                 }
@@ -359,7 +392,7 @@ impl Session<'_> {
         match (refused, outcome) {
             // The number was used up with the refusal: the refusal answers.
             (Some(refused), Err(Reject::AtEdge(_))) => failure_json(&refused),
-            (_, outcome) => match self.render(fields, outcome) {
+            (_, outcome) => match render(self.client.scale(), fields, outcome) {
                 Ok(fields) => success_json(fields),
                 Err(failure) => failure_json(&failure),
             },
@@ -576,105 +609,105 @@ impl Session<'_> {
             price,
         })
     }
+}
 
-    fn render(
-        &self,
-        fields: &Map<String, Value>,
-        outcome: Outcome,
-    ) -> Result<Map<String, Value>, Failure> {
-        let scale = self.client.scale();
-        let money = |units| Value::String(scale.format(units));
-        let reply = outcome.map_err(|reject| Failure {
-            code: reject.code(),
-            message: describe(&reject, fields, scale),
-            original: match reject {
-                Reject::Duplicate { original, .. } => original,
-                _ => None,
-            },
-        })?;
-        let answer = match reply {
-            Reply::Done
-            | Reply::Listed { .. }
-            | Reply::RebateCredited { .. }
-            | Reply::Session { .. } => json!({}),
-            Reply::Moved { balance } => json!({"balance": money(balance)}),
-            Reply::Balance {
-                balance,
-                held,
-                available,
-            } => {
-                json!({"balance": money(balance), "held": money(held), "available": money(available)})
-            }
-            Reply::History { entries, truncated } => {
-                let entries: Vec<Value> = entries
-                    .iter()
-                    .map(|e| {
-                        json!({
-                            "seq": e.seq,
-                            "time_ms": e.time_ms,
-                            "kind": e.kind.as_str(),
-                            "amount": money(e.amount),
-                            "balance": money(e.balance),
-                        })
+/// The fields of a sent line's answer, or the failure it is answered with.
+fn render(
+    scale: Scale,
+    fields: &Map<String, Value>,
+    outcome: Outcome,
+) -> Result<Map<String, Value>, Failure> {
+    let money = |units| Value::String(scale.format(units));
+    let reply = outcome.map_err(|reject| Failure {
+        code: reject.code(),
+        message: describe(&reject, fields, scale),
+        original: match reject {
+            Reject::Duplicate { original, .. } => original,
+            _ => None,
+        },
+    })?;
+    let answer = match reply {
+        Reply::Done
+        | Reply::Listed { .. }
+        | Reply::RebateCredited { .. }
+        | Reply::Session { .. } => json!({}),
+        Reply::Moved { balance } => json!({"balance": money(balance)}),
+        Reply::Balance {
+            balance,
+            held,
+            available,
+        } => {
+            json!({"balance": money(balance), "held": money(held), "available": money(available)})
+        }
+        Reply::History { entries, truncated } => {
+            let entries: Vec<Value> = entries
+                .iter()
+                .map(|e| {
+                    json!({
+                        "seq": e.seq,
+                        "time_ms": e.time_ms,
+                        "kind": e.kind.as_str(),
+                        "amount": money(e.amount),
+                        "balance": money(e.balance),
                     })
-                    .collect();
-                json!({"entries": entries, "truncated": truncated})
+                })
+                .collect();
+            json!({"entries": entries, "truncated": truncated})
+        }
+        Reply::Instrument(view) => json!({
+            "supply": view.supply,
+            "available": view.available,
+            "reserved": view.reserved,
+            "sold": view.sold,
+            "price": money(view.price),
+        }),
+        Reply::Reserved { qty } => json!({"qty": qty}),
+        Reply::Holdings(shares) => {
+            let owned: Map<String, Value> = shares
+                .iter()
+                .map(|(s, q, _)| (s.as_str().to_string(), json!(q)))
+                .collect();
+            let held: Map<String, Value> = shares
+                .iter()
+                .filter(|(_, _, h)| *h > 0)
+                .map(|(s, _, h)| (s.as_str().to_string(), json!(h)))
+                .collect();
+            json!({"shares": owned, "held": held})
+        }
+        Reply::Digest(digest) => json!({"digest": format!("{digest:016x}")}),
+        Reply::Placed {
+            status,
+            filled,
+            resting,
+            events,
+        } => {
+            let mut answer = Map::new();
+            if let Some(order) = fields.get("order") {
+                answer.insert("order".into(), order.clone());
             }
-            Reply::Instrument(view) => json!({
-                "supply": view.supply,
-                "available": view.available,
-                "reserved": view.reserved,
-                "sold": view.sold,
-                "price": money(view.price),
-            }),
-            Reply::Reserved { qty } => json!({"qty": qty}),
-            Reply::Holdings(shares) => {
-                let owned: Map<String, Value> = shares
-                    .iter()
-                    .map(|(s, q, _)| (s.as_str().to_string(), json!(q)))
-                    .collect();
-                let held: Map<String, Value> = shares
-                    .iter()
-                    .filter(|(_, _, h)| *h > 0)
-                    .map(|(s, _, h)| (s.as_str().to_string(), json!(h)))
-                    .collect();
-                json!({"shares": owned, "held": held})
-            }
-            Reply::Digest(digest) => json!({"digest": format!("{digest:016x}")}),
-            Reply::Placed {
-                status,
-                filled,
-                resting,
-                events,
-            } => {
-                let mut answer = Map::new();
-                if let Some(order) = fields.get("order") {
-                    answer.insert("order".into(), order.clone());
-                }
-                answer.extend(orders::placed_fields(
-                    status, filled, resting, &events, scale,
-                ));
-                Value::Object(answer)
-            }
-            Reply::OrderCancelled { cancelled } => json!({"cancelled": cancelled}),
-            Reply::Order(o) => json!({
-                "account": o.account,
-                "instrument": o.symbol.as_str(),
-                "side": orders::side_str(o.side),
-                "price": money(o.price),
-                "qty": o.qty,
-                "filled": o.filled,
-            }),
-            Reply::Book(depth) => json!({
-                "bids": orders::levels_json(&depth.bids, scale),
-                "asks": orders::levels_json(&depth.asks, scale),
-            }),
-        };
-        let Value::Object(fields) = answer else {
-            unreachable!("every answer above is an object")
-        };
-        Ok(fields)
-    }
+            answer.extend(orders::placed_fields(
+                status, filled, resting, &events, scale,
+            ));
+            Value::Object(answer)
+        }
+        Reply::OrderCancelled { cancelled } => json!({"cancelled": cancelled}),
+        Reply::Order(o) => json!({
+            "account": o.account,
+            "instrument": o.symbol.as_str(),
+            "side": orders::side_str(o.side),
+            "price": money(o.price),
+            "qty": o.qty,
+            "filled": o.filled,
+        }),
+        Reply::Book(depth) => json!({
+            "bids": orders::levels_json(&depth.bids, scale),
+            "asks": orders::levels_json(&depth.asks, scale),
+        }),
+    };
+    let Value::Object(fields) = answer else {
+        unreachable!("every answer above is an object")
+    };
+    Ok(fields)
 }
 
 /// A rejection in the caller's terms: decimal amounts, instrument symbols.
@@ -782,5 +815,39 @@ impl Fields<'_> {
 
     fn symbol(&self, name: &str) -> Result<Symbol, Failure> {
         Symbol::new(self.str(name)?).map_err(malformed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::InstrumentId;
+
+    #[test]
+    fn plain_answers_are_the_rendered_ones_byte_for_byte() {
+        let outcomes = [
+            Ok(Reply::Moved { balance: 0 }),
+            Ok(Reply::Moved { balance: -1_050 }),
+            Ok(Reply::Moved { balance: i64::MAX }),
+            Ok(Reply::Done),
+            Ok(Reply::Listed {
+                instrument: InstrumentId(3),
+            }),
+        ];
+        for places in [0, 2, 18] {
+            let scale = Scale::new(places).unwrap();
+            for outcome in &outcomes {
+                let mut plain = Vec::new();
+                assert!(write_plain(&mut plain, scale, outcome).unwrap());
+                let mut rendered = Vec::new();
+                let fields = render(scale, &Map::new(), outcome.clone()).ok().unwrap();
+                write_line(&mut rendered, &success_json(fields)).unwrap();
+                assert_eq!(String::from_utf8(plain), String::from_utf8(rendered));
+            }
+        }
+        let mut untouched = Vec::new();
+        let reserved = Ok(Reply::Reserved { qty: 1 });
+        assert!(!write_plain(&mut untouched, Scale::default(), &reserved).unwrap());
+        assert!(untouched.is_empty());
     }
 }
