@@ -216,6 +216,9 @@ impl Business {
                     _ => held.push((envelope.client, applied.outcome)),
                 }
             });
+            if credits > 0 {
+                shared.wake_rebate_waiters();
+            }
             if dispatched - answered > backlog_peak {
                 backlog_peak = dispatched - answered;
                 shared

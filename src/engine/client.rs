@@ -2,7 +2,7 @@
 //! other gateways', and optionally a named session (for request numbering).
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -281,21 +281,55 @@ impl Drop for Client {
     }
 }
 
-/// Waits until the rebate credits applied catch up with the rebate jobs
-/// dispatched at the time of the call.
+/// Waits, parked, until the rebate credits applied catch up with the rebate
+/// jobs dispatched at the time of the call: the business thread wakes it
+/// after applying credits (see `Shared::wake_rebate_waiters`), and so do a
+/// failure and shutdown.
 pub(super) fn wait_for_rebates(shared: &Shared, limit: Duration) -> Result<(), EngineError> {
     let target = shared.rebates_dispatched.load(Ordering::Acquire);
-    let start = Instant::now();
-    let mut pause = Duration::from_micros(20);
-    while shared.rebates_answered.load(Ordering::Acquire) < target {
+    let caught_up = || shared.rebates_answered.load(Ordering::Acquire) >= target;
+    if caught_up() {
+        return Ok(());
+    }
+    // A limit too large to represent is no limit.
+    let deadline = Instant::now().checked_add(limit);
+    let _registered = Registered::new(&shared.rebate_waiters);
+    let mut lock = shared.rebate_wait.lock();
+    while !caught_up() {
         if shared.failed.load(Ordering::Acquire) || shared.requests.lock().is_none() {
             return Err(shared.error());
         }
-        if start.elapsed() >= limit {
-            return Err(EngineError::Stopped);
+        match deadline {
+            None => shared.rebates_credited.wait(&mut lock),
+            Some(deadline) => {
+                if shared
+                    .rebates_credited
+                    .wait_until(&mut lock, deadline)
+                    .timed_out()
+                    && !caught_up()
+                {
+                    return Err(EngineError::Stopped);
+                }
+            }
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(2));
     }
     Ok(())
+}
+
+/// Counts a parked waiter for as long as it lives. The fence after
+/// registering pairs with the waker's (see `Shared::wake_rebate_waiters`).
+struct Registered<'a>(&'a AtomicUsize);
+
+impl<'a> Registered<'a> {
+    fn new(waiters: &'a AtomicUsize) -> Registered<'a> {
+        waiters.fetch_add(1, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        Registered(waiters)
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }

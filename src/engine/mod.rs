@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use rustc_hash::FxHashMap;
 
 pub use self::client::Client;
@@ -138,6 +138,11 @@ struct Shared {
     rebates_answered: AtomicU64,
     /// The largest owed backlog seen after a batch (for tests of the bound).
     rebate_backlog_peak: AtomicU64,
+    /// Threads parked in [`client::wait_for_rebates`]: the business thread
+    /// wakes them after a batch with credits only when there are any.
+    rebate_waiters: AtomicUsize,
+    rebate_wait: Mutex<()>,
+    rebates_credited: Condvar,
     /// Why the engine failed (the first reason), and whether it was the
     /// journal (then clients get [`EngineError::Unavailable`]).
     failure: Mutex<Option<(String, bool)>>,
@@ -170,6 +175,21 @@ impl Shared {
             *failure = Some((why, journal));
         }
         self.failed.store(true, Ordering::Release);
+        drop(failure);
+        self.wake_rebate_waiters();
+    }
+
+    /// Wakes the threads parked in [`client::wait_for_rebates`], after
+    /// credits were counted or the engine failed or stopped. The SeqCst
+    /// fence pairs with the waiter's registration (eventcount): either the
+    /// waiter sees the new state when it checks, or this sees the waiter.
+    /// One fence and one load while nobody waits.
+    fn wake_rebate_waiters(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.rebate_waiters.load(Ordering::Relaxed) != 0 {
+            let _lock = self.rebate_wait.lock();
+            self.rebates_credited.notify_all();
+        }
     }
 
     fn error(&self) -> EngineError {
@@ -481,6 +501,9 @@ impl EngineBuilder {
             rebates_dispatched: AtomicU64::new(owed as u64),
             rebates_answered: AtomicU64::new(0),
             rebate_backlog_peak: AtomicU64::new(owed as u64),
+            rebate_waiters: AtomicUsize::new(0),
+            rebate_wait: Mutex::new(()),
+            rebates_credited: Condvar::new(),
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
         });
@@ -598,6 +621,8 @@ impl Engine {
         if let Some(requests) = self.shared.requests.lock().take() {
             requests.close();
         }
+        // Barriers still waiting see the engine stopped.
+        self.shared.wake_rebate_waiters();
         let ledger = business.join();
         if let Some(rebater) = self.rebater.take() {
             let _ = rebater.join();

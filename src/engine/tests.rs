@@ -236,3 +236,90 @@ fn a_panicking_rebate_policy_fails_the_engine_without_a_hang() {
     assert!(matches!(client.barrier(), Err(EngineError::Failed(_))));
     assert!(matches!(engine.shutdown(), Err(EngineError::Failed(_))));
 }
+
+#[test]
+fn barriers_park_until_the_credits_they_wait_for_land() {
+    let gate = Gate::default();
+    let engine = Engine::builder()
+        .rebate_policy(gate.clone())
+        .start()
+        .unwrap();
+    let mut client = engine.client().unwrap();
+    client
+        .call(Request::OpenAccount { account: 1 })
+        .unwrap()
+        .unwrap();
+    client
+        .call(Request::Deposit {
+            account: 1,
+            amount: 10_000,
+        })
+        .unwrap()
+        .unwrap();
+    let barriers: Vec<_> = (0..3)
+        .map(|_| {
+            let mut client = engine.client().unwrap();
+            thread::spawn(move || client.barrier())
+        })
+        .collect();
+    let shared = Arc::clone(&engine.shared);
+    wait_for("three parked barriers", || {
+        shared.rebate_waiters.load(Ordering::Acquire) == 3
+    });
+    assert!(barriers.iter().all(|b| !b.is_finished()));
+    assert_eq!(
+        balance(&mut client, 1),
+        10_000,
+        "no credit before the gate opens"
+    );
+    gate.open();
+    for barrier in barriers {
+        barrier.join().unwrap().unwrap();
+    }
+    assert_eq!(balance(&mut client, 1), 10_100);
+    assert_eq!(shared.rebate_waiters.load(Ordering::Acquire), 0);
+    engine.shutdown().unwrap();
+}
+
+/// Holds every computation until the gate opens, then panics.
+#[derive(Clone, Default)]
+struct PanicAfterGate(Gate);
+
+impl RebatePolicy for PanicAfterGate {
+    fn rebate(&self, job: &RebateJob) -> i64 {
+        self.0.rebate(job);
+        panic!("injected rebate policy fault after the gate")
+    }
+}
+
+#[test]
+fn a_parked_barrier_wakes_with_the_failure_when_the_engine_fails() {
+    let policy = PanicAfterGate::default();
+    let engine = Engine::builder()
+        .rebate_policy(policy.clone())
+        .start()
+        .unwrap();
+    let mut client = engine.client().unwrap();
+    client
+        .call(Request::OpenAccount { account: 1 })
+        .unwrap()
+        .unwrap();
+    client
+        .call(Request::Deposit {
+            account: 1,
+            amount: 100,
+        })
+        .unwrap()
+        .unwrap();
+    let barrier = thread::spawn(move || client.barrier());
+    let shared = Arc::clone(&engine.shared);
+    wait_for("a parked barrier", || {
+        shared.rebate_waiters.load(Ordering::Acquire) == 1
+    });
+    policy.0.open();
+    assert!(matches!(
+        barrier.join().unwrap(),
+        Err(EngineError::Failed(_))
+    ));
+    assert!(matches!(engine.shutdown(), Err(EngineError::Failed(_))));
+}
