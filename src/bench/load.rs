@@ -23,9 +23,9 @@ pub(super) const LATENCY_NS_MAX: u64 = 60_000_000_000;
 /// Operations a gateway completes between updates of the shared progress
 /// counter: one atomic add per this many operations.
 const PROGRESS_EVERY: u64 = 4_096;
-/// An open-loop gateway sleeps when its next send is further away than
-/// this, and spins/yields when it is closer (sleep overshoots by ~50µs).
-const SLEEP_THRESHOLD: Duration = Duration::from_micros(200);
+/// The timer slack of an open-loop client thread: Linux lets a sleep
+/// overshoot by 50 µs by default, which would count as latency.
+const TIMER_SLACK_NS: libc::c_ulong = 1_000;
 
 /// When requests go out.
 #[derive(Clone, Copy, Debug)]
@@ -111,18 +111,27 @@ impl Gateway<'_> {
         }
     }
 
-    /// Waits until `due_ns`: sleeps while it is far, yields when it is near.
+    /// Waits until `due_ns`, asleep.
     fn wait_until(&self, due_ns: u64) {
         loop {
             let now = self.now_ns();
             if now >= due_ns {
                 return;
             }
-            let left = Duration::from_nanos(due_ns - now);
-            if left > SLEEP_THRESHOLD {
-                std::thread::sleep(left - SLEEP_THRESHOLD / 2);
-            } else {
-                std::thread::yield_now();
+            std::thread::sleep(Duration::from_nanos(due_ns - now));
+        }
+    }
+
+    /// An open-loop client sleeps until each send time, so its sleeps must
+    /// end on time: narrows this thread's timer slack (Linux only; where
+    /// it fails, sleeps merely overshoot and the lateness is counted).
+    fn sleep_precisely(&self) {
+        if matches!(self.pace, Pace::Open { .. }) {
+            #[cfg(target_os = "linux")]
+            // SAFETY: PR_SET_TIMERSLACK takes one integer argument and
+            // changes only the calling thread's timer slack.
+            unsafe {
+                libc::prctl(libc::PR_SET_TIMERSLACK, TIMER_SLACK_NS);
             }
         }
     }
@@ -165,6 +174,7 @@ impl Gateway<'_> {
     /// Drives the lmax engine through `client`, keeping up to `window`
     /// requests in flight and receiving the oldest answer when it is full.
     pub fn run_lmax(&self, client: &mut Client, window: usize) -> Result<Tally, EngineError> {
+        self.sleep_precisely();
         let mut tally = Tally::default();
         // (op, the time its latency counts from), oldest first.
         let mut in_flight: VecDeque<(Op, u64)> = VecDeque::with_capacity(window);
@@ -188,21 +198,25 @@ impl Gateway<'_> {
                     self.now_ns()
                 }
                 Some(due_ns) => {
-                    // Collect answers while waiting for the send time; a full
-                    // window makes the request late, and the lateness counts.
+                    // Collect answers while waiting for the send time, parked
+                    // (never spinning or yielding); a full window makes the
+                    // request late, and the lateness counts.
                     loop {
                         while let Some(outcome) = client.try_recv()? {
                             receive(&mut tally, &mut in_flight, outcome);
                         }
+                        let now_ns = self.now_ns();
                         if in_flight.len() >= window {
                             let outcome = client.recv()?;
                             receive(&mut tally, &mut in_flight, outcome);
-                        } else if self.now_ns() >= due_ns {
+                        } else if now_ns >= due_ns {
                             break;
                         } else if in_flight.is_empty() {
                             self.wait_until(due_ns);
-                        } else {
-                            std::thread::yield_now();
+                        } else if let Some(outcome) =
+                            client.recv_timeout(Duration::from_nanos(due_ns - now_ns))?
+                        {
+                            receive(&mut tally, &mut in_flight, outcome);
                         }
                     }
                     due_ns
@@ -223,6 +237,7 @@ impl Gateway<'_> {
     /// Drives a baseline: one synchronous call per operation (a window of
     /// one by nature), timed from the call (closed) or its due time (open).
     pub fn run_bank(&self, bank: &dyn Bank) -> Tally {
+        self.sleep_precisely();
         let mut tally = Tally::default();
         for i in 0..self.count {
             let op = self.workload.op(self.index, i);

@@ -215,6 +215,18 @@ impl Client {
         }
     }
 
+    /// The outcome of the oldest request in flight, waiting (per the wait
+    /// strategy: parked under `Block`) at most `timeout` for it to arrive.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Outcome>, EngineError> {
+        if self.received.is_empty() && self.in_flight > 0 {
+            let received = &mut self.received;
+            self.responses
+                .wait_drain_timeout(usize::MAX, timeout, |outcome| received.push_back(outcome))
+                .map_err(|_| self.shared.error())?;
+        }
+        self.try_recv()
+    }
+
     /// Sends one request and waits for its outcome. Outcomes of requests
     /// sent earlier are kept for `recv`.
     pub fn call(&mut self, request: Request) -> Result<Outcome, EngineError> {
