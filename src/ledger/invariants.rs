@@ -68,7 +68,7 @@ impl Ledger {
             ));
         }
         for (key, &qty) in &self.share_held {
-            if qty > self.holdings.get(key).copied().unwrap_or(0) {
+            if qty > self.holdings.get(key.0, key.1) {
                 return Err(format!("{key:?}: {qty} shares held, more than owned"));
             }
         }
@@ -113,7 +113,7 @@ impl Ledger {
             cash += i128::from(a.balance);
         }
         let mut sold = vec![0u128; self.instruments.len()];
-        for (&(_, id), &qty) in &self.holdings {
+        for ((_, id), qty) in self.holdings.iter() {
             sold[id.0 as usize] += u128::from(qty);
         }
         for (i, inst) in self.instruments.iter().enumerate() {
@@ -239,7 +239,7 @@ impl Ledger {
             put(how as u64);
         }
         put(self.holdings.len() as u64);
-        for (&(account, id), &qty) in &self.holdings {
+        for ((account, id), qty) in self.holdings.sorted() {
             put(account);
             put(u64::from(id.0));
             put(qty);

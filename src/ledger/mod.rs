@@ -19,6 +19,7 @@
 
 mod accounts;
 mod closed_reservations;
+mod holdings;
 mod invariants;
 #[cfg(test)]
 mod order_tests;
@@ -36,6 +37,7 @@ use rustc_hash::FxHashMap;
 
 use self::accounts::Accounts;
 use self::closed_reservations::ClosedReservations;
+use self::holdings::Holdings;
 use self::orders::NewOrder;
 pub use self::orders::BOOK_DEPTH_MAX;
 pub use self::rebates::UnpaidRebate;
@@ -148,7 +150,7 @@ pub struct Ledger {
     /// (expiry time, reservation) for every open reservation with a TTL.
     expiries: BTreeSet<(u64, ReservationId)>,
     /// Shares owned per (account, instrument), held ones included.
-    holdings: BTreeMap<(AccountId, InstrumentId), u64>,
+    holdings: Holdings,
     /// Shares held by resting sells per (account, instrument); never above
     /// the shares owned.
     share_held: BTreeMap<(AccountId, InstrumentId), u64>,
@@ -186,7 +188,7 @@ impl Ledger {
             reservations: FxHashMap::default(),
             closed_reservations: ClosedReservations::default(),
             expiries: BTreeSet::new(),
-            holdings: BTreeMap::new(),
+            holdings: Holdings::default(),
             share_held: BTreeMap::new(),
             books: Vec::new(),
             order_instruments: FxHashMap::default(),
@@ -321,23 +323,44 @@ impl Ledger {
     pub fn apply_batch(&mut self, batch: &[Stamped], mut each: impl FnMut(usize, Applied)) {
         for (i, stamped) in batch.iter().enumerate() {
             if let Some(ahead) = batch.get(i + 3 * PREFETCH_AHEAD) {
-                for id in ahead.request.accounts().into_iter().flatten() {
+                for id in self.accounts_ahead(stamped, ahead, 3 * PREFETCH_AHEAD) {
                     self.accounts.prefetch_index(id);
                 }
             }
             if let Some(ahead) = batch.get(i + 2 * PREFETCH_AHEAD) {
-                for id in ahead.request.accounts().into_iter().flatten() {
+                for id in self.accounts_ahead(stamped, ahead, 2 * PREFETCH_AHEAD) {
                     self.accounts.prefetch_account(id);
                 }
             }
             if let Some(ahead) = batch.get(i + PREFETCH_AHEAD) {
-                for id in ahead.request.accounts().into_iter().flatten() {
+                for id in self.accounts_ahead(stamped, ahead, PREFETCH_AHEAD) {
                     self.accounts
                         .prefetch_history_slot(id, self.config.history_per_account_max as usize);
                 }
             }
             each(i, self.apply(stamped));
         }
+    }
+
+    /// The accounts the request `distance` places after `now` will touch,
+    /// as far as they can be told cheaply. A rebate credit names only its
+    /// deposit: its account is found in the rebate queue when `now` is the
+    /// credit for the oldest rebate (the business thread batches credits,
+    /// in deposit order, ahead of other requests), so credits are
+    /// prefetched like deposits.
+    fn accounts_ahead(
+        &self,
+        now: &Stamped,
+        ahead: &Stamped,
+        distance: usize,
+    ) -> impl Iterator<Item = AccountId> {
+        let accounts = match (&now.request, &ahead.request) {
+            (Request::CreditRebate { .. }, &Request::CreditRebate { deposit_seq, .. }) => {
+                [self.rebates.account_at_guess(deposit_seq, distance), None]
+            }
+            (_, request) => request.accounts(),
+        };
+        accounts.into_iter().flatten()
     }
 
     fn dispatch(&mut self, stamp: &Stamp, request: &Request) -> Applied {
@@ -715,10 +738,8 @@ impl Ledger {
         listed.reserved -= open.qty;
         listed.sold += open.qty;
         listed.proceeds += i128::from(open.cost);
-        *self
-            .holdings
-            .entry((account_id, open.instrument))
-            .or_insert(0) += open.qty;
+        self.holdings
+            .change(account_id, open.instrument, i128::from(open.qty));
         self.close(reservation, Closure::Confirmed);
         Ok(Reply::Done)
     }
@@ -760,8 +781,9 @@ impl Ledger {
         self.index_of(account)?;
         let shares = self
             .holdings
-            .range((account, InstrumentId(0))..=(account, InstrumentId(u32::MAX)))
-            .map(|(&(_, id), &qty)| {
+            .of(account)
+            .iter()
+            .map(|&(id, qty)| {
                 let held = self.share_held.get(&(account, id)).copied().unwrap_or(0);
                 (self.instruments[id.0 as usize].symbol, qty, held)
             })

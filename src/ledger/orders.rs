@@ -58,11 +58,7 @@ impl Ledger {
     }
 
     fn shares_available(&self, account: AccountId, instrument: InstrumentId) -> u64 {
-        let owned = self
-            .holdings
-            .get(&(account, instrument))
-            .copied()
-            .unwrap_or(0);
+        let owned = self.holdings.get(account, instrument);
         let held = self
             .share_held
             .get(&(account, instrument))
@@ -80,11 +76,7 @@ impl Ledger {
     }
 
     fn move_shares(&mut self, account: AccountId, instrument: InstrumentId, qty: i128) {
-        let owned = self.holdings.entry((account, instrument)).or_insert(0);
-        *owned = (i128::from(*owned) + qty) as u64;
-        if *owned == 0 {
-            self.holdings.remove(&(account, instrument));
-        }
+        self.holdings.change(account, instrument, qty);
     }
 
     pub(super) fn place(&mut self, stamp: &Stamp, o: NewOrder) -> Outcome {

@@ -16,6 +16,7 @@ use bincode::{Decode, Encode};
 
 use crate::money::Units;
 use crate::rebate::RebateJob;
+use crate::request::AccountId;
 
 /// A rebate whose credit was refused for overflow: still owed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
@@ -99,6 +100,18 @@ impl Rebates {
                 None => Owed::No,
             },
         }
+    }
+
+    /// The account a credit for `deposit_seq` will go to, if its rebate is
+    /// queued at `guess` (a hint for prefetching: credits come back in
+    /// deposit order, so the credit `k` requests ahead of the one for the
+    /// oldest rebate is usually for the rebate `k` places behind it).
+    /// Never searches: `None` when the guess is wrong.
+    pub fn account_at_guess(&self, deposit_seq: u64, guess: usize) -> Option<AccountId> {
+        self.queue
+            .get(guess)
+            .filter(|r| r.job.deposit_seq == deposit_seq)
+            .map(|r| r.job.account)
     }
 
     pub fn job(&self, position: usize) -> RebateJob {
