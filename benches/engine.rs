@@ -120,5 +120,27 @@ fn engine_end_to_end(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, engine_end_to_end);
+/// What `ringledger bench` adds per operation on a closed-loop gateway
+/// (`bench::load`): one clock read (an answer's arrival is also the next
+/// request's send time) and one HdrHistogram record. Compare with the
+/// engine's time per settled operation (1 / settled ops/s).
+fn harness_per_op(c: &mut Criterion) {
+    let mut g = c.benchmark_group("bench_harness");
+    g.throughput(Throughput::Elements(1));
+    let base = Instant::now();
+    let mut histogram =
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+    let mut sent_ns = 0u64;
+    g.bench_function("clock_read_and_record", |b| {
+        b.iter(|| {
+            let now_ns = base.elapsed().as_nanos() as u64;
+            histogram.saturating_record(now_ns.saturating_sub(sent_ns).max(1));
+            sent_ns = now_ns;
+        })
+    });
+    g.finish();
+    std::hint::black_box(histogram.len());
+}
+
+criterion_group!(benches, engine_end_to_end, harness_per_op);
 criterion_main!(benches);

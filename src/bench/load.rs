@@ -179,24 +179,27 @@ impl Gateway<'_> {
         // (op, the time its latency counts from), oldest first.
         let mut in_flight: VecDeque<(Op, u64)> = VecDeque::with_capacity(window);
         let mut done = 0u64;
+        // Counts an answer; returns the time it was counted at.
         let mut receive =
             |tally: &mut Tally, in_flight: &mut VecDeque<(Op, u64)>, outcome: Outcome| {
                 let (op, from_ns) = in_flight.pop_front().expect("an answer follows a request");
-                tally.count(&op, outcome.is_ok(), self.now_ns().saturating_sub(from_ns));
+                let now_ns = self.now_ns();
+                tally.count(&op, outcome.is_ok(), now_ns.saturating_sub(from_ns));
                 done += 1;
                 self.progressed(done);
+                now_ns
             };
         let mut sent = 0u64;
         while sent < self.count {
             let op = self.workload.op(self.index, sent);
             let from_ns = match self.due_ns(sent) {
-                None => {
-                    if in_flight.len() >= window {
-                        let outcome = client.recv()?;
-                        receive(&mut tally, &mut in_flight, outcome);
-                    }
-                    self.now_ns()
+                // The next request goes out as soon as the oldest answer is
+                // counted: one clock read serves both.
+                None if in_flight.len() >= window => {
+                    let outcome = client.recv()?;
+                    receive(&mut tally, &mut in_flight, outcome)
                 }
+                None => self.now_ns(),
                 Some(due_ns) => {
                     // Collect answers while waiting for the send time, parked
                     // (never spinning or yielding); a full window makes the
