@@ -323,3 +323,35 @@ fn a_parked_barrier_wakes_with_the_failure_when_the_engine_fails() {
     ));
     assert!(matches!(engine.shutdown(), Err(EngineError::Failed(_))));
 }
+
+#[test]
+fn recv_timeout_hands_back_answers_in_order_and_none_when_nothing_came() {
+    let engine = Engine::builder().start().unwrap();
+    let mut client = engine.client().unwrap();
+    assert!(matches!(
+        client.recv_timeout(Duration::from_millis(1)),
+        Ok(None)
+    ));
+    client.send(Request::OpenAccount { account: 1 }).unwrap();
+    client.send(Request::Balance { account: 1 }).unwrap();
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        if let Some(outcome) = client.recv_timeout(Duration::from_millis(10)).unwrap() {
+            answers.push(outcome);
+        }
+    }
+    assert_eq!(
+        answers,
+        vec![
+            Ok(Reply::Done),
+            Ok(Reply::Balance {
+                balance: 0,
+                held: 0,
+                available: 0
+            })
+        ]
+    );
+    assert_eq!(client.in_flight(), 0);
+    drop(client);
+    engine.shutdown().unwrap();
+}
