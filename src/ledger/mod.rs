@@ -14,8 +14,8 @@
 //! history rings hold 32-byte records; expiries are a `BTreeSet` ordered by
 //! time so expiring k reservations costs O(k log n); owed rebates form a
 //! queue in deposit order (see `rebates`); closed reservations are
-//! remembered for a bounded window (see `closed_reservations`); shares held
-//! are one array linked per account slot (see `holdings`). A batch
+//! remembered for a bounded window (see `closed_reservations`); shares owned
+//! are a short list per account found by hash (see `holdings`). A batch
 //! prefetches the accounts of the requests a few places ahead, rebate
 //! credits included (their account is found in the rebate queue). See
 //! `accounts` for why.
