@@ -398,7 +398,7 @@ fn pipelined_answers_are_in_order_and_match_interactive_ones() {
     }
     assert_eq!(
         pipelined[pipelined.len() - 2],
-        json!({"ok": true, "shares": {"BOLT": 5}})
+        json!({"ok": true, "shares": {"BOLT": 5}, "held": {}})
     );
     let interactive = run_interactively(&args, &lines);
     assert_eq!(interactive.len(), lines.len());
