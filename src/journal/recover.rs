@@ -57,8 +57,9 @@ impl Replay {
 ///
 /// Torn tail: bad bytes in the last segment beyond the durable point (no
 /// snapshot covers them, and no valid frame after them was written once
-/// they were synced; see `journal/README.md`). They were never synced, so
-/// they are zeroed (the file keeps its preallocated length) and a warning
+/// they were synced; see `journal/README.md`). Nothing shows they were
+/// synced (for the newest group, a completed last fdatasync leaves no trace
+/// the journal can read, see `journal/README.md`), so they are zeroed (the file keeps its preallocated length) and a warning
 /// names the file and offset. Anything else bad stops recovery with
 /// [`JournalError::Corrupt`] before a single byte is changed.
 ///

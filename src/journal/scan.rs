@@ -130,7 +130,9 @@ impl TornTail {
     pub fn describe(&self) -> String {
         format!(
             "torn tail in {} at byte offset {}: {} ({} bytes from there on lie beyond the durable point, seq {}: \
-             never synced, so in sync mode never acknowledged, in async mode lost as a power loss may lose them)",
+             no later frame, snapshot or shutdown mark shows them synced, so they are taken as a write a crash or \
+             power loss cut short; in sync mode that group may have been acknowledged if its last fdatasync had \
+             completed, which the journal cannot tell for its newest group)",
             self.path.display(),
             self.offset,
             self.reason,
