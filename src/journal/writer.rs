@@ -525,12 +525,13 @@ impl Segment {
                 map.len()
             )));
         }
-        // SAFETY: `at..at + bytes.len()` lies inside the map (checked just
-        // above), which the `Arc` keeps mapped; `bytes` is the writer's own
-        // buffer, not part of the map, so the ranges do not overlap. Only
-        // this writer stores into the map; the sync helper only msyncs it
-        // (no Rust reference to the bytes), and no one truncates the file
-        // while it is mapped (see `map`).
+        // `at..at + bytes.len()` lies inside the map (checked just above),
+        // which the `Arc` keeps mapped; `bytes` is the writer's own buffer,
+        // not part of the map, so the ranges do not overlap. Only this
+        // writer stores into the map; the sync helper only msyncs it (no
+        // Rust reference to the bytes), and no one truncates the file while
+        // it is mapped (see `map`).
+        // SAFETY: in bounds, non-overlapping, and this is the only writer.
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.as_mut_ptr().add(at), bytes.len());
         }
