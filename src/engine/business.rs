@@ -156,7 +156,13 @@ impl Business {
                     continue;
                 }
                 linger_until = None;
-                if !self.journal_held(&shared, &mut inputs, &mut held, responses.as_mut()) {
+                if !self.journal_held(
+                    &shared,
+                    &mut inputs,
+                    &mut held,
+                    answered,
+                    responses.as_mut(),
+                ) {
                     break;
                 }
                 continue;
@@ -191,7 +197,6 @@ impl Business {
                     // Nobody waits for a credit's answer; the Ledger keeps
                     // a refused one owed (see `Ledger::unpaid_rebates`).
                     answered += 1;
-                    shared.rebates_answered.store(answered, Ordering::Release);
                     return;
                 }
                 let envelope = &envelopes[i];
@@ -216,8 +221,8 @@ impl Business {
                     _ => held.push((envelope.client, applied.outcome)),
                 }
             });
-            if credits > 0 {
-                shared.wake_rebate_waiters();
+            if !journaling && credits > 0 {
+                shared.publish_credits(answered);
             }
             if dispatched - answered > backlog_peak {
                 backlog_peak = dispatched - answered;
@@ -239,7 +244,13 @@ impl Business {
             // writes wait for an fdatasync each, so there inputs gather until
             // the ring runs dry (plus a linger) or a batch's worth is held.
             if (group_every_batch || inputs.len() >= self.batch_max)
-                && !self.journal_held(&shared, &mut inputs, &mut held, responses.as_mut())
+                && !self.journal_held(
+                    &shared,
+                    &mut inputs,
+                    &mut held,
+                    answered,
+                    responses.as_mut(),
+                )
             {
                 break;
             }
@@ -247,7 +258,13 @@ impl Business {
                 .snapshot_every
                 .is_some_and(|every| seq - last_snapshot_seq >= every)
             {
-                if !self.snapshot(&shared, &mut inputs, &mut held, responses.as_mut()) {
+                if !self.snapshot(
+                    &shared,
+                    &mut inputs,
+                    &mut held,
+                    answered,
+                    responses.as_mut(),
+                ) {
                     break;
                 }
                 last_snapshot_seq = seq;
@@ -290,20 +307,26 @@ impl Business {
 
     /// Journals the held inputs. Inline: written as one frame (async: to the
     /// page cache; sync: plus one fdatasync), then their outcomes are
-    /// released. Flusher: inputs and outcomes are handed over; it writes,
-    /// then answers. Returns false if the journal failed: the engine stops
-    /// and nothing held is released.
+    /// released and the `credits_applied` so far (all among the inputs
+    /// journaled by now) count as answered for barriers. Flusher: inputs,
+    /// outcomes and the count are handed over; it writes, then answers and
+    /// counts. A barrier thus returns only once the credits are as durable as
+    /// the durability mode makes an acknowledged request, which is when a
+    /// baseline counts its credits too (the bench's settled clock). Returns
+    /// false if the journal failed: the engine stops and nothing held is
+    /// released.
     fn journal_held(
         &mut self,
         shared: &Shared,
         inputs: &mut Vec<Stamped>,
         held: &mut Vec<(u32, Outcome)>,
+        credits_applied: u64,
         responses: Option<&mut Responses>,
     ) -> bool {
         match &mut self.journal {
             None => {}
             Some((_, Sink::Flusher(flusher))) => {
-                flusher.send(inputs, held);
+                flusher.send(inputs, held, credits_applied);
                 return true;
             }
             Some((_, Sink::Business(writer))) => {
@@ -313,7 +336,11 @@ impl Business {
                     ));
                     return false;
                 }
+                shared
+                    .journal_synced_seq
+                    .store(writer.durable_seq(), Ordering::Release);
                 inputs.clear();
+                shared.publish_credits(credits_applied);
             }
         }
         if let Some(responses) = responses {
@@ -334,9 +361,10 @@ impl Business {
         shared: &Shared,
         inputs: &mut Vec<Stamped>,
         held: &mut Vec<(u32, Outcome)>,
+        credits_applied: u64,
         responses: Option<&mut Responses>,
     ) -> bool {
-        if !self.journal_held(shared, inputs, held, responses) {
+        if !self.journal_held(shared, inputs, held, credits_applied, responses) {
             return false;
         }
         let dir = match &mut self.journal {
@@ -354,6 +382,9 @@ impl Business {
                     ));
                     return false;
                 }
+                shared
+                    .journal_synced_seq
+                    .store(writer.durable_seq(), Ordering::Release);
                 dir.clone()
             }
         };

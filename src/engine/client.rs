@@ -242,8 +242,10 @@ impl Client {
     }
 
     /// Waits until every rebate owed for deposits answered so far (to anyone)
-    /// has been credited. Outcomes still in flight are collected first and
-    /// kept for `recv`.
+    /// has been credited, and the credits are as durable as an acknowledged
+    /// request in the engine's durability mode (journaled; in `sync` mode
+    /// fdatasynced), so a crash after it returns cannot take a credit back.
+    /// Outcomes still in flight are collected first and kept for `recv`.
     pub fn barrier(&mut self) -> Result<(), EngineError> {
         while self.received.len() < self.in_flight {
             self.collect(true)?;

@@ -7,12 +7,13 @@
 //! a channel. The flusher takes everything queued, writes one frame per
 //! batch, syncs once for all of them (group commit; in `async` mode only when a
 //! snapshot asks), publishes the last seq it fdatasynced (snapshots wait for
-//! it), then puts every outcome on its client's
-//! response queue, waking each client once. This is the LMAX pipeline's
+//! it), counts the rebate credits among them as answered (barriers wait
+//! for that), then puts every outcome on its client's response queue,
+//! waking each client once. This is the LMAX pipeline's
 //! journaller and publisher in one thread.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -76,14 +77,15 @@ struct Group {
     outcomes: Vec<(u32, Outcome)>,
     /// fdatasync after writing this group, whatever the durability mode.
     sync: bool,
+    /// Rebate credits the business thread had applied through this group,
+    /// counted as answered once the group is written (and synced).
+    credits_applied: u64,
 }
 
 /// The business thread's handle on the flusher.
 pub(super) struct Flusher {
     groups: Option<Sender<Group>>,
     recycled: Receiver<Group>,
-    /// Highest seq fdatasynced, in any mode.
-    synced: Arc<AtomicU64>,
     /// Marked failed if the flusher stops on an error or a panic.
     shared: Arc<Shared>,
     handle: Option<JoinHandle<JournalWriter>>,
@@ -98,14 +100,12 @@ impl Flusher {
     pub fn spawn(writer: JournalWriter, last_seq: u64, shared: Arc<Shared>) -> io::Result<Flusher> {
         let (groups_tx, groups_rx) = channel::unbounded::<Group>();
         let (recycled_tx, recycled_rx) = channel::unbounded();
-        let synced = Arc::new(AtomicU64::new(writer.durable_seq()));
-        let thread_synced = Arc::clone(&synced);
         let thread_shared = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name("ringledger-flusher".into())
             .spawn(move || {
                 let shared = thread_shared;
-                let writer = run(writer, &groups_rx, &recycled_tx, &thread_synced, &shared);
+                let writer = run(writer, &groups_rx, &recycled_tx, &shared);
                 // Clients registered too late to be answered get an error
                 // instead of waiting.
                 drop(shared.registrations.lock().drain(..));
@@ -115,7 +115,6 @@ impl Flusher {
             groups: Some(groups_tx),
             recycled: recycled_rx,
             sent: last_seq,
-            synced,
             shared,
             handle: Some(handle),
         })
@@ -123,13 +122,19 @@ impl Flusher {
 
     /// Hands over `inputs` and their `outcomes`, leaving empty vectors
     /// (reused from an earlier group when one has come back) in their place.
-    pub fn send(&mut self, inputs: &mut Vec<Stamped>, outcomes: &mut Vec<(u32, Outcome)>) {
+    pub fn send(
+        &mut self,
+        inputs: &mut Vec<Stamped>,
+        outcomes: &mut Vec<(u32, Outcome)>,
+        credits_applied: u64,
+    ) {
         let Some(last) = inputs.last().map(|s| s.stamp.seq) else {
             return;
         };
         let mut group = self.recycled.try_recv().unwrap_or_default();
         std::mem::swap(&mut group.inputs, inputs);
         std::mem::swap(&mut group.outcomes, outcomes);
+        group.credits_applied = credits_applied;
         self.sent = last;
         if let Some(groups) = &self.groups {
             // A send fails only if the flusher stopped on an error, which
@@ -155,7 +160,7 @@ impl Flusher {
             let _ = groups.send(group);
         }
         let mut round = 0u32;
-        while self.synced.load(Ordering::Acquire) < self.sent {
+        while self.shared.journal_synced_seq.load(Ordering::Acquire) < self.sent {
             let stopped = match &self.handle {
                 Some(handle) => handle.is_finished(),
                 None => true,
@@ -185,7 +190,6 @@ fn run(
     mut writer: JournalWriter,
     groups: &Receiver<Group>,
     recycled: &Sender<Group>,
-    synced: &AtomicU64,
     shared: &Shared,
 ) -> JournalWriter {
     let syncs = writer.durability() == Durability::Sync;
@@ -211,8 +215,13 @@ fn run(
             // Dropping `responses` closes every queue: clients get the failure.
             return writer;
         }
-        synced.store(writer.durable_seq(), Ordering::Release);
+        shared
+            .journal_synced_seq
+            .store(writer.durable_seq(), Ordering::Release);
         responses.adopt_new_clients(shared);
+        if let Some(credits) = taken.iter().map(|g| g.credits_applied).max() {
+            shared.publish_credits(credits);
+        }
         for mut group in taken.drain(..) {
             for (client, outcome) in group.outcomes.drain(..) {
                 responses.send(client, outcome);

@@ -133,9 +133,13 @@ struct Shared {
     wait: WaitStrategy,
     /// Symbol → id, updated by the business thread when a listing succeeds.
     directory: RwLock<FxHashMap<Symbol, InstrumentId>>,
-    /// Rebate jobs handed to the side thread so far / credits applied so far.
+    /// Rebate jobs handed to the side thread so far / credits applied and
+    /// journaled as durably as the mode promises so far (what barriers wait for).
     rebates_dispatched: AtomicU64,
     rebates_answered: AtomicU64,
+    /// Every journaled input up to this seq is known fdatasynced, as the
+    /// thread writing the journal last published it.
+    journal_synced_seq: AtomicU64,
     /// The largest owed backlog seen after a batch (for tests of the bound).
     rebate_backlog_peak: AtomicU64,
     /// Threads parked in [`client::wait_for_rebates`]: the business thread
@@ -177,6 +181,17 @@ impl Shared {
         self.failed.store(true, Ordering::Release);
         drop(failure);
         self.wake_rebate_waiters();
+    }
+
+    /// Counts `credits` rebate credits (a running total) as answered, that
+    /// is settled, and wakes the barriers waiting for them. Called by one
+    /// thread only: the one that makes inputs as durable as the mode
+    /// promises (see `business::Business::journal_held`).
+    fn publish_credits(&self, credits: u64) {
+        if credits > self.rebates_answered.load(Ordering::Relaxed) {
+            self.rebates_answered.store(credits, Ordering::Release);
+            self.wake_rebate_waiters();
+        }
     }
 
     /// Wakes the threads parked in [`client::wait_for_rebates`], after
@@ -500,6 +515,11 @@ impl EngineBuilder {
             directory: RwLock::new(directory),
             rebates_dispatched: AtomicU64::new(owed as u64),
             rebates_answered: AtomicU64::new(0),
+            journal_synced_seq: AtomicU64::new(
+                journal
+                    .as_ref()
+                    .map_or(0, |(_, writer)| writer.durable_seq()),
+            ),
             rebate_backlog_peak: AtomicU64::new(owed as u64),
             rebate_waiters: AtomicUsize::new(0),
             rebate_wait: Mutex::new(()),

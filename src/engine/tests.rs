@@ -355,3 +355,46 @@ fn recv_timeout_hands_back_answers_in_order_and_none_when_nothing_came() {
     drop(client);
     engine.shutdown().unwrap();
 }
+
+/// The bench's settled clock stops when a barrier returns, and a baseline
+/// counts a credit only once it is journaled: so in sync mode a barrier must
+/// not return before the credits it waited for are fdatasynced, whichever
+/// thread syncs.
+#[test]
+fn a_barrier_in_sync_mode_returns_only_once_the_credits_are_fdatasynced() {
+    const ROUNDS: u64 = 20;
+    for thread in [JournalThread::Business, JournalThread::Flusher] {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::builder()
+            .journal(dir.path(), Durability::Sync)
+            .journal_thread(thread)
+            .start()
+            .unwrap();
+        let mut client = engine.client().unwrap();
+        client
+            .call(Request::OpenAccount { account: 1 })
+            .unwrap()
+            .unwrap();
+        for round in 1..=ROUNDS {
+            client
+                .call(Request::Deposit {
+                    account: 1,
+                    amount: 10_000,
+                })
+                .unwrap()
+                .unwrap();
+            client.barrier().unwrap();
+            // Seq 1 opened the account; each round adds a deposit and its credit.
+            let credit_seq = 1 + 2 * round;
+            let synced = engine.shared.journal_synced_seq.load(Ordering::Acquire);
+            assert!(
+                synced >= credit_seq,
+                "{thread} thread, round {round}: the barrier returned with the journal \
+                 fdatasynced through seq {synced}, before the credit at seq {credit_seq}"
+            );
+        }
+        assert_eq!(balance(&mut client, 1), ROUNDS as i64 * 10_100);
+        drop(client);
+        engine.shutdown().unwrap();
+    }
+}
