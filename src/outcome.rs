@@ -341,6 +341,9 @@ pub struct Entry {
     pub amount: Units,
     /// The balance right after the change.
     pub balance: Units,
+    /// The trade's number for a `buy` or `sell` entry (the same number the
+    /// `place` or `amend` answer gave it); `None` for every other kind.
+    pub trade: Option<u64>,
 }
 
 /// A listed instrument's figures; `available + reserved + sold == supply`.

@@ -122,6 +122,10 @@ fn place_amend_cancel_and_the_queries_answer_per_design() {
     assert_eq!(a[20]["error"], "insufficient_funds");
     assert_eq!(a[21]["entries"][0]["kind"], "buy");
     assert_eq!(a[21]["entries"][0]["amount"], "2.10");
+    assert_eq!(
+        a[21]["entries"][0]["trade"], a[3]["trades"][1]["trade"],
+        "the history entry of a trade carries the number the place answer gave it"
+    );
     for bad in a.iter().filter(|v| v["ok"] == json!(false)) {
         assert!(
             bad["message"].as_str().is_some_and(|m| !m.is_empty()),
@@ -172,6 +176,8 @@ fn amend_answers_like_place_and_resting_orders_survive_a_restart() {
         r#"{"op":"order","order":1}
 {"op":"holdings","account":1}
 {"op":"balance","account":1}
+{"op":"history","account":1,"limit":1}
+{"op":"history","account":2,"limit":2}
 "#,
     );
     assert_eq!(
@@ -183,4 +189,17 @@ fn amend_answers_like_place_and_resting_orders_survive_a_restart() {
         json!({"ok": true, "shares": {"ACME": 7}, "held": {"ACME": 1}})
     );
     assert_eq!(after[2]["balance"], "99.00");
+    let sold = &after[3]["entries"][0];
+    assert_eq!(
+        (&sold["kind"], &sold["amount"], &sold["trade"]),
+        (&json!("sell"), &json!("9.00"), &a[2]["trades"][0]["trade"]),
+        "{sold}"
+    );
+    let bought = &after[4]["entries"];
+    assert_eq!(bought[0]["kind"], "buy");
+    assert_eq!(bought[0]["trade"], json!(1));
+    assert!(
+        bought[1].get("trade").is_none(),
+        "only trades carry a number: {bought}"
+    );
 }

@@ -643,13 +643,17 @@ fn render(
             let entries: Vec<Value> = entries
                 .iter()
                 .map(|e| {
-                    json!({
+                    let mut entry = json!({
                         "seq": e.seq,
                         "time_ms": e.time_ms,
                         "kind": e.kind.as_str(),
                         "amount": money(e.amount),
                         "balance": money(e.balance),
-                    })
+                    });
+                    if let Some(trade) = e.trade {
+                        entry["trade"] = json!(trade);
+                    }
+                    entry
                 })
                 .collect();
             json!({"entries": entries, "truncated": truncated})

@@ -118,23 +118,30 @@ impl Accounts {
     #[inline]
     pub fn prefetch_history_slot(&self, id: AccountId, max: usize) {
         if let Some(slot) = self.slot(id) {
-            // Records are 32-byte aligned halves of a line: one prefetch.
-            prefetch(self.histories[slot].next_slot(max));
+            // A 40-byte record may straddle two lines: load both ends.
+            let record = self.histories[slot].next_slot(max);
+            prefetch(record);
+            prefetch(record.wrapping_byte_add(std::mem::size_of::<Record>() - 1));
         }
     }
 }
 
-/// One history entry as stored: 32 bytes, aligned to 32, so it never
-/// straddles a cache line (the public [`Entry`] is 48 bytes). The account is
-/// implied by whose ring holds it; the kind rides in the top byte of the
-/// sequence number, which stays below 2^56 (centuries at 10M requests/s).
+/// One history entry as stored: 40 bytes (the public [`Entry`] is 56). The
+/// account is implied by whose ring holds it; the kind rides in the top byte
+/// of the sequence number, which stays below 2^56 (centuries at 10M
+/// requests/s). A trade number needs a word of its own: every other field
+/// uses its whole range (times and amounts up to `u64::MAX` / `i64::MAX`),
+/// and trade numbers are unrelated to sequence numbers (one request can make
+/// any number of trades), so none can be packed into the others losslessly.
+/// It is 0 for entries that are not trades (trades are numbered from 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
-#[repr(C, align(32))]
+#[repr(C)]
 struct Record {
     seq_and_kind: u64,
     time_ms: u64,
     amount: i64,
     balance: i64,
+    trade: u64,
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -142,11 +149,17 @@ const KIND_SHIFT: u32 = 56;
 impl Record {
     fn new(entry: &Entry) -> Record {
         debug_assert!(entry.seq < 1 << KIND_SHIFT);
+        debug_assert_eq!(
+            entry.trade.is_some(),
+            matches!(entry.kind, EntryKind::Buy | EntryKind::Sell)
+        );
+        debug_assert_ne!(entry.trade, Some(0), "trades are numbered from 1");
         Record {
             seq_and_kind: entry.seq | (kind_code(entry.kind) << KIND_SHIFT),
             time_ms: entry.time_ms,
             amount: entry.amount,
             balance: entry.balance,
+            trade: entry.trade.unwrap_or(0),
         }
     }
 
@@ -158,6 +171,7 @@ impl Record {
             kind: kind_of(self.seq_and_kind >> KIND_SHIFT),
             amount: self.amount,
             balance: self.balance,
+            trade: (self.trade != 0).then_some(self.trade),
         }
     }
 }
@@ -272,6 +286,7 @@ mod tests {
             kind: crate::outcome::EntryKind::Deposit,
             amount: 1,
             balance: 1,
+            trade: None,
         }
     }
 
@@ -306,7 +321,10 @@ mod tests {
             EntryKind::TransferIn,
             EntryKind::Rebate,
             EntryKind::Purchase,
+            EntryKind::Buy,
+            EntryKind::Sell,
         ] {
+            let trade = matches!(kind, EntryKind::Buy | EntryKind::Sell).then_some(u64::MAX);
             let e = Entry {
                 seq: (1 << 56) - 1,
                 time_ms: u64::MAX,
@@ -314,10 +332,11 @@ mod tests {
                 kind,
                 amount: i64::MAX,
                 balance: 0,
+                trade,
             };
             assert_eq!(Record::new(&e).entry(9), e);
         }
-        assert_eq!(std::mem::size_of::<Record>(), 32);
+        assert_eq!(std::mem::size_of::<Record>(), 40);
     }
 
     #[test]

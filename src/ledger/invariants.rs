@@ -204,6 +204,7 @@ impl Ledger {
                 put(e.kind as u64);
                 put(e.amount as u64);
                 put(e.balance as u64);
+                put(e.trade.unwrap_or(0));
             }
         }
         put(self.instruments.len() as u64);

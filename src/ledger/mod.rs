@@ -11,7 +11,7 @@
 //! index for dense ids (hash map for the rest), with the 16 bytes of cash a
 //! deposit touches apart from ids and history (60 heap bytes per account
 //! before history); balances are `i64` minor units with checked arithmetic;
-//! history rings hold 32-byte records; expiries are a `BTreeSet` ordered by
+//! history rings hold 40-byte records; expiries are a `BTreeSet` ordered by
 //! time so expiring k reservations costs O(k log n); owed rebates form a
 //! queue in deposit order (see `rebates`); closed reservations are
 //! remembered for a bounded window (see `closed_reservations`); shares owned
@@ -568,6 +568,7 @@ impl Ledger {
             kind,
             amount,
             balance,
+            trade: None,
         };
         self.accounts.histories[index].push(&entry, history_max);
     }

@@ -849,6 +849,63 @@ fn trade_numbers_count_over_the_whole_ledger() {
     assert_eq!(numbers, vec![1, 2]);
 }
 
+/// The newest `n` history entries of `account`: (kind, amount, trade).
+fn newest(m: &mut Market, account: AccountId, n: u32) -> Vec<(EntryKind, Units, Option<u64>)> {
+    match m.ok(Request::History { account, limit: n }) {
+        Reply::History { entries, .. } => entries
+            .iter()
+            .map(|e| (e.kind, e.amount, e.trade))
+            .collect(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn history_entries_of_a_trade_carry_its_number() {
+    let mut m = Market::new(3);
+    m.place(sell(1, 1, 5, 100));
+    m.place(sell(2, 3, 5, 101));
+    let Reply::Placed { events, .. } = m.ok(Market::request(buy(3, 2, 7, 101))) else {
+        panic!()
+    };
+    let numbers: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            OrderEvent::Trade { trade, .. } => Some(*trade),
+            OrderEvent::StpCancelled(_) => None,
+        })
+        .collect();
+    assert_eq!(numbers, vec![1, 2]);
+    assert_eq!(
+        newest(&mut m, 2, 2),
+        vec![
+            (EntryKind::Buy, 202, Some(2)),
+            (EntryKind::Buy, 500, Some(1))
+        ]
+    );
+    assert_eq!(newest(&mut m, 1, 1), vec![(EntryKind::Sell, 500, Some(1))]);
+    assert_eq!(newest(&mut m, 3, 1), vec![(EntryKind::Sell, 202, Some(2))]);
+    m.ok(Request::Deposit {
+        account: 2,
+        amount: 1,
+    });
+    assert_eq!(newest(&mut m, 2, 1), vec![(EntryKind::Deposit, 1, None)]);
+    let digest = m.ledger.digest();
+    let config = bincode::config::standard();
+    let bytes = bincode::encode_to_vec(&m.ledger, config).unwrap();
+    let (copy, _): (Ledger, usize) = bincode::decode_from_slice(&bytes, config).unwrap();
+    assert_eq!(copy.digest(), digest);
+    let mut restored = Market {
+        ledger: copy,
+        seq: m.seq,
+    };
+    assert_eq!(
+        newest(&mut restored, 2, 3),
+        newest(&mut m, 2, 3),
+        "a snapshot keeps the trade numbers"
+    );
+}
+
 #[test]
 fn books_are_in_the_digest_and_survive_a_snapshot() {
     let mut m = Market::new(3);

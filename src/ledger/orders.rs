@@ -199,14 +199,29 @@ impl Ledger {
             let s = self.index_of(seller).expect("a trading account");
             let buyer_balance = self.accounts.cash[b].balance - value;
             let seller_balance = self.accounts.cash[s].balance + value;
-            self.book_entry(stamp, (buyer, b), EntryKind::Buy, value, buyer_balance);
-            self.book_entry(stamp, (seller, s), EntryKind::Sell, value, seller_balance);
             self.trades += 1;
+            let trade = self.trades;
+            self.trade_entry(
+                stamp,
+                trade,
+                (buyer, b),
+                EntryKind::Buy,
+                value,
+                buyer_balance,
+            );
+            self.trade_entry(
+                stamp,
+                trade,
+                (seller, s),
+                EntryKind::Sell,
+                value,
+                seller_balance,
+            );
             if f.maker_left == 0 {
                 self.order_instruments.remove(&f.maker);
             }
             answer.push(OrderEvent::Trade {
-                trade: self.trades,
+                trade,
                 maker: f.maker,
                 price: f.price,
                 qty: f.qty,
@@ -230,9 +245,12 @@ impl Ledger {
         }
     }
 
-    fn book_entry(
+    /// Sets the balance after one side of trade number `trade` and records it
+    /// in the account's history with the trade's number.
+    fn trade_entry(
         &mut self,
         stamp: &Stamp,
+        trade: u64,
         (account, index): (AccountId, usize),
         kind: EntryKind,
         amount: Units,
@@ -247,6 +265,7 @@ impl Ledger {
             kind,
             amount,
             balance,
+            trade: Some(trade),
         };
         self.accounts.histories[index].push(&entry, history_max);
     }
