@@ -17,6 +17,8 @@ pub mod money;
 pub mod outcome;
 mod prefetch;
 pub mod rebate;
+#[cfg(feature = "nats")]
+pub mod replication;
 pub mod request;
 pub mod ring;
 

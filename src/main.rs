@@ -134,6 +134,23 @@ enum Command {
         #[arg(long)]
         scale: Option<u32>,
     },
+    /// Apply a leader's replicated journal from a NATS JetStream stream to
+    /// a Ledger of our own, with our own journal and snapshots; report the
+    /// lag on stderr. Stops cleanly on SIGINT or SIGTERM.
+    #[cfg(feature = "nats")]
+    Follow {
+        /// NATS server URLs, comma-separated.
+        #[arg(long)]
+        nats: String,
+        /// The leader's stream.
+        #[arg(long)]
+        stream: String,
+        /// This follower's own journal (an empty one bootstraps from the stream).
+        #[arg(long)]
+        journal_dir: PathBuf,
+        #[command(flatten)]
+        retention: RetentionArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -169,6 +186,13 @@ fn main() -> ExitCode {
             from_snapshot,
             json,
         } => replay(&journal_dir, from_snapshot, json),
+        #[cfg(feature = "nats")]
+        Command::Follow {
+            nats,
+            stream,
+            journal_dir,
+            retention,
+        } => follow(&nats, &stream, &journal_dir, &retention),
         Command::Inspect {
             journal_dir,
             from,
@@ -365,6 +389,70 @@ fn replay_bar(dir: &Path) -> ProgressBar {
     .expect("a valid progress template")
     .progress_chars("=> ");
     ProgressBar::new(0).with_style(style)
+}
+
+/// Set by SIGINT or SIGTERM: `follow` stops at the next frame or tick.
+#[cfg(feature = "nats")]
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(feature = "nats")]
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(feature = "nats")]
+fn follow(nats: &str, stream: &str, journal_dir: &Path, retention: &RetentionArgs) -> ExitCode {
+    use ringledger::replication::{Follower, ReplicationConfig};
+    use std::sync::atomic::Ordering;
+
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe; it is a plain `extern "C" fn` that lives for
+        // the whole process.
+        unsafe {
+            libc::signal(signal, request_stop as *const () as libc::sighandler_t);
+        }
+    }
+    let config = ReplicationConfig::new(nats, stream);
+    let mut follower = match Follower::open(&config, journal_dir) {
+        Ok(follower) => follower,
+        Err(e) => return fail(e),
+    };
+    if retention.snapshot_every > 0 {
+        follower = follower.snapshot_every(retention.snapshot_every, retention.snapshots_kept);
+    }
+    eprintln!(
+        "ringledger follow: stream {stream}, resuming after seq {}",
+        follower.ledger().last_seq()
+    );
+    let mut reported = Instant::now();
+    let run = follower.run(Duration::from_millis(200), |progress, _| {
+        if reported.elapsed() >= Duration::from_secs(1) {
+            reported = Instant::now();
+            eprintln!(
+                "ringledger follow: applied seq {} (stream seq {}), lag {} frame(s)",
+                progress.applied_seq, progress.stream_seq, progress.lag_frames
+            );
+        }
+        !STOP.load(Ordering::Relaxed)
+    });
+    let progress = follower.progress();
+    let closed = follower.close();
+    if let Err(e) = run {
+        return fail(e);
+    }
+    match closed {
+        Ok(ledger) => {
+            eprintln!(
+                "ringledger follow: stopped at seq {} (stream seq {}), digest {:016x}",
+                progress.applied_seq,
+                progress.stream_seq,
+                ledger.digest()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {

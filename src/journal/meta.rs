@@ -54,7 +54,7 @@ impl Meta {
         ]
     }
 
-    fn to_text(self) -> String {
+    pub(crate) fn to_text(self) -> String {
         self.fields()
             .iter()
             .map(|(key, value)| format!("{key}={value}\n"))
@@ -64,7 +64,7 @@ impl Meta {
     /// Each key exactly once, each value a number that fits its setting: a
     /// missing, repeated or unreadable line leaves what the journal was
     /// written with unknown, so the file is as damaged as with none.
-    fn parse(path: &Path, text: &str) -> Result<Meta, JournalError> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Meta, JournalError> {
         let damaged = |why: String| JournalError::Refused {
             path: path.to_path_buf(),
             reason: format!("{why} in {META_FILE}; the file is damaged"),

@@ -79,6 +79,8 @@ pub use self::recover::{
 };
 pub use self::snapshot::{prune, retain, write_snapshot};
 pub use self::writer::{JournalWriter, ASYNC_SYNC_INTERVAL, SEGMENT_BYTES_MIN};
+#[cfg(feature = "nats")]
+pub(crate) use self::{format::encode_frame, scan::decode_lone_frame};
 
 #[cfg(doc)]
 use crate::request::Stamped;

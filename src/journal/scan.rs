@@ -561,6 +561,35 @@ pub(crate) fn decode_frame(
     Ok(())
 }
 
+/// Decodes one frame that travelled alone (a replicated frame, see
+/// `crate::replication`): the same checks as a scan of a segment, plus that
+/// the bytes hold exactly one frame of records. `what` names its origin in
+/// errors (e.g. the stream and its sequence).
+pub(crate) fn decode_lone_frame(
+    bytes: &[u8],
+    what: &Path,
+    out: &mut Vec<Stamped>,
+) -> Result<(), JournalError> {
+    let frame = match parse_frame(bytes, 0) {
+        Parsed::Frame(frame) => frame,
+        Parsed::End => return Err(JournalError::corrupt(what, 0, "empty frame")),
+        Parsed::Bad(why) => return Err(JournalError::corrupt(what, 0, why)),
+    };
+    if frame.count == 0 || frame.next != bytes.len() {
+        return Err(JournalError::corrupt(
+            what,
+            frame.next,
+            format!(
+                "expected one frame of records, found {} records in {} of {} bytes",
+                frame.count,
+                frame.next,
+                bytes.len()
+            ),
+        ));
+    }
+    decode_frame(&bytes[frame.records.0..frame.records.1], &frame, what, out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -242,6 +242,13 @@ impl JournalWriter {
         self.durable_seq.max(background)
     }
 
+    /// The bytes of the frame the last [`Self::append`] wrote, padding
+    /// included: what replication publishes, byte for byte, so a follower
+    /// checks the very checksum the leader's disk holds.
+    pub fn last_frame(&self) -> &[u8] {
+        &self.frame
+    }
+
     /// The segment being appended to.
     pub fn segment_path(&self) -> Option<&Path> {
         self.segment.as_ref().map(|s| s.path.as_path())

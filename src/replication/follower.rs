@@ -1,0 +1,316 @@
+//! The follower's side: consumes the stream in order, checks each frame
+//! (checksum, seqs following on from what it applied), applies it to its
+//! own Ledger and appends it to its own journal, with snapshots, so it can
+//! restart from its own disk and resume where it stopped.
+//!
+//! A follower has no business thread to protect: it runs on the caller's
+//! thread and waits for the network there.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use async_nats::jetstream::stream::Stream;
+use futures_util::StreamExt;
+use tokio::runtime::Runtime;
+
+use super::{
+    connect, message_stamp, runtime, stream_meta, unavailable, ReplicationConfig, ReplicationError,
+    HEADER_LAST_SEQ,
+};
+use crate::journal::{self, Durability, JournalConfig, JournalError, JournalWriter};
+use crate::ledger::Ledger;
+use crate::request::Stamped;
+
+/// How far a follower has come, reported after every frame and, while the
+/// stream is quiet, once per tick.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FollowProgress {
+    /// The last journal seq applied (and journaled) here.
+    pub applied_seq: u64,
+    /// The stream sequence of the last frame applied (0: none yet this run).
+    pub stream_seq: u64,
+    /// Frames the stream holds beyond it, as the server last said.
+    pub lag_frames: u64,
+}
+
+/// A follower of one stream, with its own journal directory (locked while
+/// it lives, like an engine's).
+pub struct Follower {
+    config: ReplicationConfig,
+    rt: Runtime,
+    stream: Stream,
+    ledger: Ledger,
+    writer: JournalWriter,
+    dir: PathBuf,
+    snapshot_every: Option<u64>,
+    snapshots_kept: usize,
+    last_snapshot_seq: u64,
+    progress: FollowProgress,
+    batch: Vec<Stamped>,
+}
+
+impl Follower {
+    /// Connects to the stream (which must exist: the leader creates it),
+    /// takes the journal settings from it, and recovers the local journal in
+    /// `journal_dir` (created if missing: an empty disk bootstraps from the
+    /// stream's first frame).
+    pub fn open(
+        config: &ReplicationConfig,
+        journal_dir: impl AsRef<Path>,
+    ) -> Result<Follower, ReplicationError> {
+        let dir = journal_dir.as_ref().to_path_buf();
+        let rt = runtime()?;
+        let (stream, meta) = rt.block_on(async {
+            let js = connect(config).await?;
+            let stream = js.get_stream(&config.stream).await.map_err(|e| {
+                unavailable(
+                    &format!(
+                        "cannot open stream {} (a leader creates it when it starts)",
+                        config.stream
+                    ),
+                    e,
+                )
+            })?;
+            let meta = stream_meta(config, &stream)?;
+            Ok::<_, ReplicationError>((stream, meta))
+        })?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| JournalError::io(&dir, "create journal directory", e))?;
+        let lock = journal::lock_dir(&dir)?;
+        journal::check_meta(&dir, &meta)?;
+        let recovered = journal::recover_locked(&lock, meta.ledger)?;
+        for warning in &recovered.warnings {
+            eprintln!("ringledger follow: journal recovery: {warning}");
+        }
+        let writer = JournalWriter::open_locked(
+            lock,
+            JournalConfig {
+                durability: Durability::Async,
+                ..JournalConfig::default()
+            },
+        )?;
+        let applied_seq = recovered.ledger.last_seq();
+        Ok(Follower {
+            config: config.clone(),
+            rt,
+            stream,
+            ledger: recovered.ledger,
+            writer,
+            dir,
+            snapshot_every: None,
+            snapshots_kept: crate::engine::SNAPSHOTS_KEPT_DEFAULT,
+            last_snapshot_seq: applied_seq,
+            progress: FollowProgress {
+                applied_seq,
+                ..FollowProgress::default()
+            },
+            batch: Vec::new(),
+        })
+    }
+
+    /// Writes a snapshot after every `records` applied (and at close),
+    /// pruning as [`crate::EngineBuilder::snapshots_kept`] describes.
+    pub fn snapshot_every(mut self, records: u64, snapshots_kept: usize) -> Follower {
+        self.snapshot_every = Some(records.max(1));
+        self.snapshots_kept = snapshots_kept;
+        self
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn progress(&self) -> FollowProgress {
+        self.progress
+    }
+
+    /// Applies frames as the stream delivers them, calling `keep_going`
+    /// after each frame and once per `tick` while none arrives; returns when
+    /// it says false. A lost connection is retried (the client reconnects;
+    /// the consumer is made again from what was applied); a damaged frame or
+    /// a gap in the seqs stops the follower with an error, changing nothing
+    /// more on disk.
+    pub fn run(
+        &mut self,
+        tick: Duration,
+        mut keep_going: impl FnMut(&FollowProgress, &Ledger) -> bool,
+    ) -> Result<(), ReplicationError> {
+        loop {
+            let start = self.rt.block_on(self.resume_point());
+            let messages = match start {
+                Ok(start) => self.rt.block_on(async {
+                    let consumer = self
+                        .stream
+                        .create_consumer(OrderedConfig {
+                            filter_subject: self.config.subject(),
+                            deliver_policy: DeliverPolicy::ByStartSequence {
+                                start_sequence: start,
+                            },
+                            ..OrderedConfig::default()
+                        })
+                        .await
+                        .map_err(|e| unavailable("cannot create a consumer", e))?;
+                    consumer
+                        .messages()
+                        .await
+                        .map_err(|e| unavailable("cannot consume", e))
+                }),
+                Err(ReplicationError::Unavailable(why)) => Err(ReplicationError::Unavailable(why)),
+                Err(e) => return Err(e),
+            };
+            let mut messages = match messages {
+                Ok(messages) => messages,
+                Err(e) => {
+                    eprintln!("ringledger follow: {e}");
+                    if !keep_going(&self.progress, &self.ledger) {
+                        return Ok(());
+                    }
+                    std::thread::sleep(tick);
+                    continue;
+                }
+            };
+            loop {
+                let next = self
+                    .rt
+                    .block_on(async { tokio::time::timeout(tick, messages.next()).await });
+                match next {
+                    Err(_) => {
+                        if !keep_going(&self.progress, &self.ledger) {
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        eprintln!(
+                            "ringledger follow: consuming stream {}: {e}; resuming",
+                            self.config.stream
+                        );
+                        break;
+                    }
+                    Ok(Some(Ok(message))) => {
+                        let (stream_seq, pending) = match message.info() {
+                            Ok(info) => (info.stream_sequence, info.pending),
+                            Err(e) => {
+                                return Err(ReplicationError::Config(format!(
+                                    "a message from stream {} has no JetStream metadata: {e}",
+                                    self.config.stream
+                                )))
+                            }
+                        };
+                        let last_seq = message
+                            .headers
+                            .as_ref()
+                            .and_then(|h| h.get(HEADER_LAST_SEQ))
+                            .and_then(|v| v.as_str().parse::<u64>().ok());
+                        self.apply(stream_seq, last_seq, &message.payload)?;
+                        self.progress.stream_seq = stream_seq;
+                        self.progress.lag_frames = pending;
+                        if !keep_going(&self.progress, &self.ledger) {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The stream sequence of the first message with seqs not applied here:
+    /// a binary search on the last-seq header (stream sequences and journal
+    /// seqs grow together).
+    async fn resume_point(&self) -> Result<u64, ReplicationError> {
+        let info =
+            self.stream.get_info().await.map_err(|e| {
+                unavailable(&format!("cannot read stream {}", self.config.stream), e)
+            })?;
+        let applied = self.ledger.last_seq();
+        let (mut lo, mut hi) = (
+            info.state.first_sequence.max(1),
+            info.state.last_sequence + 1,
+        );
+        // Invariant: every message before `lo` is applied; `hi` and after are not.
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let (stamp, _) = message_stamp(&self.config, &self.stream, mid).await?;
+            if stamp.last_seq <= applied {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Applies one message's frame, if it holds seqs not applied yet.
+    fn apply(
+        &mut self,
+        stream_seq: u64,
+        last_seq: Option<u64>,
+        payload: &[u8],
+    ) -> Result<(), ReplicationError> {
+        let applied = self.ledger.last_seq();
+        if last_seq.is_some_and(|last| last <= applied) {
+            return Ok(());
+        }
+        let origin = PathBuf::from(format!(
+            "stream {} sequence {stream_seq}",
+            self.config.stream
+        ));
+        self.batch.clear();
+        journal::decode_lone_frame(payload, &origin, &mut self.batch)?;
+        let (first, last) = match (self.batch.first(), self.batch.last()) {
+            (Some(first), Some(last)) => (first.stamp.seq, last.stamp.seq),
+            _ => return Ok(()),
+        };
+        if last <= applied {
+            return Ok(());
+        }
+        if first != applied + 1 || last_seq != Some(last) {
+            return Err(JournalError::corrupt(
+                origin,
+                0,
+                format!(
+                    "frame holds seqs {first}..={last} (header says {last_seq:?}), but this \
+                     follower applied through {applied}: a frame is missing or out of order"
+                ),
+            )
+            .into());
+        }
+        self.writer
+            .append(&self.batch)
+            .map_err(|e| JournalError::io(&self.dir, "append to the follower's journal", e))?;
+        self.ledger.apply_batch(&self.batch, |_, _| {});
+        self.progress.applied_seq = last;
+        if self
+            .snapshot_every
+            .is_some_and(|every| last - self.last_snapshot_seq >= every)
+        {
+            self.snapshot()?;
+        }
+        Ok(())
+    }
+
+    /// fdatasync, then a snapshot of what the journal now durably holds.
+    fn snapshot(&mut self) -> Result<(), ReplicationError> {
+        self.writer
+            .sync()
+            .map_err(|e| JournalError::io(&self.dir, "fdatasync the follower's journal", e))?;
+        journal::write_snapshot(&self.dir, &self.ledger)
+            .map_err(|e| JournalError::io(&self.dir, "write a snapshot", e))?;
+        journal::retain(&self.dir, self.snapshots_kept)?;
+        self.last_snapshot_seq = self.ledger.last_seq();
+        Ok(())
+    }
+
+    /// Snapshots what was applied since the last one, marks a clean
+    /// shutdown and hands back the Ledger.
+    pub fn close(mut self) -> Result<Ledger, ReplicationError> {
+        if self.ledger.last_seq() > self.last_snapshot_seq {
+            self.snapshot()?;
+        }
+        self.writer
+            .close()
+            .map_err(|e| JournalError::io(&self.dir, "close the follower's journal", e))?;
+        Ok(self.ledger)
+    }
+}

@@ -1,0 +1,342 @@
+//! Journal replication over a real 3-node JetStream cluster on loopback
+//! (started by each test, see `support/nats.rs`): the leader's frames reach
+//! followers intact and in order, followers resume from their own disk, and
+//! a second writer deposes the first.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use ringledger::journal::{self, Durability, JournalConfig, JournalWriter, Meta};
+use ringledger::rebate::{RateRebate, RebatePolicy};
+use ringledger::replication::{Follower, Publisher, ReplicationConfig, ReplicationError, Status};
+use ringledger::{Ledger, LedgerConfig, Request, Stamp, Stamped};
+use support::nats::Cluster;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A seeded random workload, stamped like the business thread stamps it:
+/// accounts, deposits (whose rebates come back as credits a few batches
+/// later), withdrawals and transfers, some of them refused.
+struct Workload {
+    rng: u64,
+    seq: u64,
+    time_ms: u64,
+    owed: Vec<ringledger::RebateJob>,
+}
+
+impl Workload {
+    fn new(seed: u64) -> Workload {
+        Workload {
+            rng: seed | 1,
+            seq: 0,
+            time_ms: 1_000,
+            owed: Vec::new(),
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn batch(&mut self) -> Vec<Stamped> {
+        let len = 1 + self.next() % 64;
+        self.time_ms += self.next() % 5;
+        let mut batch = Vec::new();
+        for _ in 0..len {
+            let request = if !self.owed.is_empty() && self.next().is_multiple_of(3) {
+                let job = self.owed.remove(0);
+                Request::CreditRebate {
+                    deposit_seq: job.deposit_seq,
+                    amount: RateRebate::default().rebate(&job),
+                }
+            } else {
+                let account = 1 + self.next() % 20;
+                let amount = 1 + (self.next() % 50_000) as i64;
+                match self.next() % 6 {
+                    0 => Request::OpenAccount { account },
+                    1 | 2 => Request::Deposit { account, amount },
+                    3 => Request::Withdraw { account, amount },
+                    4 => Request::Transfer {
+                        from: account,
+                        to: 1 + self.next() % 20,
+                        amount,
+                    },
+                    _ => Request::Balance { account },
+                }
+            };
+            self.seq += 1;
+            batch.push(Stamped::new(
+                Stamp {
+                    seq: self.seq,
+                    time_ms: self.time_ms,
+                    session: 0,
+                    req: 0,
+                },
+                request,
+            ));
+        }
+        batch
+    }
+}
+
+/// A leader without an engine around it: journal writer, Ledger and
+/// publisher, driven batch by batch like the business thread drives them.
+struct Leader {
+    ledger: Ledger,
+    writer: JournalWriter,
+    workload: Workload,
+}
+
+impl Leader {
+    fn open(dir: &Path, seed: u64) -> Leader {
+        journal::check_meta(dir, &meta()).unwrap();
+        Leader {
+            ledger: Ledger::new(LedgerConfig::default()),
+            writer: JournalWriter::open(
+                dir,
+                JournalConfig {
+                    durability: Durability::Async,
+                    ..JournalConfig::default()
+                },
+            )
+            .unwrap(),
+            workload: Workload::new(seed),
+        }
+    }
+
+    /// Journals and applies one batch; returns its last seq.
+    fn step(&mut self) -> u64 {
+        let batch = self.workload.batch();
+        self.writer.append(&batch).unwrap();
+        let owed = &mut self.workload.owed;
+        self.ledger.apply_batch(&batch, |_, applied| {
+            owed.extend(applied.rebate);
+        });
+        self.ledger.last_seq()
+    }
+
+    fn publish_steps(&mut self, publisher: &Publisher<()>, batches: usize) -> u64 {
+        for _ in 0..batches {
+            let last = self.step();
+            publisher.publish(self.writer.last_frame(), last, ());
+        }
+        self.ledger.last_seq()
+    }
+}
+
+fn meta() -> Meta {
+    Meta {
+        scale: 2,
+        ledger: LedgerConfig::default(),
+    }
+}
+
+fn config(cluster: &Cluster, stream: &str) -> ReplicationConfig {
+    ReplicationConfig::new(cluster.url(), stream).replicas(3)
+}
+
+/// Runs a follower on `dir` until it has applied `seq`, then closes it.
+fn follow_to(config: &ReplicationConfig, dir: &Path, seq: u64) -> Ledger {
+    let mut follower = Follower::open(config, dir).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    follower
+        .run(Duration::from_millis(100), |progress, _| {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "follower stuck at {progress:?}, waiting for seq {seq}"
+            );
+            progress.applied_seq < seq
+        })
+        .unwrap();
+    assert_eq!(follower.ledger().last_seq(), seq);
+    follower.close().unwrap()
+}
+
+#[test]
+fn follower_digest_equals_leader_and_resumes_from_its_own_journal() {
+    let cluster = Cluster::start(3);
+    let config = config(&cluster, "digest");
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let mut leader = Leader::open(leader_dir.path(), 0x5eed);
+    let publisher = Publisher::start(&config, meta(), Some(leader_dir.path()), 0, ()).unwrap();
+
+    let half = leader.publish_steps(&publisher, 300);
+    publisher.wait_stored(half, WAIT).unwrap();
+    let leader_half_digest = leader.ledger.digest();
+    let follower = follow_to(&config, follower_dir.path(), half);
+    assert_eq!(follower.digest(), leader_half_digest);
+
+    // The follower restarts from its own journal and snapshot while the
+    // leader goes on publishing.
+    let end = std::thread::scope(|scope| {
+        let resumed = scope.spawn(|| {
+            let mut follower = Follower::open(&config, follower_dir.path()).unwrap();
+            assert_eq!(
+                follower.ledger().last_seq(),
+                half,
+                "resumed from its own disk"
+            );
+            follower
+                .run(Duration::from_millis(100), |_, ledger| {
+                    ledger.last_seq() < half + 1
+                })
+                .unwrap();
+            follower.close().unwrap()
+        });
+        let end = leader.publish_steps(&publisher, 300);
+        resumed.join().unwrap();
+        end
+    });
+    publisher.wait_stored(end, WAIT).unwrap();
+    let follower = follow_to(&config, follower_dir.path(), end);
+    assert_eq!(follower.digest(), leader.ledger.digest());
+    assert_eq!(publisher.status(), Status::Leading);
+
+    // The follower's own journal rebuilds the same state.
+    let replayed = journal::replay(follower_dir.path(), LedgerConfig::default(), false).unwrap();
+    assert_eq!(replayed.recovered.ledger.digest(), leader.ledger.digest());
+}
+
+#[test]
+fn a_second_writer_fences_the_first() {
+    let cluster = Cluster::start(3);
+    let config = config(&cluster, "fence");
+    let dir_a = tempfile::tempdir().unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let mut a = Leader::open(dir_a.path(), 7);
+    let publisher_a = Publisher::start(&config, meta(), Some(dir_a.path()), 0, ()).unwrap();
+    let stored = a.publish_steps(&publisher_a, 10);
+    publisher_a.wait_stored(stored, WAIT).unwrap();
+
+    // B has caught up with the same records (as a follower that takes over
+    // would have) and extends the stream.
+    let mut b = Leader::open(dir_b.path(), 7);
+    for _ in 0..10 {
+        b.step();
+    }
+    assert_eq!(b.ledger.digest(), a.ledger.digest());
+    let publisher_b = Publisher::start(&config, meta(), Some(dir_b.path()), stored, ()).unwrap();
+    let b_end = b.publish_steps(&publisher_b, 1);
+    publisher_b.wait_stored(b_end, WAIT).unwrap();
+
+    // A's next frame is refused by the stream: A is fenced, for good.
+    let a_end = a.publish_steps(&publisher_a, 1);
+    match publisher_a.wait_stored(a_end, WAIT) {
+        Err(ReplicationError::NotLeader(why)) => assert!(why.contains("another process"), "{why}"),
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    assert!(matches!(publisher_a.status(), Status::Fenced(_)));
+    let a_later = a.publish_steps(&publisher_a, 1);
+    assert!(matches!(
+        publisher_a.wait_stored(a_later, WAIT),
+        Err(ReplicationError::NotLeader(_))
+    ));
+
+    // The stream holds B's history only: a follower ends with B's digest.
+    let follower_dir = tempfile::tempdir().unwrap();
+    let follower = follow_to(&config, follower_dir.path(), b_end);
+    assert_eq!(follower.digest(), b.ledger.digest());
+    assert_eq!(publisher_b.status(), Status::Leading);
+}
+
+#[test]
+fn a_restarted_leader_publishes_what_its_journal_holds_beyond_the_stream() {
+    let cluster = Cluster::start(3);
+    let config = config(&cluster, "catchup");
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = Leader::open(dir.path(), 99);
+    let publisher = Publisher::start(&config, meta(), Some(dir.path()), 0, ()).unwrap();
+    let stored = leader.publish_steps(&publisher, 20);
+    publisher.wait_stored(stored, WAIT).unwrap();
+    drop(publisher);
+    // Journaled, never published: the process died in between.
+    for _ in 0..20 {
+        leader.step();
+    }
+    let end = leader.ledger.last_seq();
+    leader.writer.sync().unwrap();
+    let publisher = Publisher::start(&config, meta(), Some(dir.path()), end, ()).unwrap();
+    assert_eq!(publisher.stored_seq(), end);
+    let end = leader.publish_steps(&publisher, 5);
+    publisher.wait_stored(end, WAIT).unwrap();
+
+    let follower_dir = tempfile::tempdir().unwrap();
+    let follower = follow_to(&config, follower_dir.path(), end);
+    assert_eq!(follower.digest(), leader.ledger.digest());
+}
+
+#[test]
+fn a_leader_behind_the_stream_is_not_the_leader() {
+    let cluster = Cluster::start(3);
+    let config = config(&cluster, "behind");
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = Leader::open(dir.path(), 3);
+    let publisher = Publisher::start(&config, meta(), Some(dir.path()), 0, ()).unwrap();
+    let stored = leader.publish_steps(&publisher, 3);
+    publisher.wait_stored(stored, WAIT).unwrap();
+    drop(publisher);
+    let stale = tempfile::tempdir().unwrap();
+    match Publisher::start(&config, meta(), Some(stale.path()), 0, ()) {
+        Err(ReplicationError::NotLeader(why)) => assert!(why.contains("another process"), "{why}"),
+        Err(e) => panic!("expected NotLeader, got {e}"),
+        Ok(_) => panic!("a leader behind the stream was allowed to extend it"),
+    }
+}
+
+#[test]
+fn follow_command_applies_the_stream_and_stops_cleanly_on_sigterm() {
+    let cluster = Cluster::start(3);
+    let config = config(&cluster, "cli");
+    let leader_dir = tempfile::tempdir().unwrap();
+    let mut leader = Leader::open(leader_dir.path(), 11);
+    let publisher = Publisher::start(&config, meta(), Some(leader_dir.path()), 0, ()).unwrap();
+    let end = leader.publish_steps(&publisher, 50);
+    publisher.wait_stored(end, WAIT).unwrap();
+
+    let follower_dir = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ringledger"))
+        .args([
+            "follow",
+            "--nats",
+            &cluster.url(),
+            "--stream",
+            "cli",
+            "--journal-dir",
+        ])
+        .arg(follower_dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let applied = journal::replay(follower_dir.path(), LedgerConfig::default(), false)
+            .map_or(0, |r| r.recovered.ledger.last_seq());
+        if applied == end {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "follow applied only {applied} of {end}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: plain kill(2) of our own child by its pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let digest = format!("digest {:016x}", leader.ledger.digest());
+    assert!(
+        stderr.contains(&format!("stopped at seq {end}")) && stderr.contains(&digest),
+        "expected seq {end} and {digest} in:\n{stderr}"
+    );
+}
