@@ -565,6 +565,7 @@ pub(crate) fn decode_frame(
 /// `crate::replication`): the same checks as a scan of a segment, plus that
 /// the bytes hold exactly one frame of records. `what` names its origin in
 /// errors (e.g. the stream and its sequence).
+#[cfg(feature = "nats")]
 pub(crate) fn decode_lone_frame(
     bytes: &[u8],
     what: &Path,
