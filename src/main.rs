@@ -52,6 +52,42 @@ struct RetentionArgs {
     segment_bytes: u64,
 }
 
+/// `--durability`: a journal mode, or replicated (a journal plus the stream).
+#[derive(Clone, Copy)]
+enum DurabilityArg {
+    Journal(Durability),
+    Replicated,
+}
+
+impl FromStr for DurabilityArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "replicated" => Ok(DurabilityArg::Replicated),
+            other => Durability::from_str(other)
+                .map(DurabilityArg::Journal)
+                .map_err(|e| format!("{e}, replicated")),
+        }
+    }
+}
+
+/// Where `--durability replicated` publishes the journal.
+#[cfg(feature = "nats")]
+#[derive(clap::Args)]
+struct ReplicationArgs {
+    /// NATS server URLs, comma-separated (with --durability replicated).
+    #[arg(long)]
+    nats: Option<String>,
+    /// The JetStream stream for this engine's journal (created if missing).
+    #[arg(long)]
+    stream: Option<String>,
+    /// Copies the stream keeps when this engine creates it (3 for the
+    /// guarantee; 1 against a single server).
+    #[arg(long, default_value_t = ringledger::replication::REPLICAS_DEFAULT)]
+    replicas: usize,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Measure settled ops/s and latency percentiles of a scenario on the
@@ -78,9 +114,12 @@ enum Command {
         /// Where inputs are journaled; an existing journal there is recovered first.
         #[arg(long, default_value = "journal")]
         journal_dir: PathBuf,
-        /// none (no journal), async (survives a process crash) or sync (survives power loss).
+        /// none (no journal), async (survives a process crash), sync
+        /// (survives power loss) or replicated (async, and each outcome waits
+        /// for the NATS JetStream stream's ack: with --replicas 3 it survives
+        /// losing the machine; needs the `nats` feature, --nats and --stream).
         #[arg(long, default_value = "async")]
-        durability: Durability,
+        durability: DurabilityArg,
         /// Where time comes from: the wall clock, or `tick` lines.
         #[arg(long, value_enum, default_value = "wall")]
         clock: ClockArg,
@@ -107,6 +146,9 @@ enum Command {
         session: String,
         #[command(flatten)]
         retention: RetentionArgs,
+        #[cfg(feature = "nats")]
+        #[command(flatten)]
+        replication: ReplicationArgs,
     },
     /// Rebuild the state from a journal and report how fast and to what digest.
     Replay {
@@ -172,15 +214,27 @@ fn main() -> ExitCode {
             journal_thread,
             session,
             retention,
-        } => run(
-            journal_dir,
-            durability,
-            clock,
-            (scale, history),
-            &rebate_rate,
-            (wait, journal_thread, retention),
-            &session,
-        ),
+            #[cfg(feature = "nats")]
+            replication,
+        } => {
+            let builder = match durability_builder(
+                &journal_dir,
+                durability,
+                #[cfg(feature = "nats")]
+                replication,
+            ) {
+                Ok(builder) => builder,
+                Err(e) => return fail(e),
+            };
+            run(
+                builder,
+                clock,
+                (scale, history),
+                &rebate_rate,
+                (wait, journal_thread, retention),
+                &session,
+            )
+        }
         Command::Replay {
             journal_dir,
             from_snapshot,
@@ -460,9 +514,51 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// An engine builder with the journal (and replication) `--durability` asks for.
+fn durability_builder(
+    journal_dir: &Path,
+    durability: DurabilityArg,
+    #[cfg(feature = "nats")] replication: ReplicationArgs,
+) -> Result<ringledger::EngineBuilder, String> {
+    let builder = Engine::builder();
+    #[cfg(feature = "nats")]
+    match (durability, replication) {
+        (
+            DurabilityArg::Replicated,
+            ReplicationArgs {
+                nats: Some(url),
+                stream: Some(stream),
+                replicas,
+            },
+        ) => {
+            let config =
+                ringledger::replication::ReplicationConfig::new(url, stream).replicas(replicas);
+            Ok(builder
+                .journal(journal_dir, Durability::Async)
+                .replicated(config))
+        }
+        (DurabilityArg::Replicated, _) => {
+            Err("--durability replicated needs --nats URL and --stream NAME".into())
+        }
+        (DurabilityArg::Journal(durability), ReplicationArgs { nats, stream, .. }) => {
+            if nats.is_some() || stream.is_some() {
+                return Err("--nats and --stream go with --durability replicated".into());
+            }
+            Ok(builder.journal(journal_dir, durability))
+        }
+    }
+    #[cfg(not(feature = "nats"))]
+    match durability {
+        DurabilityArg::Journal(durability) => Ok(builder.journal(journal_dir, durability)),
+        DurabilityArg::Replicated => Err(
+            "--durability replicated needs a build with the `nats` feature (cargo build --features nats)"
+                .into(),
+        ),
+    }
+}
+
 fn run(
-    journal_dir: PathBuf,
-    durability: Durability,
+    builder: ringledger::EngineBuilder,
     clock: ClockArg,
     (scale, history): (u32, u32),
     rebate_rate: &str,
@@ -485,7 +581,7 @@ fn run(
         ClockArg::Wall => Arc::new(WallClock),
         ClockArg::Manual => Arc::clone(&manual) as Arc<dyn Clock>,
     };
-    let mut builder = Engine::builder();
+    let mut builder = builder;
     if retention.snapshot_every > 0 {
         builder = builder.snapshot_every(retention.snapshot_every);
     }
@@ -497,7 +593,6 @@ fn run(
         .rebate_policy(policy)
         .clock(engine_clock)
         .wait(wait)
-        .journal(journal_dir, durability)
         .journal_thread(journal_thread)
         .start()
     {

@@ -37,11 +37,14 @@ pub enum ErrorCode {
     UnknownOrder,
     WouldCross,
     InvalidOrder,
+    /// This process was fenced: another process leads the replicated
+    /// journal now. Send the request to the new leader.
+    NotLeader,
 }
 
 impl ErrorCode {
     /// Every code, in declaration (variant index) order.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::Malformed,
         ErrorCode::UnknownAccount,
         ErrorCode::AccountExists,
@@ -61,6 +64,7 @@ impl ErrorCode {
         ErrorCode::UnknownOrder,
         ErrorCode::WouldCross,
         ErrorCode::InvalidOrder,
+        ErrorCode::NotLeader,
     ];
 
     /// The snake_case code as it appears in `{"error": "..."}`.
@@ -85,6 +89,7 @@ impl ErrorCode {
             ErrorCode::UnknownOrder => "unknown_order",
             ErrorCode::WouldCross => "would_cross",
             ErrorCode::InvalidOrder => "invalid_order",
+            ErrorCode::NotLeader => "not_leader",
         }
     }
 }
@@ -180,6 +185,15 @@ pub enum Reject {
     /// Refused at the edge, before the Ledger saw it, with this code; the
     /// Ledger only recorded it as the answer of its request number.
     AtEdge(ErrorCode),
+    /// Applied and journaled here, but the replicated journal could not
+    /// confirm storing it (no quorum, no server): not acknowledged. It is
+    /// published once the stream is back; a retry with the same `req` then
+    /// answers `duplicate` with the original answer.
+    Unavailable,
+    /// Applied here, but this process was fenced by a newer leader before
+    /// the stream stored it: it never will, and the new leader does not
+    /// have it.
+    NotLeader,
 }
 
 impl Reject {
@@ -203,6 +217,8 @@ impl Reject {
             Reject::WouldCross(_) => ErrorCode::WouldCross,
             Reject::InvalidOrder(_) => ErrorCode::InvalidOrder,
             Reject::AtEdge(code) => *code,
+            Reject::Unavailable => ErrorCode::Unavailable,
+            Reject::NotLeader => ErrorCode::NotLeader,
         }
     }
 }
@@ -292,6 +308,13 @@ impl fmt::Display for Reject {
             ),
             Reject::InvalidOrder(why) => f.write_str(why),
             Reject::AtEdge(code) => write!(f, "refused before reaching the ledger ({code})"),
+            Reject::Unavailable => f.write_str(
+                "the replicated journal could not store this request now (no quorum or no \
+                 server); retry later with the same req",
+            ),
+            Reject::NotLeader => f.write_str(
+                "this process was fenced by a newer leader; send the request to the new leader",
+            ),
         }
     }
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use ringledger::journal::{self, Durability, JournalConfig, JournalWriter, Meta};
 use ringledger::rebate::{RateRebate, RebatePolicy};
 use ringledger::replication::{Follower, Publisher, ReplicationConfig, ReplicationError, Status};
-use ringledger::{Ledger, LedgerConfig, Request, Stamp, Stamped};
+use ringledger::{
+    Engine, EngineError, Ledger, LedgerConfig, Outcome, Reject, Request, Stamp, Stamped,
+};
 use support::nats::Cluster;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -339,4 +341,192 @@ fn follow_command_applies_the_stream_and_stops_cleanly_on_sigterm() {
         stderr.contains(&format!("stopped at seq {end}")) && stderr.contains(&digest),
         "expected seq {end} and {digest} in:\n{stderr}"
     );
+}
+
+fn replicated_engine(config: &ReplicationConfig, dir: &Path) -> Engine {
+    Engine::builder()
+        .journal(dir, Durability::Async)
+        .replicated(config.clone())
+        .start()
+        .unwrap()
+}
+
+#[test]
+fn a_replicated_engine_and_its_follower_reach_the_same_digest() {
+    let cluster = Cluster::start(3);
+    let config = config(&cluster, "engine");
+    let dir = tempfile::tempdir().unwrap();
+    let engine = replicated_engine(&config, dir.path());
+    std::thread::scope(|scope| {
+        for gateway in 0..4u64 {
+            let engine = &engine;
+            scope.spawn(move || {
+                let mut client = engine.client().unwrap();
+                let mut workload = Workload::new(gateway + 1);
+                for _ in 0..20 {
+                    let batch = workload.batch();
+                    for stamped in &batch {
+                        match stamped.request {
+                            // Credits are the rebate thread's to send.
+                            Request::CreditRebate { .. } => {}
+                            request => client.send(request).unwrap(),
+                        }
+                    }
+                    while client.in_flight() > 0 {
+                        let outcome = client.recv().unwrap();
+                        assert!(
+                            !matches!(outcome, Err(Reject::Unavailable | Reject::NotLeader)),
+                            "{outcome:?}"
+                        );
+                    }
+                }
+                client.barrier().unwrap();
+            });
+        }
+    });
+    let ledger = engine.shutdown().unwrap();
+    assert_eq!(ledger.pending_rebates_len(), 0);
+    let follower_dir = tempfile::tempdir().unwrap();
+    let follower = follow_to(&config, follower_dir.path(), ledger.last_seq());
+    assert_eq!(follower.digest(), ledger.digest());
+}
+
+/// Sends a deposit numbered `req` until it is acknowledged (answered ok, or
+/// `duplicate` of an ok: an earlier try was stored after all); returns the
+/// `unavailable` answers seen on the way.
+fn deposit_until_acknowledged(client: &mut ringledger::Client, req: u64) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut unavailable = 0;
+    loop {
+        let outcome: Outcome = client
+            .call_numbered(
+                Request::Deposit {
+                    account: 1,
+                    amount: 100,
+                },
+                req,
+            )
+            .unwrap();
+        match outcome {
+            Ok(_) => return unavailable,
+            Err(Reject::Duplicate { original, .. }) => {
+                assert_eq!(original.map(|a| a.as_str()), Some("ok"));
+                return unavailable;
+            }
+            Err(Reject::Unavailable) => unavailable += 1,
+            Err(other) => panic!("deposit {req}: {other:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deposit {req} never acknowledged"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn writes_go_on_without_one_node_stop_without_two_and_resume_with_a_quorum() {
+    let mut cluster = Cluster::start(3);
+    let config = config(&cluster, "quorum");
+    let dir = tempfile::tempdir().unwrap();
+    let engine = replicated_engine(&config, dir.path());
+    let mut client = engine.session("quorum").unwrap();
+    client
+        .call_numbered(Request::OpenAccount { account: 1 }, 1)
+        .unwrap()
+        .unwrap();
+    let mut req = 1;
+
+    cluster.kill(0);
+    for _ in 0..20 {
+        req += 1;
+        deposit_until_acknowledged(&mut client, req);
+    }
+
+    // No quorum: the next deposit is answered `unavailable`, never ok.
+    cluster.kill(1);
+    req += 1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match client
+            .call_numbered(
+                Request::Deposit {
+                    account: 1,
+                    amount: 100,
+                },
+                req,
+            )
+            .unwrap()
+        {
+            Err(Reject::Unavailable) => break,
+            // Stored before the quorum noticed it was gone: the next one.
+            Ok(_) => req += 1,
+            other => panic!("without a quorum: {other:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "never unavailable");
+    }
+
+    // A quorum again: the same request is acknowledged (as a duplicate of
+    // its applied, now stored, first try), and new ones are too.
+    cluster.restart(1);
+    deposit_until_acknowledged(&mut client, req);
+    req += 1;
+    deposit_until_acknowledged(&mut client, req);
+    drop(client);
+    let ledger = engine.shutdown().unwrap();
+    cluster.restart(0);
+    cluster.wait_ready();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let follower = follow_to(&config, follower_dir.path(), ledger.last_seq());
+    assert_eq!(follower.digest(), ledger.digest());
+}
+
+#[test]
+fn a_fenced_engine_answers_not_leader_and_stops() {
+    let cluster = Cluster::start(3);
+    let config = config(&cluster, "fenced");
+    let dir = tempfile::tempdir().unwrap();
+    let engine = replicated_engine(&config, dir.path());
+    let mut client = engine.client().unwrap();
+    client
+        .call(Request::OpenAccount { account: 1 })
+        .unwrap()
+        .unwrap();
+
+    // Another process catches up with the stream and extends it.
+    let caught_up_dir = tempfile::tempdir().unwrap();
+    let caught_up = follow_to_end(&config, caught_up_dir.path());
+    let last = caught_up.last_seq();
+    let rival_dir = tempfile::tempdir().unwrap();
+    let mut rival = Leader::open(rival_dir.path(), 5);
+    rival.workload.seq = last;
+    rival.workload.time_ms = caught_up.now_ms();
+    rival.ledger = caught_up;
+    let publisher = Publisher::start(&config, meta(), None, last, ()).unwrap();
+    let rival_end = rival.publish_steps(&publisher, 1);
+    publisher.wait_stored(rival_end, WAIT).unwrap();
+
+    let outcome = client
+        .call(Request::Deposit {
+            account: 1,
+            amount: 5,
+        })
+        .unwrap();
+    assert_eq!(outcome, Err(Reject::NotLeader));
+    match client.call(Request::Balance { account: 1 }) {
+        Err(EngineError::NotLeader(why)) => assert!(why.contains("another process"), "{why}"),
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    assert!(matches!(engine.shutdown(), Err(EngineError::NotLeader(_))));
+}
+
+/// A follower's state once it has applied everything the stream holds.
+fn follow_to_end(config: &ReplicationConfig, dir: &Path) -> Ledger {
+    let mut follower = Follower::open(config, dir).unwrap();
+    follower
+        .run(Duration::from_millis(100), |progress, _| {
+            progress.stream_seq == 0 || progress.lag_frames > 0
+        })
+        .unwrap();
+    follower.close().unwrap()
 }

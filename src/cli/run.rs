@@ -178,11 +178,17 @@ fn write_plain(output: &mut impl Write, scale: Scale, outcome: &Outcome) -> io::
 
 /// Answers a line with the engine's failure and stops serving.
 fn fail(e: EngineError, output: &mut impl Write) -> io::Result<()> {
-    let message = format!("the engine failed: {e}");
-    write_line(
-        output,
-        &json!({"ok": false, "error": "engine_failed", "message": message}),
-    )?;
+    let answer = match &e {
+        // Fenced by a newer leader: the engine stopped, and says why.
+        EngineError::NotLeader(_) => {
+            json!({"ok": false, "error": ErrorCode::NotLeader.as_str(), "message": e.to_string()})
+        }
+        _ => {
+            let message = format!("the engine failed: {e}");
+            json!({"ok": false, "error": "engine_failed", "message": message})
+        }
+    };
+    write_line(output, &answer)?;
     output.flush()?;
     Err(io::Error::other(e))
 }

@@ -1,8 +1,9 @@
 //! The business thread: the single writer of all state. It drains a batch
 //! (rebate credits from their lane first, then gateway requests from the
 //! ring), stamps it (sequence, one clock read per batch), applies it to the
-//! Ledger, hands rebate jobs to the side thread and answers each client on
-//! its own response queue.
+//! Ledger, hands rebate jobs to the side thread and sends the applied group
+//! downstream: to the stages that journal, replicate and answer it, as the
+//! durability mode composes them (see `stages`).
 //!
 //! Backpressure from the rebate thread: the owed backlog (jobs handed over,
 //! credits not yet applied) never exceeds `rebate_backlog_max`, because a
@@ -10,7 +11,6 @@
 //! (any of them may be a deposit). At the limit it takes none, and waits for
 //! credits while the gateways' requests wait in the ring.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -18,10 +18,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
 
-use super::flusher::Flusher;
-use super::outbox::Responses;
+use super::stages::Stage;
 use super::{Clock, EngineError, Envelope, PanicGuard, Shared};
-use crate::journal::{self, Durability, JournalWriter};
+use crate::journal;
 use crate::ledger::Ledger;
 use crate::outcome::{Outcome, Reply};
 use crate::rebate::RebateJob;
@@ -44,20 +43,13 @@ pub(super) struct Business {
     /// Rebate credits from the side thread (see `rebater`).
     pub credits: Consumer<Envelope>,
     pub rebate_backlog_max: u64,
-    /// Where inputs are journaled (absent: durability none).
-    pub journal: Option<(PathBuf, Sink)>,
+    /// What follows this thread: journaling, replication and answering, as
+    /// the durability mode composes them (see `stages`).
+    pub downstream: Box<dyn Stage>,
     pub snapshot_every: Option<u64>,
     /// Snapshots kept after each new one (the newest included); segments
     /// the oldest kept one covers are pruned.
     pub snapshots_kept: usize,
-}
-
-/// Who writes the journal (see [`super::JournalThread`]).
-pub(super) enum Sink {
-    /// This thread, inline, before releasing each group's outcomes.
-    Business(Box<JournalWriter>),
-    /// The flusher thread.
-    Flusher(Flusher),
 }
 
 pub(super) fn spawn(business: Business) -> Result<JoinHandle<Ledger>, EngineError> {
@@ -78,11 +70,7 @@ impl Business {
                 );
             }
         }
-        let on_flusher = matches!(self.journal, Some((_, Sink::Flusher(_))));
-        let journaling = self.journal.is_some();
-        let group_every_batch = !self.syncs_inline();
-        // Who answers clients: this thread, unless the flusher does.
-        let mut responses = (!on_flusher).then(Responses::new);
+        let group_every_batch = !self.downstream.gathers();
         let mut held: Vec<(u32, Outcome)> = Vec::with_capacity(self.batch_max);
         // Stamped inputs not yet journaled; each batch is stamped straight
         // onto the end and applied from there.
@@ -103,10 +91,8 @@ impl Business {
         };
 
         loop {
-            if let Some((_, Sink::Flusher(flusher))) = &self.journal {
-                if flusher.failed() {
-                    break;
-                }
+            if shared.failed.load(Ordering::Acquire) {
+                break;
             }
             envelopes.clear();
             // Credits first: each one shrinks the backlog, making room for
@@ -156,13 +142,10 @@ impl Business {
                     continue;
                 }
                 linger_until = None;
-                if !self.journal_held(
-                    &shared,
-                    &mut inputs,
-                    &mut held,
-                    answered,
-                    responses.as_mut(),
-                ) {
+                if !self
+                    .downstream
+                    .take(&shared, &mut inputs, &mut held, answered)
+                {
                     break;
                 }
                 continue;
@@ -182,14 +165,11 @@ impl Business {
                     e.request,
                 )
             }));
-            if let Some(responses) = &mut responses {
-                responses.adopt_new_clients(&shared);
-            }
 
             // Applying before the journal write is safe because nothing the
             // Ledger did is visible until its outcome is released, and
-            // outcomes are released only after the write (see
-            // `journal_held`). A rebate credit is sequenced after its
+            // outcomes are released only after the write (see `stages`). A
+            // rebate credit is sequenced after its
             // deposit, so any journal prefix is consistent.
             let ledger = &mut self.ledger;
             ledger.apply_batch(&inputs[first..], |i, applied| {
@@ -214,43 +194,25 @@ impl Business {
                 {
                     shared.directory.write().insert(*symbol, *instrument);
                 }
-                match &mut responses {
-                    Some(responses) if !journaling => {
-                        responses.send(envelope.client, applied.outcome)
-                    }
-                    _ => held.push((envelope.client, applied.outcome)),
-                }
+                held.push((envelope.client, applied.outcome));
             });
-            if !journaling && credits > 0 {
-                shared.publish_credits(answered);
-            }
             if dispatched - answered > backlog_peak {
                 backlog_peak = dispatched - answered;
                 shared
                     .rebate_backlog_peak
                     .store(backlog_peak, Ordering::Relaxed);
             }
-            if !journaling {
-                inputs.clear();
-                if let Some(responses) = &mut responses {
-                    responses.wake_answered(&shared);
-                }
-                continue;
-            }
-            // Every batch is journaled at once, except inline in sync mode:
-            // the flusher's disk work then overlaps the next batch's apply,
-            // and an inline async write is a copy into the page cache (no
-            // system call), cheaper than holding the outcomes. Inline sync
-            // writes wait for an fdatasync each, so there inputs gather until
-            // the ring runs dry (plus a linger) or a batch's worth is held.
+            // Every batch goes downstream at once, except inline in sync
+            // mode: the flusher's disk work then overlaps the next batch's
+            // apply, and an inline async write is a copy into the page cache
+            // (no system call), cheaper than holding the outcomes. Inline
+            // sync writes wait for an fdatasync each, so there inputs gather
+            // until the ring runs dry (plus a linger) or a batch's worth is
+            // held.
             if (group_every_batch || inputs.len() >= self.batch_max)
-                && !self.journal_held(
-                    &shared,
-                    &mut inputs,
-                    &mut held,
-                    answered,
-                    responses.as_mut(),
-                )
+                && !self
+                    .downstream
+                    .take(&shared, &mut inputs, &mut held, answered)
             {
                 break;
             }
@@ -258,33 +220,25 @@ impl Business {
                 .snapshot_every
                 .is_some_and(|every| seq - last_snapshot_seq >= every)
             {
-                if !self.snapshot(
-                    &shared,
-                    &mut inputs,
-                    &mut held,
-                    answered,
-                    responses.as_mut(),
-                ) {
+                if !self.snapshot(&shared, &mut inputs, &mut held, answered) {
                     break;
                 }
                 last_snapshot_seq = seq;
             }
         }
-        if let Some((dir, sink)) = self.journal.take() {
-            let writer = match sink {
-                Sink::Business(writer) => Some(*writer),
-                // Once the ring is closed and drained, the flusher has been
-                // sent everything: it writes and answers the rest, then stops.
-                Sink::Flusher(mut flusher) => flusher.finish(),
-            };
-            if let Some(mut writer) = writer {
-                if !shared.failed.load(Ordering::Acquire) && writer.sync().is_ok() {
-                    if self.ledger.last_seq() > last_snapshot_seq {
-                        self.write_snapshot(&dir);
-                    }
-                    if let Err(e) = writer.close() {
-                        eprintln!("ringledger: writing the clean-shutdown mark failed (the journal still has everything): {e}");
-                    }
+        let Business {
+            downstream,
+            ledger,
+            snapshots_kept,
+            ..
+        } = self;
+        if let Some((dir, mut writer)) = downstream.finish() {
+            if !shared.failed.load(Ordering::Acquire) && writer.sync().is_ok() {
+                if ledger.last_seq() > last_snapshot_seq {
+                    write_snapshot(&dir, &ledger, snapshots_kept);
+                }
+                if let Err(e) = writer.close() {
+                    eprintln!("ringledger: writing the clean-shutdown mark failed (the journal still has everything): {e}");
                 }
             }
         }
@@ -294,117 +248,47 @@ impl Business {
         // the flusher adopts a client when it first answers it, possibly
         // after this thread has left its loop.
         drop(shared.registrations.lock().drain(..));
-        self.ledger
+        ledger
     }
 
-    /// Whether this thread fdatasyncs the journal itself.
-    fn syncs_inline(&self) -> bool {
-        match &self.journal {
-            Some((_, Sink::Business(writer))) => writer.durability() == Durability::Sync,
-            _ => false,
-        }
-    }
-
-    /// Journals the held inputs. Inline: written as one frame (async: to the
-    /// page cache; sync: plus one fdatasync), then their outcomes are
-    /// released and the `credits_applied` so far (all among the inputs
-    /// journaled by now) count as answered for barriers. Flusher: inputs,
-    /// outcomes and the count are handed over; it writes, then answers and
-    /// counts. A barrier thus returns only once the credits are as durable as
-    /// the durability mode makes an acknowledged request, which is when a
-    /// baseline counts its credits too (the bench's settled clock). Returns
-    /// false if the journal failed: the engine stops and nothing held is
-    /// released.
-    fn journal_held(
-        &mut self,
-        shared: &Shared,
-        inputs: &mut Vec<Stamped>,
-        held: &mut Vec<(u32, Outcome)>,
-        credits_applied: u64,
-        responses: Option<&mut Responses>,
-    ) -> bool {
-        match &mut self.journal {
-            None => {}
-            Some((_, Sink::Flusher(flusher))) => {
-                flusher.send(inputs, held, credits_applied);
-                return true;
-            }
-            Some((_, Sink::Business(writer))) => {
-                if let Err(e) = writer.commit(inputs) {
-                    shared.fail_journal(format!(
-                        "journal write failed, nothing more is accepted: {e}"
-                    ));
-                    return false;
-                }
-                shared
-                    .journal_synced_seq
-                    .store(writer.durable_seq(), Ordering::Release);
-                inputs.clear();
-                shared.publish_credits(credits_applied);
-            }
-        }
-        if let Some(responses) = responses {
-            for (client, outcome) in held.drain(..) {
-                responses.send(client, outcome);
-            }
-            responses.wake_answered(shared);
-        }
-        true
-    }
-
-    /// Journals everything applied, waits until it is fdatasynced, then
-    /// writes a snapshot, so a snapshot never holds state the journal lacks
-    /// durably (recovery counts on it: damage a snapshot covers is
-    /// corruption, never a torn tail). False if the journal failed.
+    /// Sends everything applied downstream, waits until the journal holds
+    /// it fdatasynced, then writes a snapshot, so a snapshot never holds
+    /// state the journal lacks durably (recovery counts on it: damage a
+    /// snapshot covers is corruption, never a torn tail). False if the
+    /// journal failed.
     fn snapshot(
         &mut self,
         shared: &Shared,
         inputs: &mut Vec<Stamped>,
         held: &mut Vec<(u32, Outcome)>,
         credits_applied: u64,
-        responses: Option<&mut Responses>,
     ) -> bool {
-        if !self.journal_held(shared, inputs, held, credits_applied, responses) {
+        if !self.downstream.take(shared, inputs, held, credits_applied) {
             return false;
         }
-        let dir = match &mut self.journal {
-            None => return true,
-            Some((dir, Sink::Flusher(flusher))) => {
-                if !flusher.sync_and_wait() {
-                    return false;
-                }
-                dir.clone()
+        match self.downstream.sync(shared) {
+            Err(()) => false,
+            Ok(None) => true,
+            Ok(Some(dir)) => {
+                write_snapshot(&dir, &self.ledger, self.snapshots_kept);
+                true
             }
-            Some((dir, Sink::Business(writer))) => {
-                if let Err(e) = writer.sync() {
-                    shared.fail_journal(format!(
-                        "journal fdatasync failed, nothing more is accepted: {e}"
-                    ));
-                    return false;
-                }
-                shared
-                    .journal_synced_seq
-                    .store(writer.durable_seq(), Ordering::Release);
-                dir.clone()
-            }
-        };
-        self.write_snapshot(&dir);
-        true
+        }
     }
+}
 
-    /// Writes a snapshot of the Ledger (the journal must be synced through
-    /// it) and prunes what the snapshots kept make unnecessary. A failure
-    /// costs only recovery time: the journal still has everything.
-    fn write_snapshot(&self, dir: &std::path::Path) {
-        let seq = self.ledger.last_seq();
-        if let Err(e) = journal::write_snapshot(dir, &self.ledger) {
-            eprintln!(
-                "ringledger: snapshot at seq {seq} failed (the journal still has everything): {e}"
-            );
-            return;
-        }
-        if let Err(e) = journal::retain(dir, self.snapshots_kept) {
-            eprintln!("ringledger: pruning after the snapshot at seq {seq} failed (nothing needed was removed): {e}");
-        }
+/// Writes a snapshot of the Ledger (the journal must be synced through it)
+/// and prunes what the snapshots kept make unnecessary. A failure costs only
+/// recovery time: the journal still has everything.
+fn write_snapshot(dir: &std::path::Path, ledger: &Ledger, snapshots_kept: usize) {
+    let seq = ledger.last_seq();
+    if let Err(e) = journal::write_snapshot(dir, ledger) {
+        eprintln!(
+            "ringledger: snapshot at seq {seq} failed (the journal still has everything): {e}"
+        );
+        return;
+    }
+    if let Err(e) = journal::retain(dir, snapshots_kept) {
+        eprintln!("ringledger: pruning after the snapshot at seq {seq} failed (nothing needed was removed): {e}");
     }
 }

@@ -23,6 +23,9 @@ mod clock;
 mod flusher;
 mod outbox;
 mod rebater;
+#[cfg(feature = "nats")]
+mod replicate;
+mod stages;
 #[cfg(test)]
 mod tests;
 
@@ -59,6 +62,9 @@ pub enum EngineError {
     /// durable. Restart it (recovery from the journal) once the cause is
     /// fixed; nothing acknowledged is lost.
     Unavailable(String),
+    /// Another process leads the replicated journal now: this one was
+    /// fenced and stopped. Send requests to the new leader.
+    NotLeader(String),
     /// `recv` with nothing in flight would wait forever.
     NothingInFlight,
     /// A builder setting that cannot work.
@@ -84,6 +90,10 @@ impl fmt::Display for EngineError {
                 f,
                 "the engine cannot make requests durable and has stopped: {why}. \
                  Nothing acknowledged is lost: restart it once the cause is fixed"
+            ),
+            EngineError::NotLeader(why) => write!(
+                f,
+                "this engine no longer leads the replicated journal and has stopped: {why}"
             ),
             EngineError::NothingInFlight => {
                 f.write_str("recv called with no request in flight: send one first")
@@ -147,10 +157,19 @@ struct Shared {
     rebate_waiters: AtomicUsize,
     rebate_wait: Mutex<()>,
     rebates_credited: Condvar,
-    /// Why the engine failed (the first reason), and whether it was the
-    /// journal (then clients get [`EngineError::Unavailable`]).
-    failure: Mutex<Option<(String, bool)>>,
+    /// Why the engine failed (the first reason), and what kind of failure
+    /// clients are told it was.
+    failure: Mutex<Option<(String, FailureKind)>>,
     failed: AtomicBool,
+}
+
+/// Which [`EngineError`] a failed engine answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FailureKind {
+    Failed,
+    Unavailable,
+    #[cfg(feature = "nats")]
+    NotLeader,
 }
 
 /// Clients that went away, and the ids the answering side freed.
@@ -164,19 +183,26 @@ struct Departures {
 
 impl Shared {
     fn fail(&self, why: String) {
-        self.fail_as(why, false);
+        self.fail_as(why, FailureKind::Failed);
     }
 
     /// The journal could not be written or synced: the engine stops, and
     /// every request from now on is answered [`EngineError::Unavailable`].
     fn fail_journal(&self, why: String) {
-        self.fail_as(why, true);
+        self.fail_as(why, FailureKind::Unavailable);
     }
 
-    fn fail_as(&self, why: String, journal: bool) {
+    /// Another process leads the replicated journal: the engine stops, and
+    /// every request from now on is answered [`EngineError::NotLeader`].
+    #[cfg(feature = "nats")]
+    fn fail_fenced(&self, why: String) {
+        self.fail_as(why, FailureKind::NotLeader);
+    }
+
+    fn fail_as(&self, why: String, kind: FailureKind) {
         let mut failure = self.failure.lock();
         if failure.is_none() {
-            *failure = Some((why, journal));
+            *failure = Some((why, kind));
         }
         self.failed.store(true, Ordering::Release);
         drop(failure);
@@ -210,8 +236,10 @@ impl Shared {
     fn error(&self) -> EngineError {
         if self.failed.load(Ordering::Acquire) {
             match self.failure.lock().clone() {
-                Some((why, true)) => EngineError::Unavailable(why),
-                Some((why, false)) => EngineError::Failed(why),
+                Some((why, FailureKind::Unavailable)) => EngineError::Unavailable(why),
+                #[cfg(feature = "nats")]
+                Some((why, FailureKind::NotLeader)) => EngineError::NotLeader(why),
+                Some((why, FailureKind::Failed)) => EngineError::Failed(why),
                 None => EngineError::Failed(String::new()),
             }
         } else {
@@ -258,6 +286,8 @@ pub struct EngineBuilder {
     snapshot_every: Option<u64>,
     snapshots_kept: usize,
     journal_thread: JournalThread,
+    #[cfg(feature = "nats")]
+    replication: Option<crate::replication::ReplicationConfig>,
 }
 
 impl Default for EngineBuilder {
@@ -280,6 +310,8 @@ impl Default for EngineBuilder {
             snapshot_every: None,
             snapshots_kept: SNAPSHOTS_KEPT_DEFAULT,
             journal_thread: JournalThread::default(),
+            #[cfg(feature = "nats")]
+            replication: None,
         }
     }
 }
@@ -423,6 +455,22 @@ impl EngineBuilder {
         self
     }
 
+    /// Durability `replicated` (cargo feature `nats`): every journaled frame
+    /// is also published to the JetStream stream `config` names, and an
+    /// outcome is released only once the stream acknowledged its frame
+    /// (stored by a quorum of `config.replicas`). Needs a journal (written
+    /// by the business thread); the stream must end where the journal does,
+    /// or a little before it (the missing frames are published first).
+    /// While the stream cannot store frames, outcomes are answered
+    /// [`Reject::Unavailable`](crate::Reject::Unavailable); once another
+    /// process extends the stream, this engine is fenced and stops
+    /// ([`EngineError::NotLeader`]).
+    #[cfg(feature = "nats")]
+    pub fn replicated(mut self, config: crate::replication::ReplicationConfig) -> Self {
+        self.replication = Some(config);
+        self
+    }
+
     /// Starts the business and rebate threads.
     pub fn start(self) -> Result<Engine, EngineError> {
         if self.batch_max == 0 || self.ring_capacity < 2 || self.response_capacity < 2 {
@@ -435,6 +483,20 @@ impl EngineBuilder {
                 "rebate_backlog_max must be at least 1: every deposit owes a rebate".into(),
             ));
         }
+        #[cfg(feature = "nats")]
+        if self.replication.is_some()
+            && (self.journal.is_none() || self.journal_thread != JournalThread::Business)
+        {
+            return Err(EngineError::Config(
+                "replication publishes the frames the business thread journals: give the engine \
+                 a journal (async or sync) written by the business thread"
+                    .into(),
+            ));
+        }
+        let meta = journal::Meta {
+            scale: self.scale.places(),
+            ledger: self.ledger_config,
+        };
         // Read the cores before pinning anything: a pinned thread sees only its own.
         let core = match self.pin_core {
             None => None,
@@ -472,10 +534,6 @@ impl EngineBuilder {
                 // One lock from before the first read to the writer's end
                 // (it owns the lock), so no other writer gets in between.
                 let lock = journal::lock_dir(dir).map_err(EngineError::Journal)?;
-                let meta = journal::Meta {
-                    scale: self.scale.places(),
-                    ledger: self.ledger_config,
-                };
                 journal::check_meta(dir, &meta).map_err(EngineError::Journal)?;
                 let recovered = journal::recover_locked(&lock, self.ledger_config)
                     .map_err(EngineError::Journal)?;
@@ -528,18 +586,36 @@ impl EngineBuilder {
             failed: AtomicBool::new(false),
         });
         let waker = consumer.waker();
-        let journal = match journal {
-            None => None,
-            Some((dir, writer)) => Some((
-                dir,
-                match self.journal_thread {
-                    JournalThread::Business => business::Sink::Business(Box::new(writer)),
-                    JournalThread::Flusher => business::Sink::Flusher(
-                        flusher::Flusher::spawn(writer, ledger.last_seq(), Arc::clone(&shared))
-                            .map_err(EngineError::Io)?,
-                    ),
-                },
-            )),
+        let downstream: Box<dyn stages::Stage> = match journal {
+            None => Box::new(stages::Answer::new()),
+            Some((dir, writer)) => match self.journal_thread {
+                JournalThread::Flusher => Box::new(stages::Flushed {
+                    flusher: flusher::Flusher::spawn(
+                        writer,
+                        ledger.last_seq(),
+                        Arc::clone(&shared),
+                    )
+                    .map_err(EngineError::Io)?,
+                    dir,
+                }),
+                JournalThread::Business => {
+                    #[cfg(feature = "nats")]
+                    if let Some(config) = &self.replication {
+                        let replicate = replicate::Replicate::start(
+                            config,
+                            meta,
+                            &dir,
+                            ledger.last_seq(),
+                            Arc::clone(&shared),
+                        )?;
+                        Box::new(stages::Journal::new(dir, writer, replicate))
+                    } else {
+                        Box::new(stages::Journal::new(dir, writer, stages::Answer::new()))
+                    }
+                    #[cfg(not(feature = "nats"))]
+                    Box::new(stages::Journal::new(dir, writer, stages::Answer::new()))
+                }
+            },
         };
         let business = business::spawn(business::Business {
             shared: Arc::clone(&shared),
@@ -551,7 +627,7 @@ impl EngineBuilder {
             jobs: jobs_tx,
             credits: credits_rx,
             rebate_backlog_max: self.rebate_backlog_max as u64,
-            journal,
+            downstream,
             snapshot_every: self.snapshot_every,
             snapshots_kept: self.snapshots_kept,
         })?;

@@ -2,8 +2,9 @@
 //! client answered in a release is woken once, at its end, and the freeing
 //! of a dropped client's queue.
 //!
-//! Owned by whichever thread releases outcomes: the business thread (no
-//! journal, or a journal it writes inline) or the flusher.
+//! Owned by whichever stage releases outcomes (see `stages`): on the
+//! business thread (no journal, or a journal it writes inline), the
+//! flusher, or the replication thread.
 //!
 //! A dropped [`super::Client`] reports how many requests it sent. Its queue
 //! (`response_capacity` slots, allocated once) is freed as soon as it is

@@ -1,0 +1,106 @@
+//! The replication stage (cargo feature `nats`): after the journal, each
+//! group's frame goes to the replication thread (see
+//! [`crate::replication::Publisher`]), and the group's outcomes are
+//! answered there, once JetStream acknowledged the frame, never before.
+//! Refused frames answer `unavailable` (no quorum: the frame is published
+//! when the stream is back) or `not_leader` (fenced: the engine stops).
+
+use std::sync::Arc;
+
+use super::outbox::Responses;
+use super::stages::AfterJournal;
+use super::{EngineError, Shared};
+use crate::journal::Meta;
+use crate::outcome::{Outcome, Reject};
+use crate::replication::{Publisher, Release, ReplicationConfig, ReplicationError};
+
+/// A group's outcomes and the rebate credits applied through it.
+type Group = (Vec<(u32, Outcome)>, u64);
+
+/// The answering stage, run on the replication thread.
+struct Answering {
+    shared: Arc<Shared>,
+    responses: Responses,
+}
+
+impl Release for Answering {
+    type Item = Group;
+
+    fn stored(&mut self, (outcomes, credits): Group) {
+        self.shared.publish_credits(credits);
+        self.responses.adopt_new_clients(&self.shared);
+        for (client, outcome) in outcomes {
+            self.responses.send(client, outcome);
+        }
+    }
+
+    fn refused(&mut self, (outcomes, _): Group, why: &ReplicationError) {
+        let reject = match why {
+            ReplicationError::NotLeader(why) => {
+                self.shared.fail_fenced(why.clone());
+                Reject::NotLeader
+            }
+            _ => Reject::Unavailable,
+        };
+        self.responses.adopt_new_clients(&self.shared);
+        for (client, _) in outcomes {
+            self.responses.send(client, Err(reject));
+        }
+    }
+
+    fn flush(&mut self) {
+        self.responses.wake_answered(&self.shared);
+    }
+}
+
+pub(super) struct Replicate {
+    publisher: Option<Publisher<Answering>>,
+}
+
+impl Replicate {
+    /// Starts the replication thread: connects, and first publishes what the
+    /// journal in `dir` holds beyond the stream (through `last_seq`).
+    pub fn start(
+        config: &ReplicationConfig,
+        meta: Meta,
+        dir: &std::path::Path,
+        last_seq: u64,
+        shared: Arc<Shared>,
+    ) -> Result<Replicate, EngineError> {
+        let answering = Answering {
+            shared,
+            responses: Responses::new(),
+        };
+        let publisher = Publisher::start(config, meta, Some(dir), last_seq, answering).map_err(
+            |e| match e {
+                ReplicationError::NotLeader(why) => EngineError::NotLeader(why),
+                ReplicationError::Unavailable(_) => EngineError::Unavailable(e.to_string()),
+                e => EngineError::Config(e.to_string()),
+            },
+        )?;
+        Ok(Replicate {
+            publisher: Some(publisher),
+        })
+    }
+}
+
+impl AfterJournal for Replicate {
+    fn journaled(
+        &mut self,
+        _: &Shared,
+        frame: &[u8],
+        last_seq: u64,
+        held: &mut Vec<(u32, Outcome)>,
+        credits_applied: u64,
+    ) {
+        if let Some(publisher) = &self.publisher {
+            publisher.publish(frame, last_seq, (std::mem::take(held), credits_applied));
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(publisher) = self.publisher.take() {
+            publisher.finish();
+        }
+    }
+}
