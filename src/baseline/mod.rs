@@ -97,6 +97,7 @@
 //! }
 //! ```
 
+mod books;
 mod directory;
 mod journal;
 mod mutex;
@@ -106,6 +107,7 @@ mod reservations;
 
 use std::ops::Range;
 
+pub use self::books::{Exchange, NewOrder};
 pub use self::journal::BaselineJournal;
 pub use self::mutex::MutexBank;
 pub use self::optimistic::OptimisticBank;
@@ -160,6 +162,11 @@ pub trait Bank: Send + Sync {
     fn rebates(&self) -> RebateCounts;
     /// Parks until every rebate queued before the call has been credited.
     fn settle_rebates(&self);
+    /// The bank's order books, if it has any (only [`MutexBank`] does: the
+    /// benchmark's order-book scenarios run on it and on the engine).
+    fn as_exchange(&self) -> Option<&dyn Exchange> {
+        None
+    }
 
     /// Set-up for a benchmark: opens `accounts` and deposits `balance` in
     /// each (nothing when `balance` is 0), through the ordinary operations.
@@ -273,7 +280,8 @@ struct StockFigures {
 }
 
 /// The invariant check both banks share, over figures read at quiescence;
-/// `wallets` is indexed by slot and `stocks` by instrument id. Sale proceeds
+/// `wallets` and `order_held` (the cash resting buys hold, empty for a bank
+/// without books) are indexed by slot and `stocks` by instrument id. Sale proceeds
 /// are `sold × price` (prices never change). Money is compared modulo 2^64
 /// because a wallet's running deposits − withdrawals is kept in a wrapping
 /// `i64`: it can exceed `i64::MAX` where the balance cannot.
@@ -282,8 +290,12 @@ fn check_books(
     stocks: &[StockFigures],
     listings: impl Iterator<Item = (InstrumentId, Listing)>,
     reservations: &reservations::Reservations,
+    order_held: &[i128],
 ) -> Result<(), String> {
     let mut held = vec![0i128; wallets.len()];
+    for (held, orders) in held.iter_mut().zip(order_held) {
+        *held += orders;
+    }
     let mut reserved = vec![0u128; stocks.len()];
     reservations.for_each_open(|r| {
         held[r.slot] += i128::from(r.cost);
@@ -300,7 +312,7 @@ fn check_books(
         }
         if i128::from(w.held) != *held {
             return Err(format!(
-                "account {}: held {} but open reservations hold {held}",
+                "account {}: held {} but open reservations and resting buys hold {held}",
                 w.account, w.held
             ));
         }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
 
+use super::books::{BookSlot, Exchange, OrderIndex};
 use super::directory::{Catalog, Directory};
 use super::journal::BaselineJournal;
 use super::rebates::{Job, RebateCounts, RebateDesk};
@@ -21,19 +23,31 @@ use super::{check_books, positive, take_shares, Bank, BankConfig, StockFigures, 
 use crate::money::Units;
 use crate::outcome::{Closure, InstrumentView, Reject};
 use crate::rebate::RebateJob;
+use crate::book::Side;
 use crate::request::{AccountId, InstrumentId, Request, ReservationId, Symbol};
 
 #[derive(Debug, Default)]
-struct Wallet {
-    balance: Units,
-    /// Cash held by open reservations; `available = balance − held`.
-    held: Units,
+pub(super) struct Wallet {
+    pub balance: Units,
+    /// Cash held by open reservations and resting buys; `available =
+    /// balance − held`.
+    pub held: Units,
     /// Deposits − withdrawals, wrapping; only for the invariant check.
     net: i64,
+    /// Shares owned per instrument (bought in the sale or on a book).
+    pub shares: FxHashMap<InstrumentId, Shares>,
+}
+
+/// One wallet's shares of one instrument.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Shares {
+    pub owned: u64,
+    /// Held by resting sells; at most `owned`.
+    pub held: u64,
 }
 
 impl Wallet {
-    fn available(&self) -> Units {
+    pub(super) fn available(&self) -> Units {
         self.balance - self.held
     }
 
@@ -58,11 +72,15 @@ struct Stock {
 
 /// The lock-per-record bank. See the [module docs](super).
 pub struct MutexBank {
-    directory: Directory,
+    pub(super) directory: Directory,
     /// By slot; padded so two wallets' locks never share a cache line.
     /// Shared with the rebate worker.
-    wallets: Arc<[CachePadded<Mutex<Wallet>>]>,
-    catalog: Catalog,
+    pub(super) wallets: Arc<[CachePadded<Mutex<Wallet>>]>,
+    pub(super) catalog: Catalog,
+    /// Each instrument's order book, by instrument id (see `books.rs`).
+    pub(super) books: Box<[CachePadded<Mutex<BookSlot>>]>,
+    /// Where each resting order is.
+    pub(super) orders: OrderIndex,
     /// By instrument id.
     stocks: Box<[CachePadded<Mutex<Stock>>]>,
     reservations: Reservations,
@@ -105,6 +123,10 @@ impl MutexBank {
             wallets,
             directory,
             catalog: Catalog::new(config.instruments_max),
+            books: (0..config.instruments_max)
+                .map(|_| CachePadded::new(Mutex::new(BookSlot::default())))
+                .collect(),
+            orders: OrderIndex::new(config.reservation_shards),
             stocks: (0..config.instruments_max)
                 .map(|_| CachePadded::new(Mutex::new(Stock::default())))
                 .collect(),
@@ -120,14 +142,14 @@ impl MutexBank {
 
     /// Appends while the caller still holds the business locks, so the
     /// journal order is the order the locks serialized the operations in.
-    fn log(&self, request: Request) -> Option<u64> {
+    pub(super) fn log(&self, request: Request) -> Option<u64> {
         self.journal.as_ref().map(|journal| journal.append(request))
     }
 
     /// Waits for durability after the locks are released: a later record is
     /// durable only once every earlier one is, so nobody can act on state
     /// whose record could be lost while theirs survives.
-    fn settle(&self, ticket: Option<u64>) {
+    pub(super) fn settle(&self, ticket: Option<u64>) {
         if let (Some(journal), Some(seq)) = (&self.journal, ticket) {
             journal.make_durable(seq);
         }
@@ -193,6 +215,7 @@ impl MutexBank {
             let request = if how == Closure::Confirmed {
                 stock.sold += held.qty;
                 wallet.balance -= held.cost;
+                wallet.shares.entry(held.instrument).or_default().owned += held.qty;
                 Request::Confirm { reservation }
             } else {
                 stock.available += held.qty;
@@ -363,18 +386,76 @@ impl Bank for MutexBank {
         })
     }
 
+    /// Besides the checks every bank makes: each wallet's hold also covers
+    /// its resting buys, its shares held equal its resting sells and stay
+    /// within what it owns, the shares owned add up to the shares sold per
+    /// instrument, and the order index names exactly the resting orders.
     fn check_invariants(&self) -> Result<(), String> {
-        let wallets: Vec<WalletFigures> = (0..self.directory.len())
-            .map(|slot| {
-                let wallet = self.wallets[slot].lock();
-                WalletFigures {
-                    account: self.directory.id(slot),
-                    balance: wallet.balance,
-                    held: wallet.held,
-                    net: wallet.net,
-                }
-            })
+        // The global lock order: every book, then the wallets one by one.
+        let books: Vec<_> = self
+            .catalog
+            .iter()
+            .map(|(id, _)| (id, self.books[id.0 as usize].lock()))
             .collect();
+        let indexed = self.orders.resting();
+        let mut order_held = vec![0i128; self.directory.len()];
+        let mut sells: FxHashMap<(usize, InstrumentId), u64> = FxHashMap::default();
+        let mut resting = 0usize;
+        for (id, slot) in &books {
+            for side in [Side::Buy, Side::Sell] {
+                for o in slot.book.orders(side) {
+                    resting += 1;
+                    if indexed.get(&o.id) != Some(id) {
+                        return Err(format!("order {} is not indexed on its book", o.id));
+                    }
+                    let owner = self
+                        .directory
+                        .slot(o.owner)
+                        .map_err(|_| format!("order {}: no account {}", o.id, o.owner))?;
+                    match side {
+                        Side::Buy => order_held[owner] += i128::from(o.price) * i128::from(o.qty),
+                        Side::Sell => *sells.entry((owner, *id)).or_default() += o.qty,
+                    }
+                }
+            }
+        }
+        if resting != indexed.len() {
+            return Err(format!(
+                "{} orders indexed but {resting} rest on the books",
+                indexed.len()
+            ));
+        }
+        let mut owned = vec![0u128; self.catalog.iter().count()];
+        let mut wallets = Vec::with_capacity(self.directory.len());
+        for slot in 0..self.directory.len() {
+            let wallet = self.wallets[slot].lock();
+            let account = self.directory.id(slot);
+            for (instrument, shares) in &wallet.shares {
+                let needed = sells.remove(&(slot, *instrument)).unwrap_or(0);
+                if shares.held != needed || shares.held > shares.owned {
+                    return Err(format!(
+                        "account {account}, instrument {}: {} shares held of {} owned, but its \
+                         resting sells need {needed}",
+                        instrument.0, shares.held, shares.owned
+                    ));
+                }
+                owned[instrument.0 as usize] += u128::from(shares.owned);
+            }
+            wallets.push(WalletFigures {
+                account,
+                balance: wallet.balance,
+                held: wallet.held,
+                net: wallet.net,
+            });
+        }
+        if let Some(((slot, instrument), qty)) = sells.into_iter().next() {
+            return Err(format!(
+                "account {} rests sells of {qty} shares of instrument {} it does not hold",
+                self.directory.id(slot),
+                instrument.0
+            ));
+        }
+        drop(books);
         let stocks: Vec<StockFigures> = self
             .catalog
             .iter()
@@ -387,8 +468,26 @@ impl Bank for MutexBank {
                 }
             })
             .collect();
+        for ((id, listing), stock) in self.catalog.iter().zip(&stocks) {
+            if owned[id.0 as usize] != u128::from(stock.sold) {
+                return Err(format!(
+                    "instrument {}: accounts own {} shares but {} were sold",
+                    listing.symbol, owned[id.0 as usize], stock.sold
+                ));
+            }
+        }
         let listings = self.catalog.iter().map(|(id, listing)| (id, *listing));
-        check_books(&wallets, &stocks, listings, &self.reservations)
+        check_books(
+            &wallets,
+            &stocks,
+            listings,
+            &self.reservations,
+            &order_held,
+        )
+    }
+
+    fn as_exchange(&self) -> Option<&dyn Exchange> {
+        Some(self)
     }
 
     fn rebates(&self) -> RebateCounts {

@@ -515,7 +515,7 @@ impl Bank for OptimisticBank {
             })
             .collect();
         let listings = self.catalog.iter().map(|(id, listing)| (id, *listing));
-        check_books(&wallets, &stocks, listings, &self.reservations)
+        check_books(&wallets, &stocks, listings, &self.reservations, &[])
     }
 
     fn retries(&self) -> u64 {

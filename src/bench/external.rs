@@ -87,8 +87,8 @@ pub(super) fn run(plan: &Plan<'_>) -> Result<Measured, BenchError> {
     let driven = drive(
         plan,
         instrument,
-        vec![(); plan.shape.threads],
-        |gateway, ()| Ok(gateway.run_bank(as_bank)),
+        super::flows(plan),
+        |gateway, flow| Ok(gateway.run_bank(as_bank, flow)),
         || {
             as_bank.settle_rebates();
             Ok(())

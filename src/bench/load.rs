@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::workload::{Op, Workload};
-use crate::baseline::Bank;
+use super::workload::{Flow, Op};
+use crate::baseline::{Bank, Exchange, NewOrder};
+use crate::book::Stp;
 use crate::engine::{Client, EngineError};
-use crate::outcome::{Outcome, Reject};
-use crate::request::{InstrumentId, Request};
+use crate::outcome::{Outcome, Reject, Reply};
+use crate::request::InstrumentId;
 
 /// Largest latency the histograms hold (longer ones are clamped to it).
 pub(super) const LATENCY_NS_MAX: u64 = 60_000_000_000;
@@ -86,15 +87,15 @@ impl Tally {
     }
 }
 
-/// What a gateway needs besides its engine handle.
+/// What a gateway needs besides its engine handle and its [`Flow`].
 pub struct Gateway<'a> {
-    pub workload: Workload,
     pub index: usize,
     pub count: u64,
     pub pace: Pace,
     /// Time zero of the run: every timestamp is nanoseconds since it.
     pub base: Instant,
     pub progress: &'a AtomicU64,
+    /// The share-sale instrument.
     pub instrument: InstrumentId,
 }
 
@@ -147,57 +148,41 @@ impl Gateway<'_> {
             .fetch_add(self.count % PROGRESS_EVERY, Ordering::Relaxed);
     }
 
-    /// The engine's request for `op`.
-    fn request(&self, op: Op) -> Request {
-        match op {
-            Op::Deposit { account, amount } => Request::Deposit { account, amount },
-            Op::Withdraw { account, amount } => Request::Withdraw { account, amount },
-            Op::Transfer { from, to, amount } => Request::Transfer { from, to, amount },
-            Op::Balance { account } => Request::Balance { account },
-            Op::Reserve {
-                reservation,
-                account,
-                qty,
-            } => Request::Reserve {
-                reservation,
-                account,
-                instrument: self.instrument,
-                qty,
-                ttl_ms: 0,
-                partial: false,
-            },
-            Op::Confirm { reservation, .. } => Request::Confirm { reservation },
-            Op::Cancel { reservation } => Request::Cancel { reservation },
-        }
-    }
-
     /// Drives the lmax engine through `client`, keeping up to `window`
     /// requests in flight and receiving the oldest answer when it is full.
-    pub fn run_lmax(&self, client: &mut Client, window: usize) -> Result<Tally, EngineError> {
+    pub fn run_lmax(
+        &self,
+        client: &mut Client,
+        window: usize,
+        flow: &mut Flow,
+    ) -> Result<Tally, EngineError> {
         self.sleep_precisely();
         let mut tally = Tally::default();
         // (op, the time its latency counts from), oldest first.
         let mut in_flight: VecDeque<(Op, u64)> = VecDeque::with_capacity(window);
         let mut done = 0u64;
         // Counts an answer; returns the time it was counted at.
-        let mut receive =
-            |tally: &mut Tally, in_flight: &mut VecDeque<(Op, u64)>, outcome: Outcome| {
+        let mut receive = |tally: &mut Tally,
+                           in_flight: &mut VecDeque<(Op, u64)>,
+                           flow: &mut Flow,
+                           outcome: Outcome| {
                 let (op, from_ns) = in_flight.pop_front().expect("an answer follows a request");
                 let now_ns = self.now_ns();
                 tally.count(&op, outcome.is_ok(), now_ns.saturating_sub(from_ns));
+                flow.answered(&op, rests(&op, &outcome));
                 done += 1;
                 self.progressed(done);
                 now_ns
             };
         let mut sent = 0u64;
         while sent < self.count {
-            let op = self.workload.op(self.index, sent);
+            let op = flow.next(sent);
             let from_ns = match self.due_ns(sent) {
                 // The next request goes out as soon as the oldest answer is
                 // counted: one clock read serves both.
                 None if in_flight.len() >= window => {
                     let outcome = client.recv()?;
-                    receive(&mut tally, &mut in_flight, outcome)
+                    receive(&mut tally, &mut in_flight, flow, outcome)
                 }
                 None => self.now_ns(),
                 Some(due_ns) => {
@@ -206,12 +191,12 @@ impl Gateway<'_> {
                     // request late, and the lateness counts.
                     loop {
                         while let Some(outcome) = client.try_recv()? {
-                            receive(&mut tally, &mut in_flight, outcome);
+                            receive(&mut tally, &mut in_flight, flow, outcome);
                         }
                         let now_ns = self.now_ns();
                         if in_flight.len() >= window {
                             let outcome = client.recv()?;
-                            receive(&mut tally, &mut in_flight, outcome);
+                            receive(&mut tally, &mut in_flight, flow, outcome);
                         } else if now_ns >= due_ns {
                             break;
                         } else if in_flight.is_empty() {
@@ -219,19 +204,19 @@ impl Gateway<'_> {
                         } else if let Some(outcome) =
                             client.recv_timeout(Duration::from_nanos(due_ns - now_ns))?
                         {
-                            receive(&mut tally, &mut in_flight, outcome);
+                            receive(&mut tally, &mut in_flight, flow, outcome);
                         }
                     }
                     due_ns
                 }
             };
-            client.send(self.request(op))?;
+            client.send(op.request(self.instrument))?;
             in_flight.push_back((op, from_ns));
             sent += 1;
         }
         while !in_flight.is_empty() {
             let outcome = client.recv()?;
-            receive(&mut tally, &mut in_flight, outcome);
+            receive(&mut tally, &mut in_flight, flow, outcome);
         }
         self.finished();
         Ok(tally)
@@ -239,11 +224,11 @@ impl Gateway<'_> {
 
     /// Drives a baseline: one synchronous call per operation (a window of
     /// one by nature), timed from the call (closed) or its due time (open).
-    pub fn run_bank(&self, bank: &dyn Bank) -> Tally {
+    pub fn run_bank(&self, bank: &dyn Bank, flow: &mut Flow) -> Tally {
         self.sleep_precisely();
         let mut tally = Tally::default();
         for i in 0..self.count {
-            let op = self.workload.op(self.index, i);
+            let op = flow.next(i);
             let from_ns = match self.due_ns(i) {
                 None => self.now_ns(),
                 Some(due_ns) => {
@@ -251,8 +236,9 @@ impl Gateway<'_> {
                     due_ns
                 }
             };
-            let accepted = call_bank(bank, self.instrument, op).is_ok();
-            tally.count(&op, accepted, self.now_ns().saturating_sub(from_ns));
+            let answer = call_bank(bank, self.instrument, op);
+            tally.count(&op, answer.is_ok(), self.now_ns().saturating_sub(from_ns));
+            flow.answered(&op, bank_rests(&op, &answer));
             self.progressed(i + 1);
         }
         self.finished();
@@ -260,20 +246,74 @@ impl Gateway<'_> {
     }
 }
 
-fn call_bank(bank: &dyn Bank, instrument: InstrumentId, op: Op) -> Result<(), Reject> {
+/// Whether the order of `op` ([`Op::resting_order`]) rests after its
+/// answer: a move refused for any reason but an unknown order leaves it
+/// where it was.
+fn rests(op: &Op, outcome: &Outcome) -> bool {
+    match outcome {
+        Ok(Reply::Placed { resting, .. }) => *resting > 0,
+        Ok(_) | Err(Reject::UnknownOrder(_)) => false,
+        Err(_) => matches!(op, Op::Move { .. }),
+    }
+}
+
+fn exchange(bank: &dyn Bank) -> &dyn Exchange {
+    bank.as_exchange()
+        .expect("an order-book scenario runs only on a bank with books (the run checks)")
+}
+
+/// [`rests`] for a baseline's answer (the qty left resting, for a place or
+/// a move).
+fn bank_rests(op: &Op, answer: &Result<u64, Reject>) -> bool {
+    match answer {
+        Ok(resting) => *resting > 0,
+        Err(Reject::UnknownOrder(_)) => false,
+        Err(_) => matches!(op, Op::Move { .. }),
+    }
+}
+
+/// Calls `bank` for `op`; a place or a move answers the qty left resting
+/// (0 for anything else).
+pub(super) fn call_bank(bank: &dyn Bank, instrument: InstrumentId, op: Op) -> Result<u64, Reject> {
     match op {
-        Op::Deposit { account, amount } => bank.deposit(account, amount).map(drop),
-        Op::Withdraw { account, amount } => bank.withdraw(account, amount).map(drop),
-        Op::Transfer { from, to, amount } => bank.transfer(from, to, amount),
-        Op::Balance { account } => bank.balance(account).map(drop),
+        Op::Deposit { account, amount } => bank.deposit(account, amount).map(|_| 0),
+        Op::Withdraw { account, amount } => bank.withdraw(account, amount).map(|_| 0),
+        Op::Transfer { from, to, amount } => bank.transfer(from, to, amount).map(|_| 0),
+        Op::Balance { account } => bank.balance(account).map(|_| 0),
         Op::Reserve {
             reservation,
             account,
             qty,
         } => bank
             .reserve(reservation, account, instrument, qty, false)
-            .map(drop),
-        Op::Confirm { reservation, .. } => bank.confirm(reservation),
-        Op::Cancel { reservation } => bank.cancel(reservation),
+            .map(|_| 0),
+        Op::Confirm { reservation, .. } => bank.confirm(reservation).map(|_| 0),
+        Op::Cancel { reservation } => bank.cancel(reservation).map(|_| 0),
+        Op::Place {
+            order,
+            account,
+            book,
+            side,
+            tif,
+            qty,
+            price,
+        } => exchange(bank)
+            .place(NewOrder {
+                order,
+                account,
+                instrument: InstrumentId(book),
+                side,
+                market: false,
+                tif,
+                post_only: false,
+                stp: Stp::CancelResting,
+                qty,
+                price,
+            })
+            .map(|placed| placed.resting),
+        Op::Move { order, price } => exchange(bank)
+            .amend(order, None, Some(price))
+            .map(|placed| placed.resting),
+        Op::CancelOrder { order } => exchange(bank).cancel_order(order).map(|_| 0),
     }
 }

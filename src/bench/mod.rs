@@ -63,7 +63,7 @@ use xxhash_rust::xxh3::Xxh3;
 use self::hiccup::HiccupMeter;
 pub use self::load::{Pace, Tally};
 pub use self::report::{write_hgrm, Latency, Report};
-pub use self::workload::{Op, Scenario, Workload};
+pub use self::workload::{BookFlow, Flow, Op, Scenario, Workload};
 use crate::baseline::{Bank, BankConfig, BaselineJournal, MutexBank, OptimisticBank};
 use crate::engine::{Client, Engine, EngineError, JournalThread};
 use crate::journal::Durability;
@@ -120,6 +120,12 @@ impl EngineKind {
         EngineKind::PostgresOptimistic,
         EngineKind::Redis,
     ];
+
+    /// Whether the engine implements the order books, so it can run the
+    /// order-book scenarios (the engine and the mutex baseline do).
+    pub fn trades(self) -> bool {
+        matches!(self, EngineKind::Lmax | EngineKind::Mutex)
+    }
 
     /// Whether the engine runs on an external server (see
     /// [`crate::external`]; needs the `external-engines` feature).
@@ -297,7 +303,9 @@ impl FromStr for InflightList {
 /// 2-core machine.
 #[derive(Clone, Debug, clap::Args)]
 pub struct Config {
-    /// deposit, mixed, hot-wallet or share-sale.
+    /// deposit, mixed, hot-wallet, share-sale, orderbook (one book,
+    /// exchange-core's mix) or orderbook-multi (1,000 books, Pareto-weighted
+    /// activity); the order-book ones run on lmax and mutex only.
     #[arg(long, default_value = "deposit")]
     pub scenario: Scenario,
     #[arg(
@@ -330,7 +338,9 @@ pub struct Config {
     /// Operations measured, over all client threads (set-up excluded).
     #[arg(long, default_value_t = 2_000_000)]
     pub ops: u64,
-    /// Wallets opened and funded before the run (the hot wallet uses one).
+    /// Wallets opened and funded before the run (the hot wallet uses one;
+    /// in the order-book scenarios each also buys shares of one book to
+    /// sell on, and orderbook-multi needs one per book at least).
     #[arg(long, default_value_t = 10_000)]
     pub accounts: u64,
     /// none (no journal, the default: each design's core speed), async (page
@@ -437,6 +447,23 @@ impl Config {
                 "--scenario mixed transfers between accounts: --accounts must be at least 2".into(),
             );
         }
+        if self.scenario == Scenario::OrderbookMulti
+            && self.accounts < u64::from(workload::MULTI_BOOKS)
+        {
+            return fail(format!(
+                "--scenario orderbook-multi needs a seller on each of its {} books: --accounts \
+                 must be at least {}",
+                workload::MULTI_BOOKS,
+                workload::MULTI_BOOKS
+            ));
+        }
+        if self.scenario.is_book() && !self.compare && !self.engine.trades() {
+            return fail(format!(
+                "--engine {} does not implement the order book: --scenario {} runs on lmax and \
+                 mutex (--compare leaves the others out)",
+                self.engine, self.scenario
+            ));
+        }
         if self.accounts > ACCOUNTS_MAX {
             return fail(format!(
                 "--accounts {} is more than this benchmark sets up ({ACCOUNTS_MAX} at most)",
@@ -513,6 +540,14 @@ pub fn suite(config: &Config, progress: bool) -> Result<Vec<Run>, BenchError> {
     for inflight in config.inflight_points() {
         let first = runs.len();
         for engine in config.engines() {
+            if config.scenario.is_book() && !engine.trades() {
+                eprintln!(
+                    "bench: {engine} left out: it does not implement the order book that \
+                     --scenario {} trades on",
+                    config.scenario
+                );
+                continue;
+            }
             #[cfg(feature = "external-engines")]
             if let Some(why) = external::beyond_server(engine, inflight) {
                 eprintln!("bench: {engine} left out at {inflight} in flight: {why}");
@@ -837,6 +872,16 @@ fn run_lmax(plan: &Plan<'_>, journal: Option<&JournalDir>) -> Result<Measured, B
             .recv()?
             .map_err(|e| BenchError(format!("set-up was refused: {e}")))?;
     }
+    for request in workload.book_setup() {
+        setup(&mut admin, request)?;
+    }
+    while admin.in_flight() > 0 {
+        admin
+            .recv()?
+            .map_err(|e| BenchError(format!("set-up was refused: {e}")))?;
+    }
+    let mut flows = flows(plan);
+    prefill_lmax(&mut admin, &mut flows)?;
     let instrument = if workload.scenario == Scenario::ShareSale {
         match admin.call(Request::ListInstrument {
             symbol: sale_symbol(),
@@ -858,8 +903,8 @@ fn run_lmax(plan: &Plan<'_>, journal: Option<&JournalDir>) -> Result<Measured, B
     let driven = drive(
         plan,
         instrument,
-        clients,
-        |gateway, client| Ok(gateway.run_lmax(client, window)?),
+        clients.into_iter().zip(flows).collect(),
+        |gateway, (client, flow)| Ok(gateway.run_lmax(client, window, flow)?),
         // Every deposit answered has dispatched its rebate: wait for them all.
         || Ok(admin.barrier()?),
     )?;
@@ -903,6 +948,17 @@ fn run_bank(plan: &Plan<'_>, journal: Option<&JournalDir>) -> Result<Measured, B
     };
     bank.open_funded(0..workload.accounts, workload::OPENING_BALANCE)
         .map_err(|e| BenchError(format!("set-up was refused: {e}")))?;
+    for request in workload.book_setup() {
+        setup_bank(&*bank, request)?;
+    }
+    let mut flows = flows(plan);
+    for flow in &mut flows {
+        for op in flow.prefill() {
+            let resting = load::call_bank(&*bank, InstrumentId(0), op)
+                .map_err(|e| BenchError(format!("set-up was refused: {e}")))?;
+            flow.answered(&op, resting > 0);
+        }
+    }
     let instrument = if workload.scenario == Scenario::ShareSale {
         bank.list_instrument(sale_symbol(), workload.supply, workload::SALE_PRICE)
             .map_err(|e| BenchError(format!("listing the instrument: {e}")))?
@@ -916,8 +972,8 @@ fn run_bank(plan: &Plan<'_>, journal: Option<&JournalDir>) -> Result<Measured, B
     let driven = drive(
         plan,
         instrument,
-        vec![(); plan.shape.threads],
-        |gateway, ()| Ok(gateway.run_bank(&*bank)),
+        flows,
+        |gateway, flow| Ok(gateway.run_bank(&*bank, flow)),
         || {
             bank.settle_rebates();
             Ok(())
@@ -937,6 +993,68 @@ fn run_bank(plan: &Plan<'_>, journal: Option<&JournalDir>) -> Result<Measured, B
         rebates_credited: rebates.credited - credited_before,
         rebates_owed: rebates.owed(),
     })
+}
+
+/// Each client thread's flow of operations (an order-book flow still to be
+/// pre-filled).
+fn flows(plan: &Plan<'_>) -> Vec<Flow> {
+    let threads = plan.shape.threads;
+    (0..threads)
+        .map(|gateway| Flow::new(&plan.workload, gateway, threads))
+        .collect()
+}
+
+/// Brings the books to their resting targets through the admin client
+/// (set-up, not measured), telling each flow what became of its orders.
+fn prefill_lmax(admin: &mut Client, flows: &mut [Flow]) -> Result<(), BenchError> {
+    let mut in_flight: std::collections::VecDeque<(usize, Op)> = Default::default();
+    let receive = |admin: &mut Client,
+                       flows: &mut [Flow],
+                       in_flight: &mut std::collections::VecDeque<(usize, Op)>|
+     -> Result<(), BenchError> {
+        let (gateway, op) = in_flight.pop_front().expect("an answer follows a request");
+        let outcome = admin.recv()?;
+        let placed = outcome.map_err(|e| BenchError(format!("set-up was refused: {e}")))?;
+        flows[gateway].answered(&op, matches!(placed, Reply::Placed { resting, .. } if resting > 0));
+        Ok(())
+    };
+    for gateway in 0..flows.len() {
+        for op in flows[gateway].prefill() {
+            admin.send(op.request(InstrumentId(0)))?;
+            in_flight.push_back((gateway, op));
+            if in_flight.len() >= SETUP_WINDOW {
+                receive(admin, flows, &mut in_flight)?;
+            }
+        }
+    }
+    while !in_flight.is_empty() {
+        receive(admin, flows, &mut in_flight)?;
+    }
+    Ok(())
+}
+
+/// One order-book set-up request (see [`Workload::book_setup`]) on a bank.
+fn setup_bank(bank: &dyn Bank, request: Request) -> Result<(), BenchError> {
+    let done = match request {
+        Request::ListInstrument {
+            symbol,
+            supply,
+            price,
+        } => bank.list_instrument(symbol, supply, price).map(drop),
+        Request::Reserve {
+            reservation,
+            account,
+            instrument,
+            qty,
+            partial,
+            ..
+        } => bank
+            .reserve(reservation, account, instrument, qty, partial)
+            .map(drop),
+        Request::Confirm { reservation } => bank.confirm(reservation),
+        other => return Err(BenchError(format!("not an order-book set-up step: {other:?}"))),
+    };
+    done.map_err(|e| BenchError(format!("set-up was refused: {e}")))
 }
 
 fn sale_symbol() -> Symbol {
@@ -1009,7 +1127,6 @@ fn drive<S: Send>(
                     .spawn_scoped(scope, move || {
                         barrier.wait();
                         let gateway = load::Gateway {
-                            workload: plan.workload,
                             index,
                             count: workload::share(config.ops, threads, index),
                             pace,
