@@ -1,7 +1,8 @@
 //! The Ledger (one thread) under exchange-core's order-book workload: one
 //! book kept at about 1,000 resting orders over about 750 price levels,
 //! funded traders, and the mix 9% GTC places, 3% IOC places, 6% cancels,
-//! 82% moves (amends of price). Reports the mix, moves alone and a place
+//! 82% moves (amends of price), from the same generator as `ringledger
+//! bench --scenario orderbook` (`ringledger::bench::BookFlow`). Reports the mix, moves alone and a place
 //! followed by its cancel, per request; and the heap bytes per resting order
 //! (a counting allocator around the system one).
 //!
@@ -12,8 +13,10 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ringledger::bench::workload::{BOOK_HALF_SPREAD_TICKS, BOOK_MID, OPENING_BALANCE};
+use ringledger::bench::{BookFlow, Op, Scenario, Workload};
 use ringledger::book::{Side, Stp, Tif};
-use ringledger::{InstrumentId, Ledger, LedgerConfig, Reply, Request, Stamp, Stamped, Symbol};
+use ringledger::{InstrumentId, Ledger, LedgerConfig, Reply, Request, Stamp, Stamped};
 
 struct Counting;
 static HEAP_BYTES: AtomicIsize = AtomicIsize::new(0);
@@ -45,70 +48,37 @@ static ALLOCATOR: Counting = Counting;
 
 const TRADERS: u64 = 100;
 const ACME: InstrumentId = InstrumentId(0);
-/// Prices are MID ± HALF_SPREAD_TICKS: about 750 levels in all.
-const MID: i64 = 100_000;
-const HALF_SPREAD_TICKS: u64 = 375;
-const RESTING_TARGET: usize = 1_000;
 
+/// The Ledger and the bench command's own order flow
+/// (`ringledger::bench::BookFlow`), one gateway.
 struct Bench {
     ledger: Ledger,
     seq: u64,
-    x: u64,
-    next_order: u64,
-    /// Orders that rested when placed, with their side; some may have
-    /// traded since (a move or cancel of one is answered unknown_order and
-    /// it is dropped here: a real request all the same).
-    live: Vec<(u64, Side)>,
-    /// Where in `live` the order of the amend or cancel being built is, so
-    /// that dropping it is O(1).
-    picked: usize,
+    flow: BookFlow,
 }
 
 impl Bench {
     fn new() -> Bench {
+        let workload = Workload::new(Scenario::Orderbook, TRADERS, 0);
         let mut b = Bench {
             ledger: Ledger::new(LedgerConfig::default()),
             seq: 0,
-            x: 0x9E37_79B9_7F4A_7C15,
-            next_order: 1,
-            live: Vec::new(),
-            picked: 0,
+            flow: BookFlow::new(&workload, 0, 1),
         };
-        b.apply(Request::ListInstrument {
-            symbol: Symbol::new("ACME").unwrap(),
-            supply: u64::MAX / 4,
-            price: 1,
-        });
         for account in 0..TRADERS {
             b.apply(Request::OpenAccount { account });
             b.apply(Request::Deposit {
                 account,
-                amount: 1 << 50,
-            });
-            b.apply(Request::Reserve {
-                reservation: account,
-                account,
-                instrument: ACME,
-                qty: 1 << 40,
-                ttl_ms: 0,
-                partial: false,
-            });
-            b.apply(Request::Confirm {
-                reservation: account,
+                amount: OPENING_BALANCE,
             });
         }
-        while b.live.len() < RESTING_TARGET {
-            let r = b.gtc();
-            b.apply(r).expect("the traders are funded");
+        for request in workload.book_setup() {
+            b.apply(request).expect("the set-up sale succeeds");
+        }
+        for op in b.flow.prefill() {
+            b.step(op).expect("the traders are funded");
         }
         b
-    }
-
-    fn rand(&mut self, n: u64) -> u64 {
-        self.x ^= self.x << 13;
-        self.x ^= self.x >> 7;
-        self.x ^= self.x << 17;
-        self.x % n
     }
 
     fn apply(&mut self, request: Request) -> Option<Reply> {
@@ -119,123 +89,35 @@ impl Bench {
             session: 0,
             req: 0,
         };
-        let outcome = self.ledger.apply(&Stamped::new(stamp, request)).outcome;
-        match (&request, &outcome) {
-            (Request::Place { order, side, .. }, Ok(Reply::Placed { resting, .. }))
-                if *resting > 0 =>
-            {
-                self.live.push((*order, *side))
-            }
-            (Request::Amend { order, .. } | Request::CancelOrder { order }, Err(_))
-            | (Request::CancelOrder { order }, Ok(_))
-                if self
-                    .live
-                    .get(self.picked)
-                    .is_some_and(|&(o, _)| o == *order) =>
-            {
-                self.live.swap_remove(self.picked);
-            }
-            _ => {}
-        }
-        outcome.ok()
+        self.ledger
+            .apply(&Stamped::new(stamp, request))
+            .outcome
+            .ok()
     }
 
-    /// A price on `side` that does not cross the middle.
-    fn passive_price(&mut self, side: Side) -> i64 {
-        let ticks = 1 + self.rand(HALF_SPREAD_TICKS) as i64;
-        match side {
-            Side::Buy => MID - ticks,
-            Side::Sell => MID + ticks,
-        }
-    }
-
-    fn side(&mut self) -> Side {
-        if self.rand(2) == 0 {
-            Side::Buy
-        } else {
-            Side::Sell
-        }
-    }
-
-    fn place(&mut self, side: Side, price: i64, tif: Tif) -> Request {
-        let order = self.next_order;
-        self.next_order += 1;
-        Request::Place {
-            order,
-            account: self.rand(TRADERS),
-            instrument: ACME,
-            side,
-            market: false,
-            tif,
-            post_only: false,
-            stp: Stp::CancelResting,
-            qty: 1 + self.rand(10),
-            price,
-        }
-    }
-
-    fn gtc(&mut self) -> Request {
-        let side = self.side();
-        let price = self.passive_price(side);
-        self.place(side, price, Tif::Gtc)
-    }
-
-    fn ioc(&mut self) -> Request {
-        let side = self.side();
-        let reach = self.rand(20) as i64;
-        let price = match side {
-            Side::Buy => MID + reach,
-            Side::Sell => MID - reach,
+    /// Applies `op` and tells the flow what became of its order.
+    fn step(&mut self, op: Op) -> Option<Reply> {
+        self.seq += 1;
+        let stamp = Stamp {
+            seq: self.seq,
+            time_ms: 0,
+            session: 0,
+            req: 0,
         };
-        self.place(side, price, Tif::Ioc)
-    }
-
-    fn some_live(&mut self) -> (u64, Side) {
-        if self.live.is_empty() {
-            return (u64::MAX, Side::Buy);
-        }
-        self.picked = self.rand(self.live.len() as u64) as usize;
-        self.live[self.picked]
-    }
-
-    fn cancel(&mut self) -> Request {
-        Request::CancelOrder {
-            order: self.some_live().0,
-        }
-    }
-
-    /// A move: a new price on the order's own side of the middle.
-    fn amend(&mut self) -> Request {
-        let (order, side) = self.some_live();
-        Request::Amend {
-            order,
-            qty: None,
-            price: Some(self.passive_price(side)),
-        }
-    }
-
-    fn mixed(&mut self) -> Request {
-        let live = self.live.len();
-        match self.rand(100) {
-            // Keep the book near its size: a place becomes a cancel when
-            // the book is thick, a cancel a place when it is thin.
-            0..=8 if live > RESTING_TARGET => self.cancel(),
-            0..=8 => self.gtc(),
-            9..=11 => self.ioc(),
-            12..=17 if live < RESTING_TARGET / 2 => self.gtc(),
-            12..=17 => self.cancel(),
-            _ => self.amend(),
-        }
+        let request = op.request(ACME);
+        let outcome = self.ledger.apply(&Stamped::new(stamp, request)).outcome;
+        self.flow.answered(&op, op.rests_after(&outcome));
+        outcome.ok()
     }
 }
 
-/// Applies `count` requests from `make`, timed (the generator included:
-/// a few ns of xorshift and a vector pick).
-fn run(b: &mut Bench, count: u64, mut make: impl FnMut(&mut Bench) -> Request) -> Duration {
+/// Applies `count` operations from `make`, timed (the generator included:
+/// a few ns of xorshift, a vector pick and an id-map update).
+fn run(b: &mut Bench, count: u64, mut make: impl FnMut(&mut BookFlow) -> Op) -> Duration {
     let start = Instant::now();
     for _ in 0..count {
-        let request = make(b);
-        std::hint::black_box(b.apply(request));
+        let op = make(&mut b.flow);
+        std::hint::black_box(b.step(op));
     }
     start.elapsed()
 }
@@ -249,9 +131,10 @@ fn orderbook(c: &mut Criterion) {
     let orders = 100_000u64;
     for i in 0..orders {
         let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
+        let ticks = 1 + (i % (2 * BOOK_HALF_SPREAD_TICKS)) as i64;
         let price = match side {
-            Side::Buy => MID - 1 - (i % 750) as i64,
-            Side::Sell => MID + 1 + (i % 750) as i64,
+            Side::Buy => BOOK_MID - ticks,
+            Side::Sell => BOOK_MID + ticks,
         };
         let stamp = Stamp {
             seq: b.seq + 1 + i,
@@ -286,23 +169,23 @@ fn orderbook(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1));
     g.bench_function("mix_9gtc_3ioc_6cancel_82move", |bench| {
-        bench.iter_custom(|iters| run(&mut b, iters, Bench::mixed))
+        bench.iter_custom(|iters| run(&mut b, iters, BookFlow::next_op))
     });
     g.bench_function("move", |bench| {
-        bench.iter_custom(|iters| run(&mut b, iters, Bench::amend))
+        bench.iter_custom(|iters| run(&mut b, iters, |flow| flow.move_one(0)))
     });
     g.throughput(Throughput::Elements(2));
     g.bench_function("place_then_cancel", |bench| {
         bench.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {
-                let place = b.gtc();
-                let Request::Place { order, .. } = place else {
-                    unreachable!()
+                let place = b.flow.gtc(0);
+                let Op::Place { order, .. } = place else {
+                    unreachable!("gtc places")
                 };
-                std::hint::black_box(b.apply(place));
-                b.picked = b.live.len().wrapping_sub(1);
-                std::hint::black_box(b.apply(Request::CancelOrder { order }));
+                std::hint::black_box(b.step(place));
+                let cancel = b.flow.cancel_of(order);
+                std::hint::black_box(b.step(cancel));
             }
             start.elapsed()
         })

@@ -496,3 +496,153 @@ fn external_engines_need_the_feature() {
         }
     }
 }
+
+/// `--accounts` for an order-book scenario in these tiny runs: a seller per
+/// book for orderbook-multi.
+fn book_accounts(scenario: &str) -> &'static str {
+    if scenario == "orderbook-multi" {
+        "5000"
+    } else {
+        "100"
+    }
+}
+
+#[test]
+fn order_book_scenarios_run_on_lmax_and_mutex_and_keep_their_invariants() {
+    for scenario in ["orderbook", "orderbook-multi"] {
+        for engine in ["lmax", "mutex"] {
+            let report = bench_json(&[
+                "--scenario",
+                scenario,
+                "--engine",
+                engine,
+                "--ops",
+                "3000",
+                "--inflight",
+                "4",
+                "--accounts",
+                book_accounts(scenario),
+            ]);
+            let what = format!("{scenario} on {engine}: {report}");
+            assert_sound(&report);
+            assert_eq!(report["scenario"], scenario, "{what}");
+            assert_eq!(report["engine"], engine, "{what}");
+            assert_eq!(report["ops"], 3000, "{what}");
+            // Moves and cancels of orders an IOC took are refused, the
+            // rest accepted.
+            assert!(report["accepted"].as_u64().unwrap() > 2500, "{what}");
+        }
+    }
+}
+
+#[test]
+fn order_book_scenarios_journal_and_run_open_loop_on_both_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = dir.path().to_str().unwrap();
+    for engine in ["lmax", "mutex"] {
+        for durability in ["async", "sync"] {
+            let report = bench_json(&[
+                "--scenario",
+                "orderbook",
+                "--engine",
+                engine,
+                "--durability",
+                durability,
+                "--journal-dir",
+                parent,
+                "--ops",
+                "2000",
+                "--inflight",
+                "4",
+                "--accounts",
+                "100",
+            ]);
+            assert_sound(&report);
+            assert_eq!(report["durability"], durability, "{report}");
+        }
+        let report = bench_json(&[
+            "--scenario",
+            "orderbook",
+            "--engine",
+            engine,
+            "--rate",
+            "20000",
+            "--ops",
+            "2000",
+            "--inflight",
+            "4",
+            "--accounts",
+            "100",
+        ]);
+        assert_sound(&report);
+        assert_eq!(report["load"], "open", "{report}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn an_engine_without_order_books_is_refused_for_the_order_book_scenarios() {
+    for scenario in ["orderbook", "orderbook-multi"] {
+        let out = bench(&[
+            "--scenario",
+            scenario,
+            "--engine",
+            "optimistic",
+            "--accounts",
+            "5000",
+        ]);
+        assert!(!out.status.success(), "{scenario} ran on optimistic");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--engine optimistic does not implement the order book"),
+            "{stderr}"
+        );
+    }
+    let out = bench(&["--scenario", "orderbook-multi", "--accounts", "10"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--accounts must be at least 1000"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn compare_on_an_order_book_leaves_out_the_engines_without_books_and_says_so() {
+    let out = bench(&[
+        "--scenario",
+        "orderbook",
+        "--compare",
+        "--ops",
+        "2000",
+        "--inflight",
+        "4",
+        "--accounts",
+        "100",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("optimistic left out: it does not implement the order book"),
+        "{stderr}"
+    );
+    let suite: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = suite["runs"].as_array().expect("one object per run");
+    let engines: Vec<&str> = runs.iter().map(|r| r["engine"].as_str().unwrap()).collect();
+    assert_eq!(engines, ["lmax", "mutex"]);
+    for report in runs {
+        assert_sound(report);
+        assert!(report["vs_lmax"].is_f64(), "{report}");
+    }
+}
+
+#[test]
+fn help_lists_the_order_book_scenarios() {
+    let out = bench(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for scenario in ["orderbook", "orderbook-multi", "Pareto"] {
+        assert!(help.contains(scenario), "no {scenario}: {help}");
+    }
+}

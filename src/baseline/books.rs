@@ -70,6 +70,8 @@ pub trait Exchange: Bank {
     ) -> Result<Placed, Reject>;
     /// The qty taken off the book.
     fn cancel_order(&self, order: OrderId) -> Result<u64, Reject>;
+    /// `(owned, held)` shares of `instrument` in `account`'s wallet.
+    fn shares(&self, account: AccountId, instrument: InstrumentId) -> Result<(u64, u64), Reject>;
 }
 
 /// One instrument's book and its reusable event buffer, under one lock.
@@ -420,7 +422,13 @@ impl Exchange for MutexBank {
         self.catalog.get(o.instrument)?;
         self.orders.claim(o.order)?;
         let placed = self.place_claimed(o, slot);
-        if !matches!(placed, Ok(Placed { status: Status::Resting, .. })) {
+        if !matches!(
+            placed,
+            Ok(Placed {
+                status: Status::Resting,
+                ..
+            })
+        ) {
             self.orders.forget(o.order);
         }
         placed
@@ -549,4 +557,9 @@ impl Exchange for MutexBank {
         }
     }
 
+    fn shares(&self, account: AccountId, instrument: InstrumentId) -> Result<(u64, u64), Reject> {
+        let wallet = self.wallets[self.directory.slot(account)?].lock();
+        let s = wallet.shares.get(&instrument).copied().unwrap_or_default();
+        Ok((s.owned, s.held))
+    }
 }

@@ -20,10 +20,10 @@ use super::journal::BaselineJournal;
 use super::rebates::{Job, RebateCounts, RebateDesk};
 use super::reservations::{Held, Reservations};
 use super::{check_books, positive, take_shares, Bank, BankConfig, StockFigures, WalletFigures};
+use crate::book::Side;
 use crate::money::Units;
 use crate::outcome::{Closure, InstrumentView, Reject};
 use crate::rebate::RebateJob;
-use crate::book::Side;
 use crate::request::{AccountId, InstrumentId, Request, ReservationId, Symbol};
 
 #[derive(Debug, Default)]
@@ -477,13 +477,7 @@ impl Bank for MutexBank {
             }
         }
         let listings = self.catalog.iter().map(|(id, listing)| (id, *listing));
-        check_books(
-            &wallets,
-            &stocks,
-            listings,
-            &self.reservations,
-            &order_held,
-        )
+        check_books(&wallets, &stocks, listings, &self.reservations, &order_held)
     }
 
     fn as_exchange(&self) -> Option<&dyn Exchange> {

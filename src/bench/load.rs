@@ -16,7 +16,7 @@ use super::workload::{Flow, Op};
 use crate::baseline::{Bank, Exchange, NewOrder};
 use crate::book::Stp;
 use crate::engine::{Client, EngineError};
-use crate::outcome::{Outcome, Reject, Reply};
+use crate::outcome::{Outcome, Reject};
 use crate::request::InstrumentId;
 
 /// Largest latency the histograms hold (longer ones are clamped to it).
@@ -166,14 +166,14 @@ impl Gateway<'_> {
                            in_flight: &mut VecDeque<(Op, u64)>,
                            flow: &mut Flow,
                            outcome: Outcome| {
-                let (op, from_ns) = in_flight.pop_front().expect("an answer follows a request");
-                let now_ns = self.now_ns();
-                tally.count(&op, outcome.is_ok(), now_ns.saturating_sub(from_ns));
-                flow.answered(&op, rests(&op, &outcome));
-                done += 1;
-                self.progressed(done);
-                now_ns
-            };
+            let (op, from_ns) = in_flight.pop_front().expect("an answer follows a request");
+            let now_ns = self.now_ns();
+            tally.count(&op, outcome.is_ok(), now_ns.saturating_sub(from_ns));
+            flow.answered(&op, op.rests_after(&outcome));
+            done += 1;
+            self.progressed(done);
+            now_ns
+        };
         let mut sent = 0u64;
         while sent < self.count {
             let op = flow.next(sent);
@@ -246,13 +246,12 @@ impl Gateway<'_> {
     }
 }
 
-/// Whether the order of `op` ([`Op::resting_order`]) rests after its
-/// answer: a move refused for any reason but an unknown order leaves it
-/// where it was.
-fn rests(op: &Op, outcome: &Outcome) -> bool {
-    match outcome {
-        Ok(Reply::Placed { resting, .. }) => *resting > 0,
-        Ok(_) | Err(Reject::UnknownOrder(_)) => false,
+/// [`Op::rests_after`] for a baseline's answer (the qty left resting, for
+/// a place or a move).
+fn bank_rests(op: &Op, answer: &Result<u64, Reject>) -> bool {
+    match answer {
+        Ok(resting) => *resting > 0,
+        Err(Reject::UnknownOrder(_)) => false,
         Err(_) => matches!(op, Op::Move { .. }),
     }
 }
@@ -260,16 +259,6 @@ fn rests(op: &Op, outcome: &Outcome) -> bool {
 fn exchange(bank: &dyn Bank) -> &dyn Exchange {
     bank.as_exchange()
         .expect("an order-book scenario runs only on a bank with books (the run checks)")
-}
-
-/// [`rests`] for a baseline's answer (the qty left resting, for a place or
-/// a move).
-fn bank_rests(op: &Op, answer: &Result<u64, Reject>) -> bool {
-    match answer {
-        Ok(resting) => *resting > 0,
-        Err(Reject::UnknownOrder(_)) => false,
-        Err(_) => matches!(op, Op::Move { .. }),
-    }
 }
 
 /// Calls `bank` for `op`; a place or a move answers the qty left resting

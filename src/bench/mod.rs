@@ -1009,13 +1009,15 @@ fn flows(plan: &Plan<'_>) -> Vec<Flow> {
 fn prefill_lmax(admin: &mut Client, flows: &mut [Flow]) -> Result<(), BenchError> {
     let mut in_flight: std::collections::VecDeque<(usize, Op)> = Default::default();
     let receive = |admin: &mut Client,
-                       flows: &mut [Flow],
-                       in_flight: &mut std::collections::VecDeque<(usize, Op)>|
+                   flows: &mut [Flow],
+                   in_flight: &mut std::collections::VecDeque<(usize, Op)>|
      -> Result<(), BenchError> {
         let (gateway, op) = in_flight.pop_front().expect("an answer follows a request");
         let outcome = admin.recv()?;
-        let placed = outcome.map_err(|e| BenchError(format!("set-up was refused: {e}")))?;
-        flows[gateway].answered(&op, matches!(placed, Reply::Placed { resting, .. } if resting > 0));
+        if let Err(e) = &outcome {
+            return Err(BenchError(format!("set-up was refused: {e}")));
+        }
+        flows[gateway].answered(&op, op.rests_after(&outcome));
         Ok(())
     };
     for gateway in 0..flows.len() {
@@ -1052,7 +1054,11 @@ fn setup_bank(bank: &dyn Bank, request: Request) -> Result<(), BenchError> {
             .reserve(reservation, account, instrument, qty, partial)
             .map(drop),
         Request::Confirm { reservation } => bank.confirm(reservation),
-        other => return Err(BenchError(format!("not an order-book set-up step: {other:?}"))),
+        other => {
+            return Err(BenchError(format!(
+                "not an order-book set-up step: {other:?}"
+            )))
+        }
     };
     done.map_err(|e| BenchError(format!("set-up was refused: {e}")))
 }
@@ -1253,7 +1259,20 @@ mod tests {
     fn every_scenario_on_every_engine_keeps_its_invariants() {
         for scenario in Scenario::ALL {
             for &engine in IN_PROCESS {
-                let run = run(&tiny(scenario, engine), false).unwrap();
+                if scenario.is_book() && !engine.trades() {
+                    continue;
+                }
+                let config = Config {
+                    // A seller per book, and (for debug builds' per-request
+                    // checks) more accounts than a full check is made for.
+                    accounts: if scenario == Scenario::OrderbookMulti {
+                        5_000
+                    } else {
+                        50
+                    },
+                    ..tiny(scenario, engine)
+                };
+                let run = run(&config, false).unwrap();
                 let r = &run.report;
                 assert!(r.invariants_ok, "{scenario} on {engine}: {r:?}");
                 assert_eq!(r.ops, 3_001);
@@ -1403,6 +1422,34 @@ mod tests {
     }
 
     #[test]
+    fn the_order_book_scenarios_need_an_engine_with_books() {
+        for scenario in [Scenario::Orderbook, Scenario::OrderbookMulti] {
+            let config = Config {
+                accounts: 5_000,
+                ..tiny(scenario, EngineKind::Optimistic)
+            };
+            let Err(err) = run(&config, false) else {
+                panic!("{scenario} ran on optimistic")
+            };
+            assert!(err.0.contains("does not implement the order book"), "{err}");
+        }
+    }
+
+    #[test]
+    fn compare_leaves_out_the_engines_without_books() {
+        let config = Config {
+            compare: true,
+            ops: 1_000,
+            ..tiny(Scenario::Orderbook, EngineKind::Lmax)
+        };
+        let runs = suite(&config, false).unwrap();
+        let engines: Vec<&str> = runs.iter().map(|r| r.report.engine.as_str()).collect();
+        assert_eq!(engines, ["lmax", "mutex"]);
+        assert!(runs.iter().all(|r| r.report.invariants_ok));
+        assert!(runs[1].report.vs_lmax.is_some());
+    }
+
+    #[test]
     fn run_refuses_a_suite() {
         let config = Config {
             compare: true,
@@ -1505,6 +1552,16 @@ mod tests {
             Config {
                 scenario: Scenario::Mixed,
                 accounts: 1,
+                ..Config::default()
+            },
+            Config {
+                scenario: Scenario::OrderbookMulti,
+                accounts: 999,
+                ..Config::default()
+            },
+            Config {
+                scenario: Scenario::Orderbook,
+                engine: EngineKind::Optimistic,
                 ..Config::default()
             },
         ];

@@ -21,6 +21,7 @@ use rustc_hash::FxHashMap;
 
 use crate::book::{OrderId, Side, Stp, Tif};
 use crate::money::Units;
+use crate::outcome::{Outcome, Reject, Reply};
 use crate::request::{AccountId, InstrumentId, Request, ReservationId, Symbol};
 
 /// Which workload to run.
@@ -211,6 +212,17 @@ impl Op {
         }
     }
 
+    /// Whether the order of [`Op::resting_order`] rests after `outcome`: a
+    /// move refused for any reason but an unknown order leaves it where it
+    /// was.
+    pub fn rests_after(&self, outcome: &Outcome) -> bool {
+        match outcome {
+            Ok(Reply::Placed { resting, .. }) => *resting > 0,
+            Ok(_) | Err(Reject::UnknownOrder(_)) => false,
+            Err(_) => matches!(self, Op::Move { .. }),
+        }
+    }
+
     /// The order a GTC place or a move leaves resting, if it succeeds:
     /// the one whose answer its [`BookFlow`] must hear.
     pub fn resting_order(&self) -> Option<OrderId> {
@@ -255,8 +267,9 @@ const ORDER_QTY_MAX: u64 = 10;
 pub const BOOK_RESTING_TARGET: usize = 1_000;
 /// Books of `orderbook-multi`.
 pub const MULTI_BOOKS: u32 = 1_000;
-/// Resting orders `orderbook-multi` keeps on each of its books.
-pub const MULTI_RESTING_TARGET: usize = 100;
+/// Resting orders `orderbook-multi` keeps on each of its books (25,000 in
+/// all: cold books are thin).
+pub const MULTI_RESTING_TARGET: usize = 25;
 /// The Pareto shape of the books' activity: 1.16 is the 80/20 rule (a
 /// fifth of the books take four fifths of the orders).
 const PARETO_SHAPE: f64 = 1.16;
@@ -304,7 +317,7 @@ impl Workload {
     }
 
     /// The order-book scenarios' set-up after the accounts are opened and
-    /// funded (not measured): list every book at the sale price with one
+    /// funded (not measured; nothing for the other scenarios): list every book at the sale price with one
     /// [`TRADER_SHARES`] lot per seller, then each account reserves and
     /// confirms its lot (reservation id = account id). Instrument ids are
     /// given in listing order, so book `k` is `InstrumentId(k)` on a fresh
@@ -316,7 +329,9 @@ impl Workload {
             supply: self.sellers(book) * TRADER_SHARES,
             price: SALE_PRICE,
         });
-        let sales = (0..self.accounts).flat_map(move |account| {
+        // No books, no sale: nothing to set up.
+        let traders = if books == 0 { 0 } else { self.accounts };
+        let sales = (0..traders).flat_map(move |account| {
             [
                 Request::Reserve {
                     reservation: account,
@@ -415,15 +430,15 @@ impl Flow {
     pub fn next(&mut self, index: u64) -> Op {
         match self {
             Flow::Scripted { workload, gateway } => workload.op(*gateway, index),
-            Flow::Book(flow) => flow.next(),
+            Flow::Book(flow) => flow.next_op(),
         }
     }
 
     /// Tells the flow what became of `op`: `rests` is whether the order of
     /// [`Op::resting_order`] rests after it.
     pub fn answered(&mut self, op: &Op, rests: bool) {
-        if let (Flow::Book(flow), Some(order), false) = (self, op.resting_order(), rests) {
-            flow.forget(order);
+        if let Flow::Book(flow) = self {
+            flow.answered(op, rests);
         }
     }
 }
@@ -441,8 +456,9 @@ pub struct BookFlow {
     next_order: u64,
     accounts: u64,
     books: u32,
-    /// Orders this gateway keeps resting per book.
-    target: usize,
+    /// Resting orders per book over all gateways, and the gateways.
+    per_book: usize,
+    gateways: usize,
     /// Running sums of the books' Pareto weights (empty for one book).
     activity: Vec<f64>,
     /// Per book, the orders this gateway believes rest, with their side.
@@ -472,18 +488,27 @@ impl BookFlow {
             next_order: 0,
             accounts: workload.accounts,
             books,
-            target: per_book.div_ceil(gateways.max(1)),
+            per_book,
+            gateways: gateways.max(1),
             activity,
             live: vec![Vec::new(); books as usize],
             at: FxHashMap::default(),
         }
     }
 
+    /// The orders this gateway keeps resting on `book`: its share of the
+    /// book's target, the remainder spread so the gateways' shares add up
+    /// to the target on every book.
+    fn target(&self, book: u32) -> usize {
+        let (g, n) = (self.gateway as usize, self.gateways);
+        self.per_book / n + usize::from((book as usize + g) % n < self.per_book % n)
+    }
+
     /// GTC places that bring each book to this gateway's target (set-up).
     pub fn prefill(&mut self) -> Vec<Op> {
         let mut ops = Vec::new();
         for book in 0..self.books {
-            while self.live[book as usize].len() < self.target {
+            while self.live[book as usize].len() < self.target(book) {
                 ops.push(self.gtc(book));
             }
         }
@@ -614,18 +639,26 @@ impl BookFlow {
     }
 
     /// The next operation of the mix.
-    pub fn next(&mut self) -> Op {
+    pub fn next_op(&mut self) -> Op {
         let book = self.book();
-        let live = self.live[book as usize].len();
+        let (live, target) = (self.live[book as usize].len(), self.target(book));
         match self.rand(100) {
             // Keep the book near its size: a place becomes a cancel when
             // the book is thick, a cancel a place when it is thin.
-            0..=8 if live > self.target => self.cancel(book),
+            0..=8 if live > target => self.cancel(book),
             0..=8 => self.gtc(book),
             9..=11 => self.ioc(book),
-            12..=17 if live < self.target / 2 => self.gtc(book),
+            12..=17 if live < target / 2 => self.gtc(book),
             12..=17 => self.cancel(book),
             _ => self.move_one(book),
+        }
+    }
+
+    /// Hears what became of `op`: `rests` is whether the order of
+    /// [`Op::resting_order`] rests after it.
+    pub fn answered(&mut self, op: &Op, rests: bool) {
+        if let (Some(order), false) = (op.resting_order(), rests) {
+            self.forget(order);
         }
     }
 
@@ -769,5 +802,133 @@ mod tests {
             w.op(1, 0),
             "gateways use distinct reservation ids"
         );
+    }
+
+    fn book_flow(scenario: Scenario, accounts: u64, gateway: usize, gateways: usize) -> BookFlow {
+        BookFlow::new(&Workload::new(scenario, accounts, 0), gateway, gateways)
+    }
+
+    #[test]
+    fn the_book_mix_is_exchange_core_s() {
+        let mut flow = book_flow(Scenario::Orderbook, 100, 0, 1);
+        flow.prefill();
+        let (mut gtc, mut ioc, mut cancels, mut moves) = (0, 0, 0, 0);
+        let n = 100_000;
+        for _ in 0..n {
+            match flow.next_op() {
+                Op::Place { tif: Tif::Gtc, .. } => gtc += 1,
+                Op::Place { tif: Tif::Ioc, .. } => ioc += 1,
+                Op::CancelOrder { .. } => cancels += 1,
+                Op::Move { .. } => moves += 1,
+                other => panic!("not a book op: {other:?}"),
+            }
+        }
+        let percent = |k: u64| k as f64 * 100.0 / n as f64;
+        assert!((81.0..83.0).contains(&percent(moves)), "{moves} moves");
+        assert!((2.5..3.5).contains(&percent(ioc)), "{ioc} iocs");
+        // Places and cancels trade places to hold the book's size.
+        assert!(
+            (14.0..16.0).contains(&percent(gtc + cancels)),
+            "{gtc} + {cancels}"
+        );
+        let resting = flow.resting();
+        assert!((500..=1_001).contains(&resting), "{resting} resting");
+    }
+
+    #[test]
+    fn book_orders_rest_on_their_own_side_and_sellers_hold_the_book() {
+        let w = Workload::new(Scenario::OrderbookMulti, 3_500, 0);
+        let mut flow = BookFlow::new(&w, 1, 2);
+        for _ in 0..20_000 {
+            match flow.next_op() {
+                Op::Place {
+                    account,
+                    book,
+                    side,
+                    tif,
+                    qty,
+                    price,
+                    ..
+                } => {
+                    assert!(account < 3_500 && book < MULTI_BOOKS && (1..=10).contains(&qty));
+                    if side == Side::Sell {
+                        assert_eq!(account % u64::from(MULTI_BOOKS), u64::from(book));
+                    }
+                    let passive = match side {
+                        Side::Buy => price < BOOK_MID,
+                        Side::Sell => price > BOOK_MID,
+                    };
+                    assert_eq!(passive, tif == Tif::Gtc, "{side:?} {tif:?} at {price}");
+                }
+                Op::Move { price, .. } => assert_ne!(price, BOOK_MID),
+                _ => {}
+            }
+        }
+        assert_eq!(w.sellers(0) + w.sellers(999), 4 + 3);
+    }
+
+    #[test]
+    fn the_gateways_shares_of_each_book_add_up_to_its_target() {
+        for gateways in [1, 2, 3, 64, 1_024] {
+            for (scenario, per_book) in [
+                (Scenario::Orderbook, BOOK_RESTING_TARGET),
+                (Scenario::OrderbookMulti, MULTI_RESTING_TARGET),
+            ] {
+                let resting: usize = (0..gateways)
+                    .map(|g| {
+                        let mut flow = book_flow(scenario, 2_000, g, gateways);
+                        flow.prefill();
+                        flow.resting()
+                    })
+                    .sum();
+                let books = scenario.books() as usize;
+                assert_eq!(resting, per_book * books, "{scenario} over {gateways}");
+            }
+        }
+    }
+
+    #[test]
+    fn book_activity_is_pareto_weighted() {
+        let mut flow = book_flow(Scenario::OrderbookMulti, 1_000, 0, 1);
+        let mut hits = vec![0u64; MULTI_BOOKS as usize];
+        for _ in 0..200_000 {
+            hits[flow.book() as usize] += 1;
+        }
+        hits.sort_unstable_by(|a, b| b.cmp(a));
+        let top_fifth: u64 = hits[..MULTI_BOOKS as usize / 5].iter().sum();
+        // The 80/20 shape: a fifth of the books take most of the orders,
+        // far more than the fifth a uniform pick would give them.
+        assert!(top_fifth > 100_000, "the busiest fifth took {top_fifth}");
+        assert!(hits[0] > 20 * hits[MULTI_BOOKS as usize / 2]);
+    }
+
+    #[test]
+    fn a_forgotten_order_is_never_moved_or_cancelled_again() {
+        let mut flow = book_flow(Scenario::Orderbook, 10, 0, 1);
+        let placed: Vec<OrderId> = flow
+            .prefill()
+            .iter()
+            .filter_map(Op::resting_order)
+            .collect();
+        // An IOC filled every other one.
+        for order in placed.iter().step_by(2) {
+            flow.answered(
+                &Op::Move {
+                    order: *order,
+                    price: 1,
+                },
+                false,
+            );
+        }
+        assert_eq!(flow.resting(), placed.len() / 2);
+        for _ in 0..5_000 {
+            if let Op::Move { order, .. } | Op::CancelOrder { order } = flow.next_op() {
+                let index = placed.iter().position(|&o| o == order);
+                assert!(
+                    index.is_none_or(|i| i % 2 == 1),
+                    "order {order} was forgotten"
+                );
+            }
+        }
     }
 }

@@ -1,0 +1,293 @@
+//! The mutex baseline's order books against the Ledger: the same seeded
+//! random order flow (limit and market, gtc / ioc / fok, post-only, both
+//! self-trade modes, amends of qty and price, cancels, refusals for cash,
+//! shares, unknown and duplicate ids) through both, one request at a time.
+//! Every answer must agree (status, qty traded, qty resting, or the error
+//! code), and every 100 requests every wallet's cash and shares must too.
+//! Then many threads trade on the baseline at once and its invariants must
+//! hold at the end.
+
+use ringledger::baseline::{Bank, BankConfig, Exchange, MutexBank, NewOrder};
+use ringledger::book::{Side, Status, Stp, Tif};
+use ringledger::{
+    InstrumentId, Ledger, LedgerConfig, Outcome, Reject, Reply, Request, Stamp, Stamped, Symbol,
+};
+
+const ACCOUNTS: u64 = 6;
+const INSTRUMENTS: u32 = 2;
+const PRICE: i64 = 100;
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+struct Pair {
+    ledger: Ledger,
+    seq: u64,
+    bank: MutexBank,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let mut pair = Pair {
+            ledger: Ledger::new(LedgerConfig::default()),
+            seq: 0,
+            bank: MutexBank::new(BankConfig::with_accounts(64), None),
+        };
+        for k in 0..INSTRUMENTS {
+            let symbol = Symbol::new(&format!("S{k}")).unwrap();
+            pair.ledger_ok(Request::ListInstrument {
+                symbol,
+                supply: 1_000,
+                price: 1,
+            });
+            pair.bank.list_instrument(symbol, 1_000, 1).unwrap();
+        }
+        for account in 0..ACCOUNTS {
+            // Some traders are poor, so cash refusals happen.
+            let cash = if account % 3 == 0 { 2_000 } else { 200_000 };
+            pair.ledger_ok(Request::OpenAccount { account });
+            pair.ledger_ok(Request::Deposit {
+                account,
+                amount: cash,
+            });
+            pair.bank.open_funded(account..account + 1, cash).unwrap();
+            for k in 0..INSTRUMENTS {
+                let reservation = account * 10 + u64::from(k);
+                let qty = 20 + account * 5;
+                pair.ledger_ok(Request::Reserve {
+                    reservation,
+                    account,
+                    instrument: InstrumentId(k),
+                    qty,
+                    ttl_ms: 0,
+                    partial: false,
+                });
+                pair.ledger_ok(Request::Confirm { reservation });
+                pair.bank
+                    .reserve(reservation, account, InstrumentId(k), qty, false)
+                    .unwrap();
+                pair.bank.confirm(reservation).unwrap();
+            }
+        }
+        pair
+    }
+
+    fn ledger(&mut self, request: Request) -> Outcome {
+        self.seq += 1;
+        let stamp = Stamp {
+            seq: self.seq,
+            ..Stamp::default()
+        };
+        self.ledger.apply(&Stamped::new(stamp, request)).outcome
+    }
+
+    fn ledger_ok(&mut self, request: Request) -> Reply {
+        self.ledger(request).expect("set-up succeeds")
+    }
+
+    fn assert_same_wallets(&mut self, step: usize) {
+        for account in 0..ACCOUNTS {
+            let Reply::Balance { balance, held, .. } = self.ledger_ok(Request::Balance { account })
+            else {
+                panic!("a balance answer")
+            };
+            assert_eq!(
+                self.bank.balance(account).unwrap(),
+                (balance, held),
+                "cash of {account} after step {step}"
+            );
+            let Reply::Holdings(all) = self.ledger_ok(Request::Holdings { account }) else {
+                panic!("a holdings answer")
+            };
+            for k in 0..INSTRUMENTS {
+                let symbol = Symbol::new(&format!("S{k}")).unwrap();
+                let ledger = all
+                    .iter()
+                    .find(|(s, _, _)| *s == symbol)
+                    .map_or((0, 0), |&(_, owned, held)| (owned, held));
+                let bank = self.bank.shares(account, InstrumentId(k)).unwrap();
+                assert_eq!(bank, ledger, "shares {k} of {account} after step {step}");
+            }
+        }
+    }
+}
+
+/// A random order request; ids are `base` + 1, 2, 3, …, often reused, so
+/// duplicates and unknown ids happen.
+fn random_request(rng: &mut Rng, next_id: &mut u64, base: u64) -> Request {
+    let order = base
+        + if rng.below(3) == 0 {
+            *next_id += 1;
+            *next_id
+        } else {
+            1 + rng.below((*next_id).max(1))
+        };
+    match rng.below(10) {
+        0..=5 => {
+            let market = rng.below(8) == 0;
+            let tif = match rng.below(6) {
+                _ if market && rng.below(2) == 0 => Tif::Fok,
+                _ if market => Tif::Ioc,
+                0 => Tif::Ioc,
+                1 => Tif::Fok,
+                _ => Tif::Gtc,
+            };
+            Request::Place {
+                order,
+                account: rng.below(ACCOUNTS),
+                instrument: InstrumentId(rng.below(u64::from(INSTRUMENTS)) as u32),
+                side: if rng.below(2) == 0 {
+                    Side::Buy
+                } else {
+                    Side::Sell
+                },
+                market,
+                tif,
+                post_only: tif == Tif::Gtc && !market && rng.below(6) == 0,
+                stp: if rng.below(3) == 0 {
+                    Stp::CancelIncoming
+                } else {
+                    Stp::CancelResting
+                },
+                qty: 1 + rng.below(8),
+                price: if market {
+                    0
+                } else {
+                    PRICE - 5 + rng.below(11) as i64
+                },
+            }
+        }
+        6..=8 => {
+            let (qty, price) = match rng.below(3) {
+                0 => (Some(1 + rng.below(8)), None),
+                1 => (None, Some(PRICE - 5 + rng.below(11) as i64)),
+                _ => (
+                    Some(1 + rng.below(8)),
+                    Some(PRICE - 5 + rng.below(11) as i64),
+                ),
+            };
+            Request::Amend { order, qty, price }
+        }
+        _ => Request::CancelOrder { order },
+    }
+}
+
+/// The bank's answer in the Ledger's terms: `(status, filled, resting)` of
+/// a place or amend, the qty of a cancel (as resting), or the error code.
+fn bank_answer(bank: &MutexBank, request: Request) -> Result<(Status, u64, u64), &'static str> {
+    let code = |r: Reject| r.code().as_str();
+    match request {
+        Request::Place {
+            order,
+            account,
+            instrument,
+            side,
+            market,
+            tif,
+            post_only,
+            stp,
+            qty,
+            price,
+        } => bank
+            .place(NewOrder {
+                order,
+                account,
+                instrument,
+                side,
+                market,
+                tif,
+                post_only,
+                stp,
+                qty,
+                price,
+            })
+            .map(|p| (p.status, p.filled, p.resting))
+            .map_err(code),
+        Request::Amend { order, qty, price } => bank
+            .amend(order, qty, price)
+            .map(|p| (p.status, p.filled, p.resting))
+            .map_err(code),
+        Request::CancelOrder { order } => bank
+            .cancel_order(order)
+            .map(|qty| (Status::Cancelled, 0, qty))
+            .map_err(code),
+        other => panic!("not an order request: {other:?}"),
+    }
+}
+
+fn ledger_answer(outcome: Outcome) -> Result<(Status, u64, u64), &'static str> {
+    match outcome {
+        Ok(Reply::Placed {
+            status,
+            filled,
+            resting,
+            ..
+        }) => Ok((status, filled, resting)),
+        Ok(Reply::OrderCancelled { cancelled }) => Ok((Status::Cancelled, 0, cancelled)),
+        Ok(other) => panic!("unexpected answer {other:?}"),
+        Err(reject) => Err(reject.code().as_str()),
+    }
+}
+
+#[test]
+fn the_mutex_baseline_matches_and_settles_like_the_ledger() {
+    for seed in 1..=4u64 {
+        let mut pair = Pair::new();
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ seed);
+        let mut next_id = 0;
+        let mut trades = 0;
+        for step in 0..5_000 {
+            let request = random_request(&mut rng, &mut next_id, 0);
+            let ledger = ledger_answer(pair.ledger(request));
+            let bank = bank_answer(&pair.bank, request);
+            assert_eq!(bank, ledger, "seed {seed} step {step}: {request:?}");
+            if let Ok((_, filled, _)) = ledger {
+                trades += u64::from(filled > 0);
+            }
+            if step % 100 == 99 {
+                pair.assert_same_wallets(step);
+            }
+        }
+        pair.assert_same_wallets(5_000);
+        pair.bank.check_invariants().unwrap();
+        pair.ledger.check_invariants().unwrap();
+        assert!(trades > 200, "seed {seed}: only {trades} requests traded");
+    }
+}
+
+#[test]
+fn threads_trading_at_once_keep_the_baseline_s_invariants() {
+    let pair = Pair::new();
+    let bank = &pair.bank;
+    std::thread::scope(|scope| {
+        for t in 0..8u64 {
+            scope.spawn(move || {
+                let mut rng = Rng(0xDEAD_BEEF ^ (t + 1) << 20);
+                // Each thread its own id range: the races are for makers,
+                // cash and shares, not for ids.
+                let mut next_id = 0;
+                for _ in 0..3_000 {
+                    let request = random_request(&mut rng, &mut next_id, t << 32);
+                    let _ = bank_answer(bank, request);
+                }
+            });
+        }
+    });
+    bank.check_invariants().unwrap();
+}
+
+#[test]
+fn an_order_on_a_bank_without_books_is_not_offered() {
+    let bank = ringledger::baseline::OptimisticBank::new(BankConfig::default(), None);
+    assert!(bank.as_exchange().is_none());
+    let mutex = MutexBank::new(BankConfig::default(), None);
+    assert!(mutex.as_exchange().is_some());
+}
