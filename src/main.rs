@@ -86,6 +86,10 @@ struct ReplicationArgs {
     /// guarantee; 1 against a single server).
     #[arg(long, default_value_t = ringledger::replication::REPLICAS_DEFAULT)]
     replicas: usize,
+    /// Catch up to the end of the stream, then lead: the old leader is
+    /// fenced and answers not_leader from its next write on.
+    #[arg(long)]
+    takeover: bool,
 }
 
 #[derive(Subcommand)]
@@ -529,20 +533,32 @@ fn durability_builder(
                 nats: Some(url),
                 stream: Some(stream),
                 replicas,
+                takeover,
             },
         ) => {
             let config =
                 ringledger::replication::ReplicationConfig::new(url, stream).replicas(replicas);
             Ok(builder
                 .journal(journal_dir, Durability::Async)
-                .replicated(config))
+                .replicated(config)
+                .takeover(takeover))
         }
         (DurabilityArg::Replicated, _) => {
             Err("--durability replicated needs --nats URL and --stream NAME".into())
         }
-        (DurabilityArg::Journal(durability), ReplicationArgs { nats, stream, .. }) => {
-            if nats.is_some() || stream.is_some() {
-                return Err("--nats and --stream go with --durability replicated".into());
+        (
+            DurabilityArg::Journal(durability),
+            ReplicationArgs {
+                nats,
+                stream,
+                takeover,
+                ..
+            },
+        ) => {
+            if nats.is_some() || stream.is_some() || takeover {
+                return Err(
+                    "--nats, --stream and --takeover go with --durability replicated".into(),
+                );
             }
             Ok(builder.journal(journal_dir, durability))
         }

@@ -167,7 +167,8 @@ fn follower_digest_equals_leader_and_resumes_from_its_own_journal() {
     let leader_dir = tempfile::tempdir().unwrap();
     let follower_dir = tempfile::tempdir().unwrap();
     let mut leader = Leader::open(leader_dir.path(), 0x5eed);
-    let publisher = Publisher::start(&config, meta(), Some(leader_dir.path()), 0, ()).unwrap();
+    let publisher =
+        Publisher::start(&config, meta(), Some(leader_dir.path()), 0, None, ()).unwrap();
 
     let half = leader.publish_steps(&publisher, 300);
     publisher.wait_stored(half, WAIT).unwrap();
@@ -213,7 +214,7 @@ fn a_second_writer_fences_the_first() {
     let dir_a = tempfile::tempdir().unwrap();
     let dir_b = tempfile::tempdir().unwrap();
     let mut a = Leader::open(dir_a.path(), 7);
-    let publisher_a = Publisher::start(&config, meta(), Some(dir_a.path()), 0, ()).unwrap();
+    let publisher_a = Publisher::start(&config, meta(), Some(dir_a.path()), 0, None, ()).unwrap();
     let stored = a.publish_steps(&publisher_a, 10);
     publisher_a.wait_stored(stored, WAIT).unwrap();
 
@@ -224,7 +225,8 @@ fn a_second_writer_fences_the_first() {
         b.step();
     }
     assert_eq!(b.ledger.digest(), a.ledger.digest());
-    let publisher_b = Publisher::start(&config, meta(), Some(dir_b.path()), stored, ()).unwrap();
+    let publisher_b =
+        Publisher::start(&config, meta(), Some(dir_b.path()), stored, None, ()).unwrap();
     let b_end = b.publish_steps(&publisher_b, 1);
     publisher_b.wait_stored(b_end, WAIT).unwrap();
 
@@ -254,7 +256,7 @@ fn a_restarted_leader_publishes_what_its_journal_holds_beyond_the_stream() {
     let config = config(&cluster, "catchup");
     let dir = tempfile::tempdir().unwrap();
     let mut leader = Leader::open(dir.path(), 99);
-    let publisher = Publisher::start(&config, meta(), Some(dir.path()), 0, ()).unwrap();
+    let publisher = Publisher::start(&config, meta(), Some(dir.path()), 0, None, ()).unwrap();
     let stored = leader.publish_steps(&publisher, 20);
     publisher.wait_stored(stored, WAIT).unwrap();
     drop(publisher);
@@ -264,7 +266,7 @@ fn a_restarted_leader_publishes_what_its_journal_holds_beyond_the_stream() {
     }
     let end = leader.ledger.last_seq();
     leader.writer.sync().unwrap();
-    let publisher = Publisher::start(&config, meta(), Some(dir.path()), end, ()).unwrap();
+    let publisher = Publisher::start(&config, meta(), Some(dir.path()), end, None, ()).unwrap();
     assert_eq!(publisher.stored_seq(), end);
     let end = leader.publish_steps(&publisher, 5);
     publisher.wait_stored(end, WAIT).unwrap();
@@ -280,12 +282,12 @@ fn a_leader_behind_the_stream_is_not_the_leader() {
     let config = config(&cluster, "behind");
     let dir = tempfile::tempdir().unwrap();
     let mut leader = Leader::open(dir.path(), 3);
-    let publisher = Publisher::start(&config, meta(), Some(dir.path()), 0, ()).unwrap();
+    let publisher = Publisher::start(&config, meta(), Some(dir.path()), 0, None, ()).unwrap();
     let stored = leader.publish_steps(&publisher, 3);
     publisher.wait_stored(stored, WAIT).unwrap();
     drop(publisher);
     let stale = tempfile::tempdir().unwrap();
-    match Publisher::start(&config, meta(), Some(stale.path()), 0, ()) {
+    match Publisher::start(&config, meta(), Some(stale.path()), 0, None, ()) {
         Err(ReplicationError::NotLeader(why)) => assert!(why.contains("another process"), "{why}"),
         Err(e) => panic!("expected NotLeader, got {e}"),
         Ok(_) => panic!("a leader behind the stream was allowed to extend it"),
@@ -298,7 +300,8 @@ fn follow_command_applies_the_stream_and_stops_cleanly_on_sigterm() {
     let config = config(&cluster, "cli");
     let leader_dir = tempfile::tempdir().unwrap();
     let mut leader = Leader::open(leader_dir.path(), 11);
-    let publisher = Publisher::start(&config, meta(), Some(leader_dir.path()), 0, ()).unwrap();
+    let publisher =
+        Publisher::start(&config, meta(), Some(leader_dir.path()), 0, None, ()).unwrap();
     let end = leader.publish_steps(&publisher, 50);
     publisher.wait_stored(end, WAIT).unwrap();
 
@@ -502,7 +505,7 @@ fn a_fenced_engine_answers_not_leader_and_stops() {
     rival.workload.seq = last;
     rival.workload.time_ms = caught_up.now_ms();
     rival.ledger = caught_up;
-    let publisher = Publisher::start(&config, meta(), None, last, ()).unwrap();
+    let publisher = Publisher::start(&config, meta(), None, last, None, ()).unwrap();
     let rival_end = rival.publish_steps(&publisher, 1);
     publisher.wait_stored(rival_end, WAIT).unwrap();
 

@@ -288,6 +288,8 @@ pub struct EngineBuilder {
     journal_thread: JournalThread,
     #[cfg(feature = "nats")]
     replication: Option<crate::replication::ReplicationConfig>,
+    #[cfg(feature = "nats")]
+    takeover: bool,
 }
 
 impl Default for EngineBuilder {
@@ -312,6 +314,8 @@ impl Default for EngineBuilder {
             journal_thread: JournalThread::default(),
             #[cfg(feature = "nats")]
             replication: None,
+            #[cfg(feature = "nats")]
+            takeover: false,
         }
     }
 }
@@ -471,6 +475,17 @@ impl EngineBuilder {
         self
     }
 
+    /// With [`Self::replicated`]: before leading, apply the stream up to its
+    /// end (as a follower would, into this engine's journal) and store a
+    /// takeover marker there, so the old leader's next publish is refused
+    /// and it stops with `not_leader`. Without it, an engine whose journal
+    /// is behind the stream refuses to start ([`EngineError::NotLeader`]).
+    #[cfg(feature = "nats")]
+    pub fn takeover(mut self, takeover: bool) -> Self {
+        self.takeover = takeover;
+        self
+    }
+
     /// Starts the business and rebate threads.
     pub fn start(self) -> Result<Engine, EngineError> {
         if self.batch_max == 0 || self.ring_capacity < 2 || self.response_capacity < 2 {
@@ -514,6 +529,8 @@ impl EngineBuilder {
                 }
             }
         };
+        #[cfg(feature = "nats")]
+        let mut takeover = None;
         let (ledger, journal) = match (&self.journal, self.ledger) {
             (Some(_), Some(_)) => {
                 return Err(EngineError::Config(
@@ -542,6 +559,17 @@ impl EngineBuilder {
                 }
                 let writer =
                     JournalWriter::open_locked(lock, config).map_err(EngineError::Journal)?;
+                #[cfg(feature = "nats")]
+                if let (Some(replication), true) = (&self.replication, self.takeover) {
+                    let (ledger, writer, won) =
+                        crate::replication::take_over(replication, meta, recovered.ledger, writer)
+                            .map_err(replicate::engine_error)?;
+                    takeover = Some(won);
+                    (ledger, Some((dir.clone(), writer)))
+                } else {
+                    (recovered.ledger, Some((dir.clone(), writer)))
+                }
+                #[cfg(not(feature = "nats"))]
                 (recovered.ledger, Some((dir.clone(), writer)))
             }
         };
@@ -606,6 +634,7 @@ impl EngineBuilder {
                             meta,
                             &dir,
                             ledger.last_seq(),
+                            takeover.take(),
                             Arc::clone(&shared),
                         )?;
                         Box::new(stages::Journal::new(dir, writer, replicate))

@@ -12,7 +12,17 @@ use super::stages::AfterJournal;
 use super::{EngineError, Shared};
 use crate::journal::Meta;
 use crate::outcome::{Outcome, Reject};
-use crate::replication::{Publisher, Release, ReplicationConfig, ReplicationError};
+use crate::replication::{Publisher, Release, ReplicationConfig, ReplicationError, Takeover};
+
+/// How a replication failure at start reaches the engine's caller.
+pub(super) fn engine_error(e: ReplicationError) -> EngineError {
+    match e {
+        ReplicationError::NotLeader(why) => EngineError::NotLeader(why),
+        ReplicationError::Unavailable(_) => EngineError::Unavailable(e.to_string()),
+        ReplicationError::Journal(e) => EngineError::Journal(e),
+        e => EngineError::Config(e.to_string()),
+    }
+}
 
 /// A group's outcomes and the rebate credits applied through it.
 type Group = (Vec<(u32, Outcome)>, u64);
@@ -65,19 +75,19 @@ impl Replicate {
         meta: Meta,
         dir: &std::path::Path,
         last_seq: u64,
+        takeover: Option<Takeover>,
         shared: Arc<Shared>,
     ) -> Result<Replicate, EngineError> {
         let answering = Answering {
             shared,
             responses: Responses::new(),
         };
-        let publisher = Publisher::start(config, meta, Some(dir), last_seq, answering).map_err(
-            |e| match e {
+        let publisher = Publisher::start(config, meta, Some(dir), last_seq, takeover, answering)
+            .map_err(|e| match e {
                 ReplicationError::NotLeader(why) => EngineError::NotLeader(why),
                 ReplicationError::Unavailable(_) => EngineError::Unavailable(e.to_string()),
                 e => EngineError::Config(e.to_string()),
-            },
-        )?;
+            })?;
         Ok(Replicate {
             publisher: Some(publisher),
         })

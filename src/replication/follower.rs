@@ -14,9 +14,12 @@ use async_nats::jetstream::stream::Stream;
 use futures_util::StreamExt;
 use tokio::runtime::Runtime;
 
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+
 use super::{
-    connect, message_stamp, runtime, stream_meta, unavailable, ReplicationConfig, ReplicationError,
-    HEADER_LAST_SEQ,
+    connect, leader_id, message_stamp, runtime, stream_meta, tail, unavailable, ReplicationConfig,
+    ReplicationError, HEADER_LAST_SEQ, HEADER_LEADER,
 };
 use crate::journal::{self, Durability, JournalConfig, JournalError, JournalWriter};
 use crate::ledger::Ledger;
@@ -98,6 +101,48 @@ impl Follower {
             ledger: recovered.ledger,
             writer,
             dir,
+            snapshot_every: None,
+            snapshots_kept: crate::engine::SNAPSHOTS_KEPT_DEFAULT,
+            last_snapshot_seq: applied_seq,
+            progress: FollowProgress {
+                applied_seq,
+                ..FollowProgress::default()
+            },
+            batch: Vec::new(),
+        })
+    }
+
+    /// A follower over a Ledger and journal writer its caller recovered
+    /// (an engine about to take over), checked against the stream's meta.
+    fn from_parts(
+        config: &ReplicationConfig,
+        meta: crate::journal::Meta,
+        ledger: Ledger,
+        writer: JournalWriter,
+    ) -> Result<Follower, ReplicationError> {
+        let rt = runtime()?;
+        let stream = rt.block_on(async {
+            let js = connect(config).await?;
+            let stream = js.get_stream(&config.stream).await.map_err(|e| {
+                unavailable(&format!("cannot open stream {} to take over", config.stream), e)
+            })?;
+            let found = stream_meta(config, &stream)?;
+            if found != meta {
+                return Err(ReplicationError::Config(format!(
+                    "stream {} holds a journal written with {found:?}, this engine runs with {meta:?}",
+                    config.stream
+                )));
+            }
+            Ok(stream)
+        })?;
+        let applied_seq = ledger.last_seq();
+        Ok(Follower {
+            config: config.clone(),
+            rt,
+            stream,
+            dir: writer.dir().to_path_buf(),
+            ledger,
+            writer,
             snapshot_every: None,
             snapshots_kept: crate::engine::SNAPSHOTS_KEPT_DEFAULT,
             last_snapshot_seq: applied_seq,
@@ -313,4 +358,93 @@ impl Follower {
             .map_err(|e| JournalError::io(&self.dir, "close the follower's journal", e))?;
         Ok(self.ledger)
     }
+}
+
+/// Attempts at a takeover marker before giving up: each refused one means
+/// the old leader published meanwhile (it is not paused or dead).
+const TAKEOVER_ATTEMPTS_MAX: usize = 20;
+
+/// A takeover this process won: its leader id and the stream sequence of
+/// its marker, for the [`super::Publisher`] that leads from there.
+#[derive(Clone, Debug)]
+pub struct Takeover {
+    pub(super) id: String,
+    pub(super) stream_seq: u64,
+}
+
+/// Applies the stream to `ledger` (appending to its journal `writer`) up to
+/// the stream's end, then stores a takeover marker expecting the stream's
+/// last sequence, so the old leader's next publish is refused (it is
+/// fenced). If the old leader published in between, the marker is refused:
+/// catch up again and retry. The local journal must not hold seqs the stream
+/// lacks (it would diverge from the stream).
+pub fn take_over(
+    config: &ReplicationConfig,
+    meta: crate::journal::Meta,
+    ledger: Ledger,
+    writer: JournalWriter,
+) -> Result<(Ledger, JournalWriter, Takeover), ReplicationError> {
+    let mut follower = Follower::from_parts(config, meta, ledger, writer)?;
+    let id = leader_id();
+    for _ in 0..TAKEOVER_ATTEMPTS_MAX {
+        let end = follower.rt.block_on(tail(config, &follower.stream))?;
+        let applied = follower.ledger.last_seq();
+        if end.record_seq < applied {
+            return Err(ReplicationError::Config(format!(
+                "this journal holds seqs up to {applied}, beyond the stream's {}: they never \
+                 reached the stream (a deposed leader's?), so it cannot take over; start from \
+                 an empty journal directory",
+                end.record_seq
+            )));
+        }
+        if end.record_seq > applied {
+            let deadline = std::time::Instant::now() + super::REQUEST_TIMEOUT * 20;
+            follower.run(Duration::from_millis(50), |progress, _| {
+                progress.applied_seq < end.record_seq && std::time::Instant::now() < deadline
+            })?;
+            if follower.ledger.last_seq() < end.record_seq {
+                return Err(ReplicationError::Unavailable(format!(
+                    "catching up with stream {} stalled at seq {}",
+                    config.stream,
+                    follower.ledger.last_seq()
+                )));
+            }
+        }
+        let marker = follower.rt.block_on(async {
+            let js = connect(config).await?;
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+                end.stream_seq.to_string().as_str(),
+            );
+            headers.insert(HEADER_LEADER, id.as_str());
+            headers.insert(HEADER_LAST_SEQ, end.record_seq.to_string().as_str());
+            let published = js
+                .send_publish(
+                    config.subject(),
+                    PublishMessage::build()
+                        .payload(Default::default())
+                        .headers(headers),
+                )
+                .await;
+            let ack = match published {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match ack {
+                Ok(ack) => Ok(Some(ack.sequence)),
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
+                Err(e) => Err(unavailable("publishing the takeover marker failed", e)),
+            }
+        })?;
+        if let Some(stream_seq) = marker {
+            let Follower { ledger, writer, .. } = follower;
+            return Ok((ledger, writer, Takeover { id, stream_seq }));
+        }
+    }
+    Err(ReplicationError::Unavailable(format!(
+        "the old leader kept extending stream {} during {TAKEOVER_ATTEMPTS_MAX} takeover \
+         attempts: stop or pause it first",
+        config.stream
+    )))
 }

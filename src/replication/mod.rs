@@ -18,6 +18,12 @@
 //! ([`Status::Fenced`]) and never publishes again. No consensus is made
 //! here; the stream's own (Raft) replication is the only agreement.
 //!
+//! Takeover ([`take_over`]): a new leader applies the stream up to its end,
+//! then publishes a marker (a message with no frame) expecting the stream's
+//! last sequence; once the marker is stored, the old leader's next publish
+//! is refused and it is fenced. Had the old leader published meanwhile, the
+//! marker is refused instead, and the new leader catches up again.
+//!
 //! Each message carries two headers besides the frame: the writer's random
 //! id (to tell its own messages, landed after a timeout, from a rival's) and
 //! the last journal seq the frame holds (so a follower finds where to resume
@@ -36,7 +42,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream::Stream, Context};
 use async_nats::ServerAddr;
 
-pub use self::follower::{FollowProgress, Follower};
+pub use self::follower::{take_over, FollowProgress, Follower, Takeover};
 pub use self::publisher::{Publisher, Release, Status};
 use crate::journal::{JournalError, Meta};
 
@@ -251,6 +257,9 @@ struct Tail {
     stream_seq: u64,
     /// The last journal seq the stream holds (0: none).
     record_seq: u64,
+    /// Who wrote the last message, and whether it is a takeover marker.
+    leader: String,
+    marker: bool,
 }
 
 /// What a stored message's headers say: who wrote it, up to which seq.
@@ -293,13 +302,15 @@ async fn tail(config: &ReplicationConfig, stream: &Stream) -> Result<Tail, Repli
     if info.state.messages == 0 {
         return Ok(Tail {
             stream_seq,
-            record_seq: 0,
+            ..Tail::default()
         });
     }
-    let (stamp, _) = message_stamp(config, stream, stream_seq).await?;
+    let (stamp, message) = message_stamp(config, stream, stream_seq).await?;
     Ok(Tail {
         stream_seq,
         record_seq: stamp.last_seq,
+        leader: stamp.leader,
+        marker: message.payload.is_empty(),
     })
 }
 

@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 
 use super::{
     connect, leader_id, leader_stream, message_stamp, runtime, tail, ReplicationConfig,
-    ReplicationError, HEADER_LAST_SEQ, HEADER_LEADER,
+    ReplicationError, Takeover, HEADER_LAST_SEQ, HEADER_LEADER,
 };
 use crate::journal::{self, Meta};
 use crate::request::Stamped;
@@ -133,12 +133,16 @@ impl<R: Release> Publisher<R> {
     /// local journal's last. A stream behind it (this leader crashed after
     /// writing its journal, before the stream stored the frames) first gets
     /// the missing records again from `journal_dir`; a stream ahead of it was
-    /// extended by another process: [`ReplicationError::NotLeader`].
+    /// extended by another process: [`ReplicationError::NotLeader`], and so
+    /// is a stream ending in another process's takeover marker. After
+    /// [`super::take_over`], pass its [`Takeover`]: the stream must still end
+    /// with that marker.
     pub fn start(
         config: &ReplicationConfig,
         meta: Meta,
         journal_dir: Option<&Path>,
         last_seq: u64,
+        takeover: Option<Takeover>,
         release: R,
     ) -> Result<Publisher<R>, ReplicationError> {
         let config = config.clone();
@@ -161,11 +165,15 @@ impl<R: Release> Publisher<R> {
                         return release;
                     }
                 };
+                let resume = Resume {
+                    journal_dir: journal_dir.as_deref(),
+                    last_seq,
+                    takeover,
+                };
                 match rt.block_on(Leader::start(
                     config,
                     meta,
-                    journal_dir.as_deref(),
-                    last_seq,
+                    resume,
                     frames_rx,
                     release,
                     thread_watch,
@@ -270,6 +278,14 @@ impl<R: Release> Drop for Publisher<R> {
     }
 }
 
+/// Where a leader starts: the local journal's last seq (and the journal,
+/// for records the stream lacks), and the takeover it won, if any.
+struct Resume<'a> {
+    journal_dir: Option<&'a Path>,
+    last_seq: u64,
+    takeover: Option<Takeover>,
+}
+
 type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>;
 
 /// How long a stopping leader keeps trying to publish what it was given.
@@ -298,12 +314,16 @@ impl<R: Release> Leader<R> {
     async fn start(
         config: ReplicationConfig,
         meta: Meta,
-        journal_dir: Option<&Path>,
-        last_seq: u64,
+        resume: Resume<'_>,
         frames: mpsc::UnboundedReceiver<Outgoing<R::Item>>,
         release: R,
         watch: Arc<Watch>,
     ) -> Result<Leader<R>, (ReplicationError, R)> {
+        let Resume {
+            journal_dir,
+            last_seq,
+            takeover,
+        } = resume;
         let opened = async {
             let js = connect(&config).await?;
             let stream = leader_stream(&js, &config, meta).await?;
@@ -315,6 +335,24 @@ impl<R: Release> Leader<R> {
             Ok(opened) => opened,
             Err(e) => return Err((e, release)),
         };
+        let refused = match &takeover {
+            Some(won) if tail.stream_seq != won.stream_seq || tail.leader != won.id => {
+                Some(format!(
+                "stream {} was extended after this process took over (at sequence {}): another \
+                 process took over since",
+                config.stream, won.stream_seq
+            ))
+            }
+            None if tail.marker && tail.record_seq == last_seq => Some(format!(
+                "leader {} took over stream {} at journal seq {}: start with --takeover to lead \
+                 again",
+                tail.leader, config.stream, tail.record_seq
+            )),
+            _ => None,
+        };
+        if let Some(why) = refused {
+            return Err((ReplicationError::NotLeader(why), release));
+        }
         if tail.record_seq > last_seq {
             return Err((
                 ReplicationError::NotLeader(format!(
@@ -326,7 +364,7 @@ impl<R: Release> Leader<R> {
             ));
         }
         let mut leader = Leader {
-            id: leader_id(),
+            id: takeover.map_or_else(leader_id, |won| won.id),
             confirmed: tail.stream_seq,
             config,
             js,
