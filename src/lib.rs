@@ -21,6 +21,8 @@ pub mod rebate;
 pub mod replication;
 pub mod request;
 pub mod ring;
+pub mod simulator;
+pub mod storage;
 
 pub use engine::{Client, Engine, EngineBuilder, EngineError, JournalThread};
 pub use ledger::{Applied, Ledger, LedgerConfig};

@@ -24,10 +24,10 @@
 //! [`read_records`](super::read_records) never write, so they may read a live
 //! journal (its last frame may then look torn; they report it and leave it).
 
-use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
 use super::error::JournalError;
+use crate::storage::{OsStorage, Storage};
 
 /// The lock file in a journal directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -37,14 +37,23 @@ pub const LOCK_FILE: &str = "LOCK";
 /// Holding it is what entitles code to modify the directory: recover it
 /// ([`super::recover_locked`]), append to it (a [`super::JournalWriter`]
 /// owns one), write snapshots into it or prune it.
+///
+/// It also carries the storage the directory lives on, so whatever is handed
+/// the lock (recovery, the writer) reaches the same disk.
 #[derive(Debug)]
-pub struct DirLock {
+pub struct DirLock<S: Storage = OsStorage> {
     dir: PathBuf,
-    /// Open for as long as the lock is held: closing it releases the lock.
-    _file: File,
+    storage: S,
+    /// Held for as long as the lock is: dropping it releases the lock.
+    _held: S::Lock,
 }
 
-impl DirLock {
+impl<S: Storage> DirLock<S> {
+    /// The storage the directory lives on.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
     /// The locked journal directory, as given to [`lock_dir`].
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -61,20 +70,27 @@ impl DirLock {
 /// engine/writer in this process holds it, returns [`JournalError::Locked`]
 /// having changed nothing but, at most, creating `dir` and its empty `LOCK`.
 pub fn lock_dir(dir: impl AsRef<Path>) -> Result<DirLock, JournalError> {
+    lock_dir_in(&OsStorage, dir)
+}
+
+/// [`lock_dir`] on `storage`.
+pub fn lock_dir_in<S: Storage>(
+    storage: &S,
+    dir: impl AsRef<Path>,
+) -> Result<DirLock<S>, JournalError> {
     let dir = dir.as_ref().to_path_buf();
-    fs::create_dir_all(&dir).map_err(|e| JournalError::io(&dir, "create journal directory", e))?;
+    storage
+        .create_dir_all(&dir)
+        .map_err(|e| JournalError::io(&dir, "create journal directory", e))?;
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| JournalError::io(&path, "open the lock file", e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(DirLock { dir, _file: file }),
-        Err(TryLockError::WouldBlock) => Err(JournalError::Locked { dir }),
-        Err(TryLockError::Error(e)) => Err(JournalError::io(&path, "lock", e)),
+    match storage.try_lock(&path) {
+        Ok(Some(held)) => Ok(DirLock {
+            dir,
+            storage: storage.clone(),
+            _held: held,
+        }),
+        Ok(None) => Err(JournalError::Locked { dir }),
+        Err(e) => Err(JournalError::io(&path, "lock", e)),
     }
 }
 

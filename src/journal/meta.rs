@@ -9,13 +9,13 @@
 //! opened with anything else: a replay reads them from the file instead of
 //! needing them repeated on its command line.
 
-use std::fs;
-use std::io::Write;
+use std::io;
 use std::path::Path;
 
 use super::scan::list_numbered;
 use super::JournalError;
 use crate::ledger::LedgerConfig;
+use crate::storage::{OpenMode, OsStorage, Storage, StorageFile};
 
 /// The file in a journal directory that records its money scale and the
 /// Ledger limits it was written with.
@@ -103,7 +103,7 @@ impl Meta {
 /// be read right without it).
 pub fn read_meta(dir: impl AsRef<Path>) -> Result<Meta, JournalError> {
     let path = dir.as_ref().join(META_FILE);
-    match fs::read_to_string(&path) {
+    match read_text(&OsStorage, &path) {
         Ok(text) => Meta::parse(&path, &text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(JournalError::Refused {
             path,
@@ -133,23 +133,32 @@ pub fn read_scale(dir: impl AsRef<Path>) -> Result<u32, JournalError> {
 /// Takes no lock, so call it while holding the directory's lock
 /// ([`super::lock_dir`]), as the engine does.
 pub fn check_meta(dir: impl AsRef<Path>, meta: &Meta) -> Result<(), JournalError> {
+    check_meta_in(&OsStorage, dir, meta)
+}
+
+/// [`check_meta`] on `storage`.
+pub fn check_meta_in<S: Storage>(
+    storage: &S,
+    dir: impl AsRef<Path>,
+    meta: &Meta,
+) -> Result<(), JournalError> {
     let dir = dir.as_ref();
     let path = dir.join(META_FILE);
-    let text = match fs::read_to_string(&path) {
+    let text = match read_text(storage, &path) {
         Ok(text) => Some(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(JournalError::io(&path, "read", e)),
     };
-    let journal = if dir.exists() {
-        list_numbered(dir, ".seg")?
+    let journal = if storage.info(dir).is_ok() {
+        list_numbered(storage, dir, ".seg")?
             .into_iter()
-            .chain(list_numbered(dir, ".snap")?)
+            .chain(list_numbered(storage, dir, ".snap")?)
             .next()
     } else {
         None
     };
     match (text, journal) {
-        (_, None) => write_meta(dir, &path, meta),
+        (_, None) => write_meta(storage, dir, &path, meta),
         (Some(text), Some(_)) => {
             let recorded = Meta::parse(&path, &text)?;
             let differs = recorded
@@ -186,20 +195,36 @@ pub fn check_meta(dir: impl AsRef<Path>, meta: &Meta) -> Result<(), JournalError
     }
 }
 
-fn write_meta(dir: &Path, path: &Path, meta: &Meta) -> Result<(), JournalError> {
-    fs::create_dir_all(dir)
+fn read_text<S: Storage>(storage: &S, path: &Path) -> io::Result<String> {
+    String::from_utf8(storage.read(path)?)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn write_meta<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    path: &Path,
+    meta: &Meta,
+) -> Result<(), JournalError> {
+    storage
+        .create_dir_all(dir)
         .map_err(|e| JournalError::io(dir, "create the journal directory", e))?;
     let tmp = dir.join(format!("{META_FILE}.tmp"));
-    let mut file = fs::File::create(&tmp).map_err(|e| JournalError::io(&tmp, "create", e))?;
-    file.write_all(meta.to_text().as_bytes())
+    let file = storage
+        .open(&tmp, OpenMode::CreateTruncate)
+        .map_err(|e| JournalError::io(&tmp, "create", e))?;
+    file.write_all_at(meta.to_text().as_bytes(), 0)
         .and_then(|_| file.sync_all())
         .map_err(|e| JournalError::io(&tmp, "write", e))?;
-    fs::rename(&tmp, path).map_err(|e| JournalError::io(path, "rename into place", e))
+    storage
+        .rename(&tmp, path)
+        .map_err(|e| JournalError::io(path, "rename into place", e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn meta(scale: u32, history: u32) -> Meta {
         Meta {

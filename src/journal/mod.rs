@@ -71,13 +71,13 @@ use std::str::FromStr;
 
 pub use self::error::JournalError;
 pub use self::format::{FORMAT_VERSION, FRAME_BODY_BYTES_MAX};
-pub use self::lock::{lock_dir, DirLock, LOCK_FILE};
-pub use self::meta::{check_meta, read_meta, read_scale, Meta, META_FILE};
+pub use self::lock::{lock_dir, lock_dir_in, DirLock, LOCK_FILE};
+pub use self::meta::{check_meta, check_meta_in, read_meta, read_scale, Meta, META_FILE};
 pub use self::recover::{
     read_records, recover, recover_locked, replay, replay_with_progress, Progress, Records,
     Recovered, Replay,
 };
-pub use self::snapshot::{prune, retain, write_snapshot};
+pub use self::snapshot::{prune, prune_in, retain, retain_in, write_snapshot, write_snapshot_in};
 pub use self::writer::{JournalWriter, ASYNC_SYNC_INTERVAL, SEGMENT_BYTES_MIN};
 #[cfg(feature = "nats")]
 pub(crate) use self::{format::encode_frame, scan::decode_lone_frame};

@@ -3,9 +3,7 @@
 //! `Ledger::apply_batch`. Also the read-only paths: `replay` for audits and
 //! timing, `read_records` for `inspect`.
 
-use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -19,6 +17,7 @@ use super::scan::{decode_frame, list_segments, require_dir, Scanner, TornTail};
 use super::snapshot::{load_newest, snapshot_floor};
 use crate::ledger::{Ledger, LedgerConfig};
 use crate::request::Stamped;
+use crate::storage::{zero_fill, OpenMode, OsStorage, Storage, StorageFile};
 
 /// The state recovery rebuilt and what it had to say about the files.
 #[derive(Debug)]
@@ -73,7 +72,7 @@ impl Replay {
 /// [`JournalWriter::open_locked`]: super::JournalWriter::open_locked
 pub fn recover(dir: impl AsRef<Path>, config: LedgerConfig) -> Result<Recovered, JournalError> {
     let dir = dir.as_ref();
-    match fs::metadata(dir) {
+    match OsStorage.info(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(Recovered {
                 ledger: Ledger::new(config),
@@ -91,10 +90,14 @@ pub fn recover(dir: impl AsRef<Path>, config: LedgerConfig) -> Result<Recovered,
 /// [`recover`] for the holder of the directory's lock: rebuilds the Ledger
 /// from `lock.dir()` and zeroes a torn tail, without taking or releasing the
 /// lock.
-pub fn recover_locked(lock: &DirLock, config: LedgerConfig) -> Result<Recovered, JournalError> {
-    let (mut recovered, torn, _) = rebuild(lock.dir(), config, true)?;
+pub fn recover_locked<S: Storage>(
+    lock: &DirLock<S>,
+    config: LedgerConfig,
+) -> Result<Recovered, JournalError> {
+    let storage = lock.storage();
+    let (mut recovered, torn, _) = rebuild(storage, lock.dir(), config, true)?;
     if let Some(torn) = torn {
-        zero_tail(&torn)?;
+        zero_tail(storage, &torn)?;
         recovered
             .warnings
             .push(format!("{}; zeroed them", torn.describe()));
@@ -141,12 +144,12 @@ pub fn replay_with_progress(
 ) -> Result<Replay, JournalError> {
     let start = Instant::now();
     let dir = dir.as_ref();
-    require_dir(dir)?;
-    let journal_first_seq = list_segments(dir)?.first().map(|s| s.first_seq);
+    require_dir(&OsStorage, dir)?;
+    let journal_first_seq = list_segments(&OsStorage, dir)?.first().map(|s| s.first_seq);
     // A pruned journal cannot be replayed from seq 1: start from a snapshot.
     let from_snapshot = from_snapshot || journal_first_seq.is_some_and(|first| first > 1);
     let (mut recovered, torn, journal_bytes) =
-        rebuild_with_progress(dir, config, from_snapshot, &mut progress)?;
+        rebuild_with_progress(&OsStorage, dir, config, from_snapshot, &mut progress)?;
     let elapsed = start.elapsed();
     if let Some(torn) = torn {
         recovered.warnings.push(format!(
@@ -179,12 +182,13 @@ struct Chunk {
     bytes_read: u64,
 }
 
-fn rebuild(
+fn rebuild<S: Storage>(
+    storage: &S,
     dir: &Path,
     config: LedgerConfig,
     from_snapshot: bool,
 ) -> Result<(Recovered, Option<TornTail>, u64), JournalError> {
-    rebuild_with_progress(dir, config, from_snapshot, &mut |_| {})
+    rebuild_with_progress(storage, dir, config, from_snapshot, &mut |_| {})
 }
 
 /// Reads, checks and decodes on a helper thread while this thread applies.
@@ -197,7 +201,8 @@ fn rebuild(
 /// builds (commit cb47c7b) measured within noise: with no core to spare the
 /// two threads only take turns. `apply_batch` promises the same state
 /// whatever the batching, so chunks need not follow frames.
-fn rebuild_with_progress(
+fn rebuild_with_progress<S: Storage>(
+    storage: &S,
     dir: &Path,
     config: LedgerConfig,
     from_snapshot: bool,
@@ -205,11 +210,16 @@ fn rebuild_with_progress(
 ) -> Result<(Recovered, Option<TornTail>, u64), JournalError> {
     let mut warnings = Vec::new();
     let (mut ledger, snapshot_seq) = if from_snapshot {
-        load_newest(dir, config, &mut warnings)?
+        load_newest(storage, dir, config, &mut warnings)?
     } else {
         (Ledger::new(config), 0)
     };
-    let scanner = Scanner::new(list_segments(dir)?, snapshot_seq, snapshot_floor(dir)?);
+    let scanner = Scanner::new(
+        storage.clone(),
+        list_segments(storage, dir)?,
+        snapshot_seq,
+        snapshot_floor(storage, dir)?,
+    );
     let mut report = Progress {
         records: 0,
         bytes_read: 0,
@@ -255,8 +265,8 @@ fn rebuild_with_progress(
 /// The reading half of [`rebuild_with_progress`]: every record after `have`,
 /// checked for gaps, in chunks of whole frames. Returns the torn tail (if
 /// any) and the bytes read.
-fn read_chunks(
-    mut scanner: Scanner,
+fn read_chunks<S: Storage>(
+    mut scanner: Scanner<S>,
     mut have: u64,
     snapshot_seq: u64,
     full: Sender<Chunk>,
@@ -335,19 +345,12 @@ fn naming_skipped(error: JournalError, skipped: &[String]) -> JournalError {
 
 /// Zeroes the torn bytes in place, keeping the file's preallocated length, so
 /// the next writer finds end-of-data exactly where the good records stop.
-fn zero_tail(torn: &TornTail) -> Result<(), JournalError> {
+fn zero_tail<S: Storage>(storage: &S, torn: &TornTail) -> Result<(), JournalError> {
     let fail = |e| JournalError::io(&torn.path, "zero the torn tail of", e);
-    let file = OpenOptions::new()
-        .write(true)
-        .open(&torn.path)
+    let file = storage
+        .open(&torn.path, OpenMode::ReadWrite)
         .map_err(fail)?;
-    let zeros = vec![0u8; (torn.file_bytes - torn.offset).min(1 << 20)];
-    let mut at = torn.offset;
-    while at < torn.file_bytes {
-        let n = zeros.len().min(torn.file_bytes - at);
-        file.write_all_at(&zeros[..n], at as u64).map_err(fail)?;
-        at += n;
-    }
+    zero_fill(&file, torn.offset as u64, torn.file_bytes as u64).map_err(fail)?;
     file.sync_data().map_err(fail)
 }
 
@@ -357,12 +360,13 @@ fn zero_tail(torn: &TornTail) -> Result<(), JournalError> {
 /// then stops at corruption.
 pub fn read_records(dir: impl AsRef<Path>, from_seq: u64) -> Result<Records, JournalError> {
     let dir = dir.as_ref();
-    require_dir(dir)?;
+    require_dir(&OsStorage, dir)?;
     Ok(Records {
         scanner: Scanner::new(
-            list_segments(dir)?,
+            OsStorage,
+            list_segments(&OsStorage, dir)?,
             from_seq.saturating_sub(1),
-            snapshot_floor(dir)?,
+            snapshot_floor(&OsStorage, dir)?,
         ),
         from_seq,
         batch: Vec::new(),

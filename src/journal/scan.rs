@@ -8,9 +8,7 @@
 //! journal synced when it wrote the frame) and the last as a frame of its
 //! own; the snapshots in the directory give the second.
 
-use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::error::JournalError;
@@ -18,7 +16,9 @@ use super::format::{
     align_up, decode_record, find_valid_frame, parse_frame, parse_segment_header, u32_at, Frame,
     Parsed, BINCODE, FRAME_ALIGN, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
+use super::snapshot::read_up_to;
 use crate::request::Stamped;
+use crate::storage::{OpenMode, OsStorage, Storage, StorageFile};
 
 /// A segment file found in the journal directory, named by its first seq.
 #[derive(Clone, Debug)]
@@ -43,21 +43,20 @@ pub(crate) fn seq_from_name(name: &str, suffix: &str) -> Option<u64> {
 /// Files in `dir` named `<20 digits><suffix>`, sorted by that number. A
 /// missing directory is an empty journal (callers that only read check it
 /// exists first: see [`require_dir`]).
-pub(crate) fn list_numbered(dir: &Path, suffix: &str) -> Result<Vec<(u64, PathBuf)>, JournalError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
+pub(crate) fn list_numbered<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    suffix: &str,
+) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+    let names = match storage.list(dir) {
+        Ok(names) => names,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(JournalError::io(dir, "list the journal directory", e)),
     };
     let mut found = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| JournalError::io(dir, "list the journal directory", e))?;
-        if let Some(seq) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| seq_from_name(n, suffix))
-        {
-            found.push((seq, entry.path()));
+    for name in names {
+        if let Some(seq) = seq_from_name(&name, suffix) {
+            found.push((seq, dir.join(name)));
         }
     }
     found.sort();
@@ -66,9 +65,9 @@ pub(crate) fn list_numbered(dir: &Path, suffix: &str) -> Result<Vec<(u64, PathBu
 
 /// Fails with a clear error if the journal directory `dir` does not exist,
 /// for the readers, which must not report an empty journal for a typo.
-pub(crate) fn require_dir(dir: &Path) -> Result<(), JournalError> {
-    match fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => Ok(()),
+pub(crate) fn require_dir<S: Storage>(storage: &S, dir: &Path) -> Result<(), JournalError> {
+    match storage.info(dir) {
+        Ok(info) if info.is_dir => Ok(()),
         Ok(_) => Err(JournalError::Refused {
             path: dir.to_path_buf(),
             reason: "not a directory: give the journal directory".into(),
@@ -85,20 +84,16 @@ pub(crate) fn require_dir(dir: &Path) -> Result<(), JournalError> {
 /// one, whatever its number and whether or not a snapshot covers it: its
 /// header is checked here (magic, version, checksum, seq agreeing with the
 /// name), so a stray file is an error naming it, never silently skipped.
-pub(crate) fn list_segments(dir: &Path) -> Result<Vec<SegmentFile>, JournalError> {
+pub(crate) fn list_segments<S: Storage>(
+    storage: &S,
+    dir: &Path,
+) -> Result<Vec<SegmentFile>, JournalError> {
     let mut segments = Vec::new();
-    for (first_seq, path) in list_numbered(dir, ".seg")? {
+    for (first_seq, path) in list_numbered(storage, dir, ".seg")? {
         let mut header = [0u8; SEGMENT_HEADER_BYTES];
-        let read = fs::File::open(&path).and_then(|file| {
-            let mut filled = 0;
-            while filled < header.len() {
-                match file.read_at(&mut header[filled..], filled as u64)? {
-                    0 => break,
-                    n => filled += n,
-                }
-            }
-            Ok(filled)
-        });
+        let read = storage
+            .open(&path, OpenMode::Read)
+            .and_then(|file| read_up_to(&file, &mut header));
         let filled = read.map_err(|e| JournalError::io(&path, "read journal segment", e))?;
         let named =
             parse_segment_header(&header[..filled]).map_err(|e| JournalError::header(&path, e))?;
@@ -151,11 +146,12 @@ const WINDOW_BYTES: usize = 1 << 20;
 
 /// Yields the valid frames of a journal in order, checking seq continuity
 /// within the journal. Segments wholly at or below `skip_upto` are not read.
-pub(crate) struct Scanner {
+pub(crate) struct Scanner<S: Storage = OsStorage> {
+    storage: S,
     segments: Vec<SegmentFile>,
     index: usize,
     /// The segment being read and its length; `None` between segments.
-    file: Option<(fs::File, usize)>,
+    file: Option<(S::File, usize)>,
     /// Holds bytes `window_start..window_start + filled` of the open segment;
     /// grows only for a frame larger than it.
     window: Vec<u8>,
@@ -179,17 +175,28 @@ pub(crate) struct Scanner {
     pub bytes_read: u64,
 }
 
-impl Scanner {
+impl<S: Storage> Scanner<S> {
     /// `snapshot_seq`: the newest snapshot in the directory, which was taken
     /// only after the journal was synced through it (0: none).
-    pub fn new(segments: Vec<SegmentFile>, skip_upto: u64, snapshot_seq: u64) -> Scanner {
-        let mut scanner = Scanner::with_window(segments, skip_upto, WINDOW_BYTES);
+    pub fn new(
+        storage: S,
+        segments: Vec<SegmentFile>,
+        skip_upto: u64,
+        snapshot_seq: u64,
+    ) -> Scanner<S> {
+        let mut scanner = Scanner::with_window(storage, segments, skip_upto, WINDOW_BYTES);
         scanner.durable_seq = snapshot_seq;
         scanner
     }
 
-    fn with_window(segments: Vec<SegmentFile>, skip_upto: u64, window_bytes: usize) -> Scanner {
+    fn with_window(
+        storage: S,
+        segments: Vec<SegmentFile>,
+        skip_upto: u64,
+        window_bytes: usize,
+    ) -> Scanner<S> {
         Scanner {
+            storage,
             segments,
             index: 0,
             file: None,
@@ -232,16 +239,16 @@ impl Scanner {
     pub fn bytes_to_read(&self) -> u64 {
         (0..self.segments.len())
             .filter(|&i| !self.covered(i))
-            .filter_map(|i| fs::metadata(&self.segments[i].path).ok())
-            .map(|m| m.len())
+            .filter_map(|i| self.storage.info(&self.segments[i].path).ok())
+            .map(|info| info.bytes)
             .sum()
     }
 
     fn load(&mut self) -> Result<(), JournalError> {
         let seg = &self.segments[self.index];
         let fail = |e| JournalError::io(&seg.path, "read journal segment", e);
-        let file = fs::File::open(&seg.path).map_err(fail)?;
-        let file_bytes = file.metadata().map_err(fail)?.len() as usize;
+        let file = self.storage.open(&seg.path, OpenMode::Read).map_err(fail)?;
+        let file_bytes = file.size().map_err(fail)? as usize;
         self.file = Some((file, file_bytes));
         self.window_start = 0;
         self.filled = 0;
@@ -596,13 +603,19 @@ mod tests {
     use super::*;
     use crate::journal::{Durability, JournalConfig, JournalWriter};
     use crate::request::{Request, Stamp};
+    use std::fs;
 
     /// A frame as a scan saw it: first seq, count, offset, record bytes.
     type Seen = (u64, u32, usize, Vec<u8>);
 
     /// Everything a scan yields: each frame, then how it ended.
     fn scan(dir: &Path, window_bytes: usize) -> (Vec<Seen>, String) {
-        let mut scanner = Scanner::with_window(list_segments(dir).unwrap(), 0, window_bytes);
+        let mut scanner = Scanner::with_window(
+            OsStorage,
+            list_segments(&OsStorage, dir).unwrap(),
+            0,
+            window_bytes,
+        );
         let mut frames = Vec::new();
         let end = loop {
             match scanner.next_frame() {
@@ -657,7 +670,7 @@ mod tests {
             writer.append(&batch).unwrap();
         }
         drop(writer);
-        let files: Vec<(PathBuf, Vec<u8>)> = list_segments(&template)
+        let files: Vec<(PathBuf, Vec<u8>)> = list_segments(&OsStorage, &template)
             .unwrap()
             .into_iter()
             .map(|s| (s.path.clone(), fs::read(&s.path).unwrap()))

@@ -2,8 +2,7 @@
 //! Written to a temp file, fsynced, renamed and the directory fsynced, so a
 //! `.snap` file either is complete or does not exist.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::error::JournalError;
@@ -13,14 +12,10 @@ use super::format::{
 };
 use super::scan::{list_numbered, list_segments};
 use crate::ledger::{Ledger, LedgerConfig};
+use crate::storage::{OpenMode, OsStorage, Storage, StorageFile};
 
 pub(crate) fn snapshot_name(last_seq: u64) -> String {
     format!("{last_seq:020}.snap")
-}
-
-/// Makes a rename or removal in `dir` durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// Writes `ledger` as `<dir>/<last_seq:020>.snap` and returns its path.
@@ -35,8 +30,17 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 /// or of a [`super::DirLock`]. A snapshot written beside another process's
 /// live journal would become that journal's recovery starting point.
 pub fn write_snapshot(dir: impl AsRef<Path>, ledger: &Ledger) -> io::Result<PathBuf> {
+    write_snapshot_in(&OsStorage, dir, ledger)
+}
+
+/// [`write_snapshot`] on `storage`.
+pub fn write_snapshot_in<S: Storage>(
+    storage: &S,
+    dir: impl AsRef<Path>,
+    ledger: &Ledger,
+) -> io::Result<PathBuf> {
     let dir = dir.as_ref();
-    fs::create_dir_all(dir)?;
+    storage.create_dir_all(dir)?;
     let payload = bincode::encode_to_vec(ledger, BINCODE).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -47,17 +51,13 @@ pub fn write_snapshot(dir: impl AsRef<Path>, ledger: &Ledger) -> io::Result<Path
     let name = snapshot_name(ledger.last_seq());
     let path = dir.join(&name);
     let tmp = dir.join(format!("{name}.tmp"));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
-    file.write_all(&header)?;
-    file.write_all(&payload)?;
+    let file = storage.open(&tmp, OpenMode::CreateTruncate)?;
+    file.write_all_at(&header, 0)?;
+    file.write_all_at(&payload, header.len() as u64)?;
     file.sync_all()?;
     drop(file);
-    fs::rename(&tmp, &path)?;
-    sync_dir(dir)?;
+    storage.rename(&tmp, &path)?;
+    storage.sync_dir(dir)?;
     Ok(path)
 }
 
@@ -66,17 +66,19 @@ pub fn write_snapshot(dir: impl AsRef<Path>, ledger: &Ledger) -> io::Result<Path
 /// file is an error naming it, whatever its number, never skipped silently.
 /// (A real snapshot whose checksums fail is still listed: recovery passes
 /// over it with a warning and falls back to an older one.)
-pub(crate) fn list_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
-    let snapshots = list_numbered(dir, ".snap")?;
+pub(crate) fn list_snapshots<S: Storage>(
+    storage: &S,
+    dir: &Path,
+) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+    let snapshots = list_numbered(storage, dir, ".snap")?;
     for (_, path) in &snapshots {
-        let mut header = Vec::with_capacity(SNAPSHOT_HEADER_BYTES);
-        File::open(path)
-            .and_then(|file| {
-                file.take(SNAPSHOT_HEADER_BYTES as u64)
-                    .read_to_end(&mut header)
-            })
+        let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
+        let filled = storage
+            .open(path, OpenMode::Read)
+            .and_then(|file| read_up_to(&file, &mut header))
             .map_err(|e| JournalError::io(path, "read snapshot", e))?;
-        check_magic_version(&header, SNAPSHOT_MAGIC, SNAPSHOT_HEADER_BYTES)
+        let header = &header[..filled];
+        check_magic_version(header, SNAPSHOT_MAGIC, SNAPSHOT_HEADER_BYTES)
             .map_err(|e| JournalError::header(path, e))?;
     }
     Ok(snapshots)
@@ -85,8 +87,25 @@ pub(crate) fn list_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalE
 /// The seq of the newest snapshot in `dir` (0: none). A snapshot is written
 /// only once the journal is synced through its seq, so this is a lower bound
 /// of the durable point, whether or not the snapshot itself is intact.
-pub(crate) fn snapshot_floor(dir: &Path) -> Result<u64, JournalError> {
-    Ok(list_snapshots(dir)?.last().map_or(0, |(seq, _)| *seq))
+pub(crate) fn snapshot_floor<S: Storage>(storage: &S, dir: &Path) -> Result<u64, JournalError> {
+    Ok(list_snapshots(storage, dir)?
+        .last()
+        .map_or(0, |(seq, _)| *seq))
+}
+
+/// Reads from the start of `file` until `buf` is full or the file ends;
+/// returns how much was read.
+pub(crate) fn read_up_to<F: StorageFile>(file: &F, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Why a snapshot file was passed over; fatal kinds are returned as errors.
@@ -97,9 +116,10 @@ enum Rejected {
 
 /// Reads and fully checks one snapshot: header, payload CRC, decode, seq
 /// agreement and the Ledger's own invariants.
-fn load(path: &Path, name_seq: u64) -> Result<Ledger, Rejected> {
-    let bytes =
-        fs::read(path).map_err(|e| Rejected::Fatal(JournalError::io(path, "read snapshot", e)))?;
+fn load<S: Storage>(storage: &S, path: &Path, name_seq: u64) -> Result<Ledger, Rejected> {
+    let bytes = storage
+        .read(path)
+        .map_err(|e| Rejected::Fatal(JournalError::io(path, "read snapshot", e)))?;
     let header = match parse_snapshot_header(&bytes) {
         Ok(h) => h,
         Err(e @ (HeaderError::Magic(_) | HeaderError::Version(_))) => {
@@ -153,13 +173,14 @@ fn load(path: &Path, name_seq: u64) -> Result<Ledger, Rejected> {
 
 /// The newest snapshot that passes every check, or a fresh Ledger. Each
 /// snapshot passed over adds a warning naming it and why.
-pub(crate) fn load_newest(
+pub(crate) fn load_newest<S: Storage>(
+    storage: &S,
     dir: &Path,
     config: LedgerConfig,
     warnings: &mut Vec<String>,
 ) -> Result<(Ledger, u64), JournalError> {
-    for (seq, path) in list_snapshots(dir)?.into_iter().rev() {
-        match load(&path, seq) {
+    for (seq, path) in list_snapshots(storage, dir)?.into_iter().rev() {
+        match load(storage, &path, seq) {
             Ok(ledger) => {
                 if ledger.config() != config {
                     warnings.push(format!(
@@ -193,12 +214,21 @@ pub(crate) fn load_newest(
 /// Takes no lock: call it only while holding `dir`'s lock (as the owner of
 /// its [`super::JournalWriter`] or of a [`super::DirLock`]).
 pub fn prune(dir: impl AsRef<Path>, upto_seq: u64) -> Result<Vec<PathBuf>, JournalError> {
+    prune_in(&OsStorage, dir, upto_seq)
+}
+
+/// [`prune`] on `storage`.
+pub fn prune_in<S: Storage>(
+    storage: &S,
+    dir: impl AsRef<Path>,
+    upto_seq: u64,
+) -> Result<Vec<PathBuf>, JournalError> {
     let dir = dir.as_ref();
-    let covered = list_numbered(dir, ".snap")?
+    let covered = list_numbered(storage, dir, ".snap")?
         .into_iter()
         .rev()
         .filter(|(seq, _)| *seq >= upto_seq)
-        .any(|(seq, path)| load(&path, seq).is_ok());
+        .any(|(seq, path)| load(storage, &path, seq).is_ok());
     if !covered {
         return Err(JournalError::Refused {
             path: dir.to_path_buf(),
@@ -208,17 +238,20 @@ pub fn prune(dir: impl AsRef<Path>, upto_seq: u64) -> Result<Vec<PathBuf>, Journ
             ),
         });
     }
-    let segments = list_segments(dir)?;
+    let segments = list_segments(storage, dir)?;
     let mut removed = Vec::new();
     for pair in segments.windows(2) {
         if pair[1].first_seq <= upto_seq.saturating_add(1) {
-            fs::remove_file(&pair[0].path)
+            storage
+                .remove_file(&pair[0].path)
                 .map_err(|e| JournalError::io(&pair[0].path, "remove segment", e))?;
             removed.push(pair[0].path.clone());
         }
     }
     if !removed.is_empty() {
-        sync_dir(dir).map_err(|e| JournalError::io(dir, "sync the journal directory", e))?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| JournalError::io(dir, "sync the journal directory", e))?;
     }
     Ok(removed)
 }
@@ -232,22 +265,35 @@ pub fn prune(dir: impl AsRef<Path>, upto_seq: u64) -> Result<Vec<PathBuf>, Journ
 /// Takes no lock: call it only while holding `dir`'s lock (the engine does,
 /// after each snapshot).
 pub fn retain(dir: impl AsRef<Path>, snapshots_kept: usize) -> Result<Vec<PathBuf>, JournalError> {
+    retain_in(&OsStorage, dir, snapshots_kept)
+}
+
+/// [`retain`] on `storage`.
+pub fn retain_in<S: Storage>(
+    storage: &S,
+    dir: impl AsRef<Path>,
+    snapshots_kept: usize,
+) -> Result<Vec<PathBuf>, JournalError> {
     let dir = dir.as_ref();
     if snapshots_kept == 0 {
         return Ok(Vec::new());
     }
-    let snapshots = list_snapshots(dir)?;
+    let snapshots = list_snapshots(storage, dir)?;
     let keep_from = snapshots.len().saturating_sub(snapshots_kept);
     let Some(&(oldest_kept, _)) = snapshots.get(keep_from) else {
         return Ok(Vec::new());
     };
-    let mut removed = prune(dir, oldest_kept)?;
+    let mut removed = prune_in(storage, dir, oldest_kept)?;
     for (_, path) in &snapshots[..keep_from] {
-        fs::remove_file(path).map_err(|e| JournalError::io(path, "remove snapshot", e))?;
+        storage
+            .remove_file(path)
+            .map_err(|e| JournalError::io(path, "remove snapshot", e))?;
         removed.push(path.clone());
     }
     if keep_from > 0 {
-        sync_dir(dir).map_err(|e| JournalError::io(dir, "sync the journal directory", e))?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| JournalError::io(dir, "sync the journal directory", e))?;
     }
     Ok(removed)
 }

@@ -25,25 +25,22 @@
 //! durable point (and what a power loss can take) trails by about that much;
 //! the business thread never waits for it.
 
-use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use memmap2::{MmapOptions, MmapRaw};
 use parking_lot::{Condvar, Mutex};
 
 use super::error::JournalError;
 use super::format::{encode_clean_shutdown, encode_frame, segment_header, SEGMENT_HEADER_BYTES};
 use super::lock::DirLock;
 use super::scan::{list_segments, segment_name, Scanner};
-use super::snapshot::sync_dir;
 use super::{Durability, JournalConfig};
 use crate::request::Stamped;
+use crate::storage::{zero_fill, OpenMode, OsStorage, Storage, StorageFile, StorageMap};
 
 /// Smallest accepted `segment_bytes`: room for the header and a few frames.
 pub const SEGMENT_BYTES_MIN: u64 = 512;
@@ -63,15 +60,20 @@ const SPARE_NAME: &str = "next.seg.spare";
 ///
 /// In [`Durability::None`] mode it touches no files and every call is a
 /// no-op, so the engine can hold one unconditionally.
+///
+/// It reaches the disk through `S` ([`crate::storage`]): the real file
+/// system unless a simulated one is given (through the lock it is opened
+/// with, [`Self::open_locked`]).
 #[derive(Debug)]
-pub struct JournalWriter {
+pub struct JournalWriter<S: Storage = OsStorage> {
+    storage: S,
     dir: PathBuf,
     /// Held until the writer is dropped (released after `Drop::drop` has
     /// joined the helper threads and removed the spare). None only in
     /// `Durability::None` mode opened by path.
-    lock: Option<DirLock>,
+    lock: Option<DirLock<S>>,
     config: JournalConfig,
-    segment: Option<Segment>,
+    segment: Option<Segment<S>>,
     /// Where the next frame goes in the current segment.
     write_at: u64,
     /// Where the bytes not yet synced start in the current segment
@@ -83,12 +85,13 @@ pub struct JournalWriter {
     /// or at open); the async helper may know a later one.
     durable_seq: u64,
     /// `async` mode's periodic fdatasync.
-    syncer: Option<Syncer>,
+    syncer: Option<Syncer<S>>,
     frame: Vec<u8>,
     /// The next segment being zero-filled on a helper thread, so a roll on
     /// the business thread costs a header write and two small syncs instead
     /// of filling and syncing a whole segment (~80 ms for 64 MiB here).
-    spare: Option<JoinHandle<io::Result<Segment>>>,
+    /// Always None without helper threads ([`Storage::HELPER_THREADS`]).
+    spare: Option<JoinHandle<io::Result<Segment<S>>>>,
     /// fdatasync of the previous segment, run on a helper thread when a roll
     /// leaves it dirty (async mode): syncing up to 64 MiB inline would stall
     /// the business thread for ~100 ms. `sync` waits for it.
@@ -99,7 +102,7 @@ pub struct JournalWriter {
     poisoned: Option<String>,
 }
 
-impl JournalWriter {
+impl JournalWriter<OsStorage> {
     /// Opens the journal in `dir` (created if missing) for appending after
     /// its last valid record. Refuses a journal whose tail is torn: run
     /// [`super::recover`] first, which truncates it.
@@ -113,37 +116,47 @@ impl JournalWriter {
         config: JournalConfig,
     ) -> Result<JournalWriter, JournalError> {
         if config.durability == Durability::None {
-            return Ok(JournalWriter::new(dir.as_ref().to_path_buf(), None, config));
+            return Ok(JournalWriter::new(
+                OsStorage,
+                dir.as_ref().to_path_buf(),
+                None,
+                config,
+            ));
         }
         check_segment_bytes(dir.as_ref(), config)?;
         JournalWriter::open_locked(super::lock_dir(dir)?, config)
     }
+}
 
-    /// [`Self::open`] in the directory `lock` holds, keeping the lock until
+impl<S: Storage> JournalWriter<S> {
+    /// [`JournalWriter::open`] in the directory `lock` holds, keeping the lock until
     /// the writer is dropped. Used after [`super::recover_locked`] with the
     /// same lock, so no other writer can touch the directory in between.
     pub fn open_locked(
-        lock: DirLock,
+        lock: DirLock<S>,
         config: JournalConfig,
-    ) -> Result<JournalWriter, JournalError> {
-        let mut writer = JournalWriter::new(lock.dir().to_path_buf(), Some(lock), config);
+    ) -> Result<JournalWriter<S>, JournalError> {
+        let storage = lock.storage().clone();
+        let mut writer = JournalWriter::new(storage, lock.dir().to_path_buf(), Some(lock), config);
         if config.durability == Durability::None {
             return Ok(writer);
         }
         check_segment_bytes(&writer.dir, config)?;
-        fs::create_dir_all(&writer.dir)
+        let storage = writer.storage.clone();
+        storage
+            .create_dir_all(&writer.dir)
             .map_err(|e| JournalError::io(&writer.dir, "create journal directory", e))?;
         let spare = writer.dir.join(SPARE_NAME);
-        match fs::remove_file(&spare) {
+        match storage.remove_file(&spare) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 return Err(JournalError::io(spare, "remove stale spare segment", e))
             }
             _ => {}
         }
-        let Some(last) = list_segments(&writer.dir)?.pop() else {
+        let Some(last) = list_segments(&storage, &writer.dir)?.pop() else {
             return Ok(writer);
         };
-        let mut scanner = Scanner::new(vec![last.clone()], 0, 0);
+        let mut scanner = Scanner::new(storage.clone(), vec![last.clone()], 0, 0);
         let mut write_at = SEGMENT_HEADER_BYTES as u64;
         let mut next_seq = last.first_seq;
         while let Some(frame) = scanner.next_frame()? {
@@ -166,16 +179,15 @@ impl JournalWriter {
         // Whatever is on disk now is what was recovered; sync it so the
         // frames from here on can say so. Only the last two segments can be
         // unsynced: a roll syncs the segment it leaves, one at a time.
-        let segments = list_segments(&writer.dir)?;
+        let segments = list_segments(&storage, &writer.dir)?;
         for older in segments.iter().rev().skip(1).take(1) {
-            fs::File::open(&older.path)
+            storage
+                .open(&older.path, OpenMode::Read)
                 .and_then(|file| file.sync_data())
                 .map_err(|e| JournalError::io(&older.path, "fdatasync", e))?;
         }
-        let segment = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&last.path)
+        let segment = storage
+            .open(&last.path, OpenMode::ReadWrite)
             .and_then(|file| {
                 file.sync_data()?;
                 Segment::open(file, last.path.clone(), config.durability)
@@ -193,11 +205,18 @@ impl JournalWriter {
         Ok(writer)
     }
 
-    fn new(dir: PathBuf, lock: Option<DirLock>, config: JournalConfig) -> JournalWriter {
-        let syncer = (config.durability == Durability::Async && lock.is_some())
-            .then(Syncer::start)
-            .flatten();
+    fn new(
+        storage: S,
+        dir: PathBuf,
+        lock: Option<DirLock<S>>,
+        config: JournalConfig,
+    ) -> JournalWriter<S> {
+        let syncer =
+            (S::HELPER_THREADS && config.durability == Durability::Async && lock.is_some())
+                .then(Syncer::start)
+                .flatten();
         JournalWriter {
+            storage,
             dir,
             lock,
             config,
@@ -227,13 +246,18 @@ impl JournalWriter {
 
     /// The directory lock this writer holds (None only in
     /// [`Durability::None`] mode when opened by path).
-    pub fn lock(&self) -> Option<&DirLock> {
+    pub fn lock(&self) -> Option<&DirLock<S>> {
         self.lock.as_ref()
     }
 
     /// The seq the next appended batch must start with, once known.
     pub fn next_seq(&self) -> Option<u64> {
         self.next_seq
+    }
+
+    /// The storage the journal is written through.
+    pub fn storage(&self) -> &S {
+        &self.storage
     }
 
     /// Every record up to this seq is known to be fdatasynced (0: none).
@@ -398,7 +422,7 @@ impl JournalWriter {
         // (a torn first frame was truncated): nothing in it is lost.
         let empty_current = self.segment_path() == Some(path.as_path())
             && self.write_at == SEGMENT_HEADER_BYTES as u64;
-        if path.exists() && !empty_current {
+        if self.storage.info(&path).is_ok() && !empty_current {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!(
@@ -415,6 +439,7 @@ impl JournalWriter {
             // error surfaces on this call), or one frame is larger than a
             // whole segment (this one gets a segment of its own size).
             _ => make_spare(
+                &self.storage,
                 &spare_path,
                 self.config.segment_bytes.max(needed),
                 self.config.durability,
@@ -423,15 +448,19 @@ impl JournalWriter {
         let header = segment_header(first_seq);
         segment.write(&header, 0)?;
         segment.sync(0, header.len() as u64)?;
-        fs::rename(&spare_path, &path)?;
-        sync_dir(&self.dir)?;
+        self.storage.rename(&spare_path, &path)?;
+        self.storage.sync_dir(&self.dir)?;
         segment.path = path;
         let previous_dirty = self.synced_to < self.write_at;
         if let Some(syncer) = &self.syncer {
             syncer.switch(&segment, SEGMENT_HEADER_BYTES as u64, previous_dirty);
         }
         if let Some(previous) = self.segment.replace(segment) {
-            if previous_dirty {
+            if previous_dirty && !S::HELPER_THREADS {
+                if let Err(e) = previous.file.sync_data() {
+                    return Err(self.poison("fdatasync of the previous segment", e));
+                }
+            } else if previous_dirty {
                 // fdatasync on the file also writes pages dirtied through
                 // the map.
                 let Segment { file, map, .. } = previous;
@@ -461,6 +490,10 @@ impl JournalWriter {
     /// Starts preparing the next segment on a helper thread. If the thread
     /// cannot start, the next roll makes the spare inline.
     fn start_spare(&mut self) {
+        if !S::HELPER_THREADS {
+            return;
+        }
+        let storage = self.storage.clone();
         let path = self.dir.join(SPARE_NAME);
         let JournalConfig {
             segment_bytes,
@@ -468,12 +501,12 @@ impl JournalWriter {
         } = self.config;
         self.spare = thread::Builder::new()
             .name("journal-spare".into())
-            .spawn(move || make_spare(&path, segment_bytes, durability))
+            .spawn(move || make_spare(&storage, &path, segment_bytes, durability))
             .ok();
     }
 }
 
-impl Drop for JournalWriter {
+impl<S: Storage> Drop for JournalWriter<S> {
     /// Waits for the helper threads and removes the spare segment, so no
     /// thread writes into the directory after the writer is gone.
     fn drop(&mut self) {
@@ -484,7 +517,7 @@ impl Drop for JournalWriter {
             let _ = handle.join();
         }
         if let Some(Ok(Ok(_))) = self.spare.take().map(JoinHandle::join) {
-            let _ = fs::remove_file(self.dir.join(SPARE_NAME));
+            let _ = self.storage.remove_file(&self.dir.join(SPARE_NAME));
         }
     }
 }
@@ -492,20 +525,20 @@ impl Drop for JournalWriter {
 /// A segment file, and in `async` mode its shared, writable map (shared
 /// with the helper thread that syncs it).
 #[derive(Debug)]
-struct Segment {
-    file: File,
+struct Segment<S: Storage> {
+    file: S::File,
     path: PathBuf,
     /// The file's length: frames go below it.
     bytes: u64,
-    map: Option<Arc<MmapRaw>>,
+    map: Option<Arc<S::Map>>,
 }
 
-impl Segment {
+impl<S: Storage> Segment<S> {
     /// An existing segment (opened read-write) to append to.
-    fn open(file: File, path: PathBuf, durability: Durability) -> io::Result<Segment> {
-        let bytes = file.metadata()?.len();
+    fn open(file: S::File, path: PathBuf, durability: Durability) -> io::Result<Segment<S>> {
+        let bytes = file.size()?;
         let map = match durability {
-            Durability::Async => Some(Arc::new(map(&file, false)?)),
+            Durability::Async => Some(Arc::new(file.map(false)?)),
             _ => None,
         };
         Ok(Segment {
@@ -517,32 +550,12 @@ impl Segment {
     }
 
     /// Stores `bytes` at `at`, which the caller checked against `self.bytes`.
+    #[inline]
     fn write(&mut self, bytes: &[u8], at: u64) -> io::Result<()> {
-        let Some(map) = &self.map else {
-            return self.file.write_all_at(bytes, at);
-        };
-        let at = at as usize;
-        if at
-            .checked_add(bytes.len())
-            .is_none_or(|end| end > map.len())
-        {
-            return Err(io::Error::other(format!(
-                "{} bytes at offset {at} do not fit the {}-byte segment",
-                bytes.len(),
-                map.len()
-            )));
+        match &self.map {
+            Some(map) => map.write(bytes, at as usize),
+            None => self.file.write_all_at(bytes, at),
         }
-        // `at..at + bytes.len()` lies inside the map (checked just above),
-        // which the `Arc` keeps mapped; `bytes` is the writer's own buffer,
-        // not part of the map, so the ranges do not overlap. Only this
-        // writer stores into the map; the sync helper only msyncs it (no
-        // Rust reference to the bytes), and no one truncates the file while
-        // it is mapped (see `map`).
-        // SAFETY: in bounds, non-overlapping, and this is the only writer.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.as_mut_ptr().add(at), bytes.len());
-        }
-        Ok(())
     }
 
     /// Makes `[from, to)` durable. Through the map, only that range is
@@ -555,23 +568,6 @@ impl Segment {
             None => self.file.sync_data(),
         }
     }
-}
-
-/// Maps all of `file` (opened read-write), shared and writable.
-fn map(file: &File, populate: bool) -> io::Result<MmapRaw> {
-    let mut options = MmapOptions::new();
-    if populate {
-        // Pages read in and mapped in one call, not one fault per page.
-        options.populate();
-    }
-    // The map is only sound while no one else truncates or rewrites the file
-    // under it. Segments live in a directory this writer holds the lock of
-    // (`DirLock`), so no other ringledger writer touches them, and this
-    // writer never truncates a mapped segment: it stores frames only at
-    // offsets checked against the map's length. (A process outside the lock
-    // that truncated a segment would make the next store fault, as with any
-    // mapped file.)
-    options.map_raw(file)
 }
 
 /// A file of `bytes` zeros with its blocks allocated, synced with its size.
@@ -588,32 +584,24 @@ fn map(file: &File, populate: bool) -> io::Result<MmapRaw> {
 /// store to each page. Those pages are dirty now; a sync flushes only the
 /// range written since the last one, and the background sync of a finished
 /// segment writes the rest.
-fn make_spare(path: &Path, bytes: u64, durability: Durability) -> io::Result<Segment> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
+fn make_spare<S: Storage>(
+    storage: &S,
+    path: &Path,
+    bytes: u64,
+    durability: Durability,
+) -> io::Result<Segment<S>> {
+    let file = storage.open(path, OpenMode::CreateTruncate)?;
     if durability == Durability::Sync {
         zero_fill(&file, 0, bytes)?;
     } else {
-        allocate(&file, bytes)?;
+        file.allocate(bytes)?;
     }
     file.sync_all()?;
     let map = match durability {
         Durability::Sync => None,
         _ => {
-            let map = map(&file, true)?;
-            const PAGE: usize = 4096;
-            for at in (0..map.len()).step_by(PAGE) {
-                // A volatile store, so the compiler keeps it although it
-                // writes the value already there.
-                // SAFETY: `at < map.len()`, so the pointer is inside the
-                // live map, which no one else uses yet; u8 has no alignment
-                // requirement.
-                unsafe { map.as_mut_ptr().add(at).write_volatile(0) };
-            }
+            let map = file.map(true)?;
+            map.touch_pages();
             Some(Arc::new(map))
         }
     };
@@ -623,30 +611,6 @@ fn make_spare(path: &Path, bytes: u64, durability: Durability) -> io::Result<Seg
         bytes,
         map,
     })
-}
-
-/// Reserves `bytes` of blocks for `file` (reading as zeros) without writing them.
-#[cfg(target_os = "linux")]
-fn allocate(file: &File, bytes: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let len = libc::off_t::try_from(bytes)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment size too large"))?;
-    // SAFETY: `fallocate` only reads its integer arguments; the descriptor
-    // is valid for the duration of the call because `file` is borrowed.
-    let done = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
-    if done == 0 {
-        return Ok(());
-    }
-    match io::Error::last_os_error() {
-        // A file system without fallocate: write the zeros instead.
-        e if e.raw_os_error() == Some(libc::EOPNOTSUPP) => zero_fill(file, 0, bytes),
-        e => Err(e),
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn allocate(file: &File, bytes: u64) -> io::Result<()> {
-    zero_fill(file, 0, bytes)
 }
 
 fn check_segment_bytes(dir: &Path, config: JournalConfig) -> Result<(), JournalError> {
@@ -691,33 +655,20 @@ fn check_batch_seqs(batch: &[Stamped], first: u64, next_seq: Option<u64>) -> io:
     Ok(())
 }
 
-/// Writes real zeros (not a sparse hole) over `[from, to)`.
-fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
-    const CHUNK_BYTES: u64 = 1 << 20;
-    let zeros = vec![0u8; CHUNK_BYTES.min(to.saturating_sub(from)) as usize];
-    let mut at = from;
-    while at < to {
-        let n = CHUNK_BYTES.min(to - at) as usize;
-        file.write_all_at(&zeros[..n], at)?;
-        at += n as u64;
-    }
-    Ok(())
-}
-
 /// `async` mode's background fdatasync: every [`ASYNC_SYNC_INTERVAL`] it
 /// msyncs the range of the current segment written since the last sync (an
 /// fdatasync of that range; the whole file would also write back every
 /// page the spare maker touched) and publishes the last seq in it as
 /// durable, which the writer stamps into the next frames.
 #[derive(Debug)]
-struct Syncer {
-    shared: Arc<SyncShared>,
+struct Syncer<S: Storage> {
+    shared: Arc<SyncShared<S>>,
     handle: Option<JoinHandle<()>>,
 }
 
 #[derive(Debug)]
-struct SyncShared {
-    state: Mutex<SyncState>,
+struct SyncShared<S: Storage> {
+    state: Mutex<SyncState<S>>,
     wake: Condvar,
     /// Every record up to this seq was synced by the helper.
     durable_seq: AtomicU64,
@@ -726,9 +677,9 @@ struct SyncShared {
 /// What the writer has written, as the helper needs it. Locked briefly per
 /// frame by the writer and twice per round by the helper, never across a
 /// sync.
-#[derive(Debug, Default)]
-struct SyncState {
-    map: Option<Arc<MmapRaw>>,
+#[derive(Debug)]
+struct SyncState<S: Storage> {
+    map: Option<Arc<S::Map>>,
     /// Bumped per segment, so a round that synced an old segment does not
     /// move the new one's `synced_to`.
     generation: u64,
@@ -742,12 +693,21 @@ struct SyncState {
     failure: Option<String>,
 }
 
-impl Syncer {
+impl<S: Storage> Syncer<S> {
     /// None if the thread cannot start: then only explicit syncs move the
     /// durable point, as before.
-    fn start() -> Option<Syncer> {
+    fn start() -> Option<Syncer<S>> {
         let shared = Arc::new(SyncShared {
-            state: Mutex::new(SyncState::default()),
+            state: Mutex::new(SyncState {
+                map: None,
+                generation: 0,
+                synced_to: 0,
+                written_to: 0,
+                written_seq: 0,
+                previous_pending: false,
+                stop: false,
+                failure: None,
+            }),
             wake: Condvar::new(),
             durable_seq: AtomicU64::new(0),
         });
@@ -781,7 +741,7 @@ impl Syncer {
     /// The writer now appends to `segment`, whose data so far ends at
     /// `written_to` (synced); `previous_pending`: the segment it left is
     /// being synced on its own thread.
-    fn switch(&self, segment: &Segment, written_to: u64, previous_pending: bool) {
+    fn switch(&self, segment: &Segment<S>, written_to: u64, previous_pending: bool) {
         let mut state = self.shared.state.lock();
         state.map = segment.map.clone();
         state.generation += 1;
@@ -799,7 +759,7 @@ impl Syncer {
     }
 }
 
-fn run_syncer(shared: &SyncShared) {
+fn run_syncer<S: Storage>(shared: &SyncShared<S>) {
     let mut state = shared.state.lock();
     loop {
         if !state.stop {
