@@ -25,6 +25,7 @@
 //! durable point (and what a power loss can take) trails by about that much;
 //! the business thread never waits for it.
 
+use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +39,7 @@ use super::error::JournalError;
 use super::format::{encode_clean_shutdown, encode_frame, segment_header, SEGMENT_HEADER_BYTES};
 use super::lock::DirLock;
 use super::scan::{list_segments, segment_name, Scanner};
+use super::snapshot::snapshot_floor;
 use super::{Durability, JournalConfig};
 use crate::request::Stamped;
 use crate::storage::{zero_fill, OpenMode, OsStorage, Storage, StorageFile, StorageMap};
@@ -153,15 +155,33 @@ impl<S: Storage> JournalWriter<S> {
             }
             _ => {}
         }
-        let Some(last) = list_segments(&storage, &writer.dir)?.pop() else {
+        let segments = list_segments(&storage, &writer.dir)?;
+        let Some(last) = segments.last().cloned() else {
             return Ok(writer);
         };
-        let mut scanner = Scanner::new(storage.clone(), vec![last.clone()], 0, 0);
+        // Only the last two segments can hold unsynced frames: a roll syncs
+        // the segment it leaves, one at a time.
+        let tail = segments[segments.len().saturating_sub(2)..].to_vec();
+        let mut scanner = Scanner::new(storage.clone(), tail.clone(), 0, 0);
         let mut write_at = SEGMENT_HEADER_BYTES as u64;
         let mut next_seq = last.first_seq;
+        // The journal's own durable point, and the frames beyond it (file,
+        // offset, end, last seq): few, those of one sync interval at most.
+        let mut durable_seq = snapshot_floor(&storage, &writer.dir)?;
+        let mut unsynced: VecDeque<(PathBuf, usize, usize, u64)> = VecDeque::new();
         while let Some(frame) = scanner.next_frame()? {
-            write_at = frame.next as u64;
-            next_seq = frame.last_seq() + 1;
+            durable_seq = durable_seq.max(frame.durable_seq);
+            while unsynced.front().is_some_and(|f| f.3 <= durable_seq) {
+                unsynced.pop_front();
+            }
+            if frame.last_seq() > durable_seq {
+                let path = scanner.path().to_path_buf();
+                unsynced.push_back((path, frame.offset, frame.next, frame.last_seq()));
+            }
+            if scanner.path() == last.path {
+                write_at = frame.next as u64;
+            }
+            next_seq = next_seq.max(frame.last_seq() + 1);
         }
         if let Some(torn) = &scanner.torn {
             return Err(JournalError::io(
@@ -176,11 +196,24 @@ impl<S: Storage> JournalWriter<S> {
                 ),
             ));
         }
-        // Whatever is on disk now is what was recovered; sync it so the
-        // frames from here on can say so. Only the last two segments can be
-        // unsynced: a roll syncs the segment it leaves, one at a time.
-        let segments = list_segments(&storage, &writer.dir)?;
-        for older in segments.iter().rev().skip(1).take(1) {
+        // Whatever is readable now is what was recovered; make it durable so
+        // the frames from here on can say so. An fdatasync alone is not
+        // enough for the frames the journal does not show synced: if an
+        // earlier fdatasync of theirs failed, Linux marked their pages clean
+        // without writing them, the page cache still shows them, and a
+        // second fdatasync has nothing to write, so a power loss would take
+        // them from under the frames acknowledged after this open. Writing
+        // their bytes again dirties those pages, so the fdatasync writes them.
+        for (path, from, to) in unsynced_ranges(&unsynced) {
+            rewrite(&storage, &path, from, to)
+                .map_err(|e| JournalError::io(&path, "rewrite the unsynced frames of", e))?;
+        }
+        // Likewise the directory: if the fsync that followed the last roll
+        // failed, the newest segment's name may be only in the page cache.
+        storage
+            .sync_dir(&writer.dir)
+            .map_err(|e| JournalError::io(&writer.dir, "sync the journal directory", e))?;
+        for older in tail.iter().rev().skip(1) {
             storage
                 .open(&older.path, OpenMode::Read)
                 .and_then(|file| file.sync_data())
@@ -611,6 +644,37 @@ fn make_spare<S: Storage>(
         bytes,
         map,
     })
+}
+
+/// The byte range of each file holding `frames` (in file order).
+fn unsynced_ranges(frames: &VecDeque<(PathBuf, usize, usize, u64)>) -> Vec<(PathBuf, u64, u64)> {
+    let mut ranges: Vec<(PathBuf, u64, u64)> = Vec::new();
+    for (path, from, to, _) in frames {
+        match ranges.last_mut() {
+            Some((last, _, end)) if last == path => *end = *to as u64,
+            _ => ranges.push((path.clone(), *from as u64, *to as u64)),
+        }
+    }
+    ranges
+}
+
+/// Reads `[from, to)` of `path` and writes the same bytes back.
+fn rewrite<S: Storage>(storage: &S, path: &Path, from: u64, to: u64) -> io::Result<()> {
+    let file = storage.open(path, OpenMode::ReadWrite)?;
+    let mut bytes = vec![0u8; (to - from) as usize];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match file.read_at(&mut bytes[filled..], from + filled as u64)? {
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the file ends before byte {to}"),
+                ))
+            }
+            n => filled += n,
+        }
+    }
+    file.write_all_at(&bytes, from)
 }
 
 fn check_segment_bytes(dir: &Path, config: JournalConfig) -> Result<(), JournalError> {
