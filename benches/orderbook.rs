@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ringledger::bench::workload::{BOOK_HALF_SPREAD_TICKS, BOOK_MID, OPENING_BALANCE};
+use ringledger::bench::workload::{BOOK_MID, OPENING_BALANCE};
 use ringledger::bench::{BookFlow, Op, Scenario, Workload};
 use ringledger::book::{Side, Stp, Tif};
 use ringledger::{InstrumentId, Ledger, LedgerConfig, Reply, Request, Stamp, Stamped};
@@ -131,7 +131,8 @@ fn orderbook(c: &mut Criterion) {
     let orders = 100_000u64;
     for i in 0..orders {
         let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
-        let ticks = 1 + (i % (2 * BOOK_HALF_SPREAD_TICKS)) as i64;
+        // 750 levels a side.
+        let ticks = 1 + (i % 750) as i64;
         let price = match side {
             Side::Buy => BOOK_MID - ticks,
             Side::Sell => BOOK_MID + ticks,

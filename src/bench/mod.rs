@@ -15,7 +15,8 @@
 //!   thread (the engine's rebate thread; a baseline's job-queue worker).
 //!
 //! A run sets up (opens and funds the wallets, lists the share-sale
-//! instrument, waits for the set-up deposits' rebates; not measured),
+//! instrument or the order books, sells the traders their shares and fills
+//! the books, waits for the set-up deposits' rebates; not measured),
 //! releases the client threads at once, each running its share of the
 //! operations (see [`workload`]) closed loop or open loop (see [`load`]).
 //! The clock reads twice: **acknowledged** at the last answer, **settled**

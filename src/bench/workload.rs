@@ -257,8 +257,10 @@ const RESERVATION_GATEWAY_SHIFT: u32 = 40;
 /// (1,000.00 at scale 2; one tick is one minor unit).
 pub const BOOK_MID: Units = 100_000;
 /// GTC places and moves rest 1 to this many ticks from the middle on their
-/// own side, so they never cross: about 750 levels in all.
-pub const BOOK_HALF_SPREAD_TICKS: u64 = 375;
+/// own side, so they never cross. 1,000 orders spread uniformly over these
+/// 1,650 prices occupy about 750 of them (1,650 × (1 − e^(−1000/1650))),
+/// exchange-core's level count.
+pub const BOOK_HALF_SPREAD_TICKS: u64 = 825;
 /// An IOC reaches up to this many ticks past the middle into the other side.
 const IOC_REACH_TICKS: u64 = 20;
 /// Largest qty of one order.
