@@ -5,10 +5,13 @@
 //! Every answer must agree (status, qty traded, qty resting, or the error
 //! code), and every 100 requests every wallet's cash and shares must too.
 //! Then many threads trade on the baseline at once and its invariants must
-//! hold at the end.
+//! hold at the end, and its journal, replayed through the Ledger, must be
+//! accepted record by record and end in the same cash and shares (the file
+//! order is a valid serialization with the Ledger's semantics).
 
-use ringledger::baseline::{Bank, BankConfig, Exchange, MutexBank, NewOrder};
+use ringledger::baseline::{Bank, BankConfig, BaselineJournal, Exchange, MutexBank, NewOrder};
 use ringledger::book::{Side, Status, Stp, Tif};
+use ringledger::journal::Durability;
 use ringledger::{
     InstrumentId, Ledger, LedgerConfig, Outcome, Reject, Reply, Request, Stamp, Stamped, Symbol,
 };
@@ -36,10 +39,14 @@ struct Pair {
 
 impl Pair {
     fn new() -> Pair {
+        Pair::journaled(None)
+    }
+
+    fn journaled(journal: Option<BaselineJournal>) -> Pair {
         let mut pair = Pair {
             ledger: Ledger::new(LedgerConfig::default()),
             seq: 0,
-            bank: MutexBank::new(BankConfig::with_accounts(64), None),
+            bank: MutexBank::new(BankConfig::with_accounts(64), journal),
         };
         for k in 0..INSTRUMENTS {
             let symbol = Symbol::new(&format!("S{k}")).unwrap();
@@ -264,8 +271,10 @@ fn the_mutex_baseline_matches_and_settles_like_the_ledger() {
 }
 
 #[test]
-fn threads_trading_at_once_keep_the_baseline_s_invariants() {
-    let pair = Pair::new();
+fn threads_trading_at_once_keep_the_baseline_s_invariants_and_journal_a_serialization() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = BaselineJournal::create(dir.path(), Durability::Async).unwrap();
+    let pair = Pair::journaled(Some(journal));
     let bank = &pair.bank;
     std::thread::scope(|scope| {
         for t in 0..8u64 {
@@ -282,6 +291,27 @@ fn threads_trading_at_once_keep_the_baseline_s_invariants() {
         }
     });
     bank.check_invariants().unwrap();
+    // The bank's journal holds its own set-up too: replay all of it into
+    // a fresh Ledger, then compare that Ledger with the bank.
+    let records = BaselineJournal::read(dir.path()).unwrap();
+    let mut replayed = Pair {
+        ledger: Ledger::new(LedgerConfig::default()),
+        seq: 0,
+        bank: pair.bank,
+    };
+    let mut orders = 0;
+    for record in &records {
+        orders += u64::from(matches!(
+            record.request,
+            Request::Place { .. } | Request::Amend { .. } | Request::CancelOrder { .. }
+        ));
+        if let Err(reject) = replayed.ledger(record.request) {
+            panic!("{record:?} refused on replay: {reject}");
+        }
+    }
+    assert!(orders > 10_000, "only {orders} order records");
+    replayed.ledger.check_invariants().unwrap();
+    replayed.assert_same_wallets(records.len());
 }
 
 #[test]
