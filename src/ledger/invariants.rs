@@ -68,7 +68,11 @@ impl Ledger {
             ));
         }
         for (key, &qty) in &self.share_held {
-            if qty > self.holdings.get(key.0, key.1) {
+            let owned = self
+                .accounts
+                .slot(key.0)
+                .map_or(0, |slot| self.holdings.get(slot, key.1));
+            if qty > owned {
                 return Err(format!("{key:?}: {qty} shares held, more than owned"));
             }
         }
@@ -113,7 +117,7 @@ impl Ledger {
             cash += i128::from(a.balance);
         }
         let mut sold = vec![0u128; self.instruments.len()];
-        for ((_, id), qty) in self.holdings.iter() {
+        for (_, id, qty) in self.holdings.iter() {
             sold[id.0 as usize] += u128::from(qty);
         }
         for (i, inst) in self.instruments.iter().enumerate() {
@@ -240,7 +244,7 @@ impl Ledger {
             put(how as u64);
         }
         put(self.holdings.len() as u64);
-        for ((account, id), qty) in self.holdings.sorted() {
+        for ((account, id), qty) in self.holdings.sorted(&self.accounts.ids) {
             put(account);
             put(u64::from(id.0));
             put(qty);

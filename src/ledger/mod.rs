@@ -15,13 +15,14 @@
 //! time so expiring k reservations costs O(k log n); owed rebates form a
 //! queue in deposit order (see `rebates`); closed reservations are
 //! remembered for a bounded window (see `closed_reservations`); shares owned
-//! are a short list per account found by hash (see `holdings`). A batch
+//! sit in an array by account slot, one inline (see `holdings`). A batch
 //! prefetches the accounts of the requests a few places ahead, rebate
 //! credits included (their account is found in the rebate queue). See
 //! `accounts` for why.
 
 mod accounts;
 mod closed_reservations;
+mod codec;
 mod holdings;
 mod invariants;
 #[cfg(test)]
@@ -139,8 +140,9 @@ struct Totals {
     rebated: i128,
 }
 
-/// The wallet and share-sale state machine. See the module docs.
-#[derive(Clone, Debug, Encode, Decode)]
+/// The wallet and share-sale state machine. See the module docs. Its
+/// snapshot encoding is in `codec`.
+#[derive(Clone, Debug)]
 pub struct Ledger {
     config: LedgerConfig,
     accounts: Accounts,
@@ -152,7 +154,7 @@ pub struct Ledger {
     closed_reservations: ClosedReservations,
     /// (expiry time, reservation) for every open reservation with a TTL.
     expiries: BTreeSet<(u64, ReservationId)>,
-    /// Shares owned per (account, instrument), held ones included.
+    /// Shares owned per account slot and instrument, held ones included.
     holdings: Holdings,
     /// Shares held by resting sells per (account, instrument); never above
     /// the shares owned.
@@ -210,6 +212,7 @@ impl Ledger {
     pub fn with_capacity(config: LedgerConfig, accounts: usize) -> Ledger {
         Ledger {
             accounts: Accounts::with_capacity(accounts),
+            holdings: Holdings::with_capacity(accounts),
             ..Ledger::new(config)
         }
     }
@@ -743,7 +746,7 @@ impl Ledger {
         listed.sold += open.qty;
         listed.proceeds += i128::from(open.cost);
         self.holdings
-            .change(account_id, open.instrument, i128::from(open.qty));
+            .change(index, open.instrument, i128::from(open.qty));
         self.close(reservation, Closure::Confirmed);
         Ok(Reply::Done)
     }
@@ -782,12 +785,11 @@ impl Ledger {
     }
 
     fn holdings(&self, account: AccountId) -> Outcome {
-        self.index_of(account)?;
+        let index = self.index_of(account)?;
         let shares = self
             .holdings
-            .of(account)
-            .iter()
-            .map(|&(id, qty)| {
+            .of(index)
+            .map(|(id, qty)| {
                 let held = self.share_held.get(&(account, id)).copied().unwrap_or(0);
                 (self.instruments[id.0 as usize].symbol, qty, held)
             })

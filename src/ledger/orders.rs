@@ -58,7 +58,8 @@ impl Ledger {
     }
 
     fn shares_available(&self, account: AccountId, instrument: InstrumentId) -> u64 {
-        let owned = self.holdings.get(account, instrument);
+        let index = self.index_of(account).expect("an account with shares");
+        let owned = self.holdings.get(index, instrument);
         let held = self
             .share_held
             .get(&(account, instrument))
@@ -76,7 +77,8 @@ impl Ledger {
     }
 
     fn move_shares(&mut self, account: AccountId, instrument: InstrumentId, qty: i128) {
-        self.holdings.change(account, instrument, qty);
+        let index = self.index_of(account).expect("a trading account");
+        self.holdings.change(index, instrument, qty);
     }
 
     pub(super) fn place(&mut self, stamp: &Stamp, o: NewOrder) -> Outcome {
