@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::prefetch::prefetch;
 use crate::request::{AccountId, InstrumentId};
 
 /// One account's holdings (shares > 0), by instrument.
@@ -124,6 +125,14 @@ impl Holdings {
                     }
                 }
             },
+        }
+    }
+
+    /// Starts loading the holdings slot of the account in `slot`.
+    #[inline]
+    pub fn prefetch(&self, slot: usize) {
+        if let Some(held) = self.by_slot.get(slot) {
+            prefetch(held);
         }
     }
 

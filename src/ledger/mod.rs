@@ -323,10 +323,30 @@ impl Ledger {
     /// Applies a batch in order, exactly as calling [`Ledger::apply`] on each
     /// would, handing each result to `each` with its index. While request `i`
     /// runs, later requests' accounts are prefetched in three stages (index
-    /// entry at `i + 12`, cash and history header at `i + 8`, the history slot
-    /// to be written at `i + 4`), so their cache misses overlap with useful
-    /// work instead of following one another.
+    /// entry at `i + 12`, cash and history header at `i + 8`, plus the
+    /// holdings slot for a reservation or an order, the history slot to be
+    /// written at `i + 4`), so their cache misses overlap with useful work
+    /// instead of following one another.
     pub fn apply_batch(&mut self, batch: &[Stamped], mut each: impl FnMut(usize, Applied)) {
+        // The first requests have no earlier ones to hide their loads
+        // behind: start each of their stages now, all requests of a stage
+        // at once, so their misses overlap one another.
+        if let Some(first) = batch.first() {
+            for (j, ahead) in batch.iter().enumerate().take(3 * PREFETCH_AHEAD) {
+                for id in self.accounts_ahead(first, ahead, j) {
+                    self.accounts.prefetch_index(id);
+                }
+            }
+            for (j, ahead) in batch.iter().enumerate().take(2 * PREFETCH_AHEAD) {
+                self.prefetch_account(first, ahead, j);
+            }
+            for (j, ahead) in batch.iter().enumerate().take(PREFETCH_AHEAD) {
+                for id in self.accounts_ahead(first, ahead, j) {
+                    self.accounts
+                        .prefetch_history_slot(id, self.config.history_per_account_max as usize);
+                }
+            }
+        }
         for (i, stamped) in batch.iter().enumerate() {
             if let Some(ahead) = batch.get(i + 3 * PREFETCH_AHEAD) {
                 for id in self.accounts_ahead(stamped, ahead, 3 * PREFETCH_AHEAD) {
@@ -334,9 +354,7 @@ impl Ledger {
                 }
             }
             if let Some(ahead) = batch.get(i + 2 * PREFETCH_AHEAD) {
-                for id in self.accounts_ahead(stamped, ahead, 2 * PREFETCH_AHEAD) {
-                    self.accounts.prefetch_account(id);
-                }
+                self.prefetch_account(stamped, ahead, 2 * PREFETCH_AHEAD);
             }
             if let Some(ahead) = batch.get(i + PREFETCH_AHEAD) {
                 for id in self.accounts_ahead(stamped, ahead, PREFETCH_AHEAD) {
@@ -345,6 +363,25 @@ impl Ledger {
                 }
             }
             each(i, self.apply(stamped));
+        }
+    }
+
+    /// The second prefetch stage for the request `distance` places after
+    /// `now`: its accounts' cash and history header, and their holdings for
+    /// a reservation (whose confirm, adding shares, usually follows soon) or
+    /// an order (which may trade shares at once).
+    fn prefetch_account(&self, now: &Stamped, ahead: &Stamped, distance: usize) {
+        let moves_shares = matches!(
+            ahead.request,
+            Request::Reserve { .. } | Request::Place { .. }
+        );
+        for id in self.accounts_ahead(now, ahead, distance) {
+            self.accounts.prefetch_account(id);
+            if moves_shares {
+                if let Some(slot) = self.accounts.slot(id) {
+                    self.holdings.prefetch(slot);
+                }
+            }
         }
     }
 
