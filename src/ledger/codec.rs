@@ -1,9 +1,9 @@
 //! The Ledger's snapshot encoding, written out by hand only because
-//! holdings are stored by account slot but encoded, as they always were, as
-//! a map ordered by (account id, instrument): encoding them needs the
-//! accounts' ids and decoding needs their slots, which a derived field
-//! codec cannot see. Every other field is encoded exactly as the derive
-//! did, in declaration order, so snapshot bytes are unchanged.
+//! holdings live in the accounts' lines but are encoded, as they always
+//! were, as a map ordered by (account id, instrument), between the expiries
+//! and the shares held, where the Ledger's holdings field used to be.
+//! Every other field is encoded exactly as the derive did, in declaration
+//! order, so snapshot bytes are unchanged.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +13,6 @@ use bincode::error::{DecodeError, EncodeError};
 use bincode::{Decode, Encode};
 
 use super::accounts::Accounts;
-use super::holdings::Holdings;
 use super::Ledger;
 use crate::request::{AccountId, InstrumentId};
 
@@ -29,7 +28,6 @@ impl Encode for Ledger {
             reservations,
             closed_reservations,
             expiries,
-            holdings,
             share_held,
             books,
             order_instruments,
@@ -48,7 +46,7 @@ impl Encode for Ledger {
         reservations.encode(encoder)?;
         closed_reservations.encode(encoder)?;
         expiries.encode(encoder)?;
-        holdings.sorted(&accounts.ids).encode(encoder)?;
+        accounts.holdings_sorted().encode(encoder)?;
         share_held.encode(encoder)?;
         books.encode(encoder)?;
         order_instruments.encode(encoder)?;
@@ -65,14 +63,15 @@ impl Encode for Ledger {
 impl<Context> Decode<Context> for Ledger {
     fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
         let config = Decode::decode(decoder)?;
-        let accounts: Accounts = Decode::decode(decoder)?;
+        let mut accounts: Accounts = Decode::decode(decoder)?;
         let instrument_index = Decode::decode(decoder)?;
         let instruments = Decode::decode(decoder)?;
         let reservations = Decode::decode(decoder)?;
         let closed_reservations = Decode::decode(decoder)?;
         let expiries = Decode::decode(decoder)?;
         let sorted: BTreeMap<(AccountId, InstrumentId), u64> = Decode::decode(decoder)?;
-        let holdings = Holdings::from_sorted(sorted, |id| accounts.slot(id))
+        accounts
+            .restore_holdings(sorted)
             .map_err(DecodeError::OtherString)?;
         Ok(Ledger {
             config,
@@ -82,7 +81,6 @@ impl<Context> Decode<Context> for Ledger {
             reservations,
             closed_reservations,
             expiries,
-            holdings,
             share_held: Decode::decode(decoder)?,
             books: Decode::decode(decoder)?,
             order_instruments: Decode::decode(decoder)?,

@@ -71,7 +71,7 @@ impl Ledger {
             let owned = self
                 .accounts
                 .slot(key.0)
-                .map_or(0, |slot| self.holdings.get(slot, key.1));
+                .map_or(0, |slot| self.accounts.shares(slot, key.1));
             if qty > owned {
                 return Err(format!("{key:?}: {qty} shares held, more than owned"));
             }
@@ -95,13 +95,14 @@ impl Ledger {
             ));
         }
         let mut cash = 0i128;
-        for (i, (a, id)) in self
+        for (i, (line, id)) in self
             .accounts
-            .cash
+            .lines
             .iter()
             .zip(&self.accounts.ids)
             .enumerate()
         {
+            let a = &line.cash;
             if a.balance < 0 || a.held < 0 || a.held > a.balance {
                 return Err(format!(
                     "account {id}: balance {} held {} breaks 0 <= held <= balance",
@@ -117,7 +118,7 @@ impl Ledger {
             cash += i128::from(a.balance);
         }
         let mut sold = vec![0u128; self.instruments.len()];
-        for (_, id, qty) in self.holdings.iter() {
+        for (_, id, qty) in self.accounts.holdings() {
             sold[id.0 as usize] += u128::from(qty);
         }
         for (i, inst) in self.instruments.iter().enumerate() {
@@ -166,7 +167,7 @@ impl Ledger {
         }
         for account in request.accounts().into_iter().flatten() {
             if let Ok(i) = self.index_of(account) {
-                let a = &self.accounts.cash[i];
+                let a = &self.accounts.lines[i].cash;
                 assert!(
                     0 <= a.held && a.held <= a.balance,
                     "account {account}: balance {} held {} after {request:?}",
@@ -191,12 +192,8 @@ impl Ledger {
         put(self.now_ms);
         put(self.accounts.len() as u64);
         let accounts = &self.accounts;
-        for ((&id, cash), history) in accounts
-            .ids
-            .iter()
-            .zip(&accounts.cash)
-            .zip(&accounts.histories)
-        {
+        for (&id, line) in accounts.ids.iter().zip(&accounts.lines) {
+            let (cash, history) = (&line.cash, &line.history);
             put(id);
             put(cash.balance as u64);
             put(cash.held as u64);
@@ -243,8 +240,8 @@ impl Ledger {
             put(id);
             put(how as u64);
         }
-        put(self.holdings.len() as u64);
-        for ((account, id), qty) in self.holdings.sorted(&self.accounts.ids) {
+        put(self.accounts.holding_pairs() as u64);
+        for ((account, id), qty) in self.accounts.holdings_sorted() {
             put(account);
             put(u64::from(id.0));
             put(qty);

@@ -7,15 +7,16 @@
 //! changes nothing (all checks run before the first write).
 //!
 //! Layout choices, measured on a 2-core machine with 1M accounts (`cargo
-//! bench --bench ledger`): accounts sit in dense arrays found through a direct
-//! index for dense ids (hash map for the rest), with the 16 bytes of cash a
-//! deposit touches apart from ids and history (60 heap bytes per account
-//! before history); balances are `i64` minor units with checked arithmetic;
-//! history rings hold 40-byte records; expiries are a `BTreeSet` ordered by
-//! time so expiring k reservations costs O(k log n); owed rebates form a
-//! queue in deposit order (see `rebates`); closed reservations are
-//! remembered for a bounded window (see `closed_reservations`); shares owned
-//! sit in an array by account slot, one inline (see `holdings`). A batch
+//! bench --bench ledger`): accounts sit in a dense array found through a
+//! direct index for dense ids (hash map for the rest), one 64-byte line per
+//! account holding what a request changes (cash, history header, shares
+//! owned, one of them inline: see `holdings`), apart from the ids (76 heap
+//! bytes per account before history); balances are `i64` minor units with
+//! checked arithmetic; history rings hold 40-byte records; expiries are a
+//! `BTreeSet` ordered by time so expiring k reservations costs O(k log n);
+//! owed rebates form a queue in deposit order (see `rebates`); closed
+//! reservations are remembered for a bounded window (see
+//! `closed_reservations`). A batch
 //! prefetches the accounts of the requests a few places ahead, rebate
 //! credits included (their account is found in the rebate queue). See
 //! `accounts` for why.
@@ -41,7 +42,6 @@ use rustc_hash::FxHashMap;
 
 use self::accounts::Accounts;
 use self::closed_reservations::ClosedReservations;
-use self::holdings::Holdings;
 use self::orders::NewOrder;
 pub use self::orders::BOOK_DEPTH_MAX;
 pub use self::rebates::UnpaidRebate;
@@ -154,8 +154,6 @@ pub struct Ledger {
     closed_reservations: ClosedReservations,
     /// (expiry time, reservation) for every open reservation with a TTL.
     expiries: BTreeSet<(u64, ReservationId)>,
-    /// Shares owned per account slot and instrument, held ones included.
-    holdings: Holdings,
     /// Shares held by resting sells per (account, instrument); never above
     /// the shares owned.
     share_held: BTreeMap<(AccountId, InstrumentId), u64>,
@@ -193,7 +191,6 @@ impl Ledger {
             reservations: FxHashMap::default(),
             closed_reservations: ClosedReservations::default(),
             expiries: BTreeSet::new(),
-            holdings: Holdings::default(),
             share_held: BTreeMap::new(),
             books: Vec::new(),
             order_instruments: FxHashMap::default(),
@@ -212,7 +209,6 @@ impl Ledger {
     pub fn with_capacity(config: LedgerConfig, accounts: usize) -> Ledger {
         Ledger {
             accounts: Accounts::with_capacity(accounts),
-            holdings: Holdings::with_capacity(accounts),
             ..Ledger::new(config)
         }
     }
@@ -323,9 +319,8 @@ impl Ledger {
     /// Applies a batch in order, exactly as calling [`Ledger::apply`] on each
     /// would, handing each result to `each` with its index. While request `i`
     /// runs, later requests' accounts are prefetched in three stages (index
-    /// entry at `i + 12`, cash and history header at `i + 8`, plus the
-    /// holdings slot for a reservation or an order, the history slot to be
-    /// written at `i + 4`), so their cache misses overlap with useful work
+    /// entry at `i + 12`, the account's line at `i + 8`, the history slot to
+    /// be written at `i + 4`), so their cache misses overlap with useful work
     /// instead of following one another.
     pub fn apply_batch(&mut self, batch: &[Stamped], mut each: impl FnMut(usize, Applied)) {
         // The first requests have no earlier ones to hide their loads
@@ -367,21 +362,10 @@ impl Ledger {
     }
 
     /// The second prefetch stage for the request `distance` places after
-    /// `now`: its accounts' cash and history header, and their holdings for
-    /// a reservation (whose confirm, adding shares, usually follows soon) or
-    /// an order (which may trade shares at once).
+    /// `now`: its accounts' lines (cash, history header, holdings).
     fn prefetch_account(&self, now: &Stamped, ahead: &Stamped, distance: usize) {
-        let moves_shares = matches!(
-            ahead.request,
-            Request::Reserve { .. } | Request::Place { .. }
-        );
         for id in self.accounts_ahead(now, ahead, distance) {
             self.accounts.prefetch_account(id);
-            if moves_shares {
-                if let Some(slot) = self.accounts.slot(id) {
-                    self.holdings.prefetch(slot);
-                }
-            }
         }
     }
 
@@ -511,7 +495,8 @@ impl Ledger {
     fn deposit(&mut self, stamp: &Stamp, account: AccountId, amount: Units) -> Outcome {
         let index = self.index_of(account)?;
         positive(amount)?;
-        let balance = self.accounts.cash[index]
+        let balance = self.accounts.lines[index]
+            .cash
             .balance
             .checked_add(amount)
             .ok_or(Reject::Overflow("the balance"))?;
@@ -557,7 +542,8 @@ impl Ledger {
         if from_index == to_index {
             return Ok(Reply::Done);
         }
-        let to_balance = self.accounts.cash[to_index]
+        let to_balance = self.accounts.lines[to_index]
+            .cash
             .balance
             .checked_add(amount)
             .ok_or(Reject::Overflow("the receiving balance"))?;
@@ -580,7 +566,7 @@ impl Ledger {
 
     /// The balance after taking `amount` out, if `amount <= available`.
     fn debitable(&self, index: usize, amount: Units) -> Result<Units, Reject> {
-        let cash = &self.accounts.cash[index];
+        let cash = &self.accounts.lines[index].cash;
         if amount > cash.available() {
             return Err(Reject::InsufficientFunds {
                 account: self.accounts.ids[index],
@@ -600,7 +586,7 @@ impl Ledger {
         balance: Units,
     ) {
         let history_max = self.config.history_per_account_max as usize;
-        self.accounts.cash[index].balance = balance;
+        self.accounts.lines[index].cash.balance = balance;
         let entry = Entry {
             seq: stamp.seq,
             time_ms: stamp.time_ms,
@@ -610,11 +596,11 @@ impl Ledger {
             balance,
             trade: None,
         };
-        self.accounts.histories[index].push(&entry, history_max);
+        self.accounts.lines[index].history.push(&entry, history_max);
     }
 
     fn balance(&self, account: AccountId) -> Outcome {
-        let cash = self.accounts.cash[self.index_of(account)?];
+        let cash = self.accounts.lines[self.index_of(account)?].cash;
         Ok(Reply::Balance {
             balance: cash.balance,
             held: cash.held,
@@ -623,7 +609,7 @@ impl Ledger {
     }
 
     fn history(&self, account: AccountId, limit: u32) -> Outcome {
-        let history = &self.accounts.histories[self.index_of(account)?];
+        let history = &self.accounts.lines[self.index_of(account)?].history;
         let entries: Vec<Entry> = history.newest(account).take(limit as usize).collect();
         Ok(Reply::History {
             truncated: history.dropped() && entries.len() < limit as usize,
@@ -716,7 +702,7 @@ impl Ledger {
             .ok()
             .and_then(|q| q.checked_mul(listed.price))
             .ok_or(Reject::Overflow("the reservation's cost"))?;
-        let available = self.accounts.cash[index].available();
+        let available = self.accounts.lines[index].cash.available();
         if cost > available {
             return Err(Reject::InsufficientFunds {
                 account,
@@ -731,7 +717,7 @@ impl Ledger {
         let listed = &mut self.instruments[instrument.0 as usize];
         listed.available -= taken;
         listed.reserved += taken;
-        self.accounts.cash[index].held += cost;
+        self.accounts.lines[index].cash.held += cost;
         self.reservations.insert(
             reservation,
             Reservation {
@@ -769,8 +755,8 @@ impl Ledger {
         let open = self.take_open(reservation)?;
         let index = open.account_index as usize;
         let account_id = self.accounts.ids[index];
-        let balance = self.accounts.cash[index].balance - open.cost;
-        self.accounts.cash[index].held -= open.cost;
+        let balance = self.accounts.lines[index].cash.balance - open.cost;
+        self.accounts.lines[index].cash.held -= open.cost;
         self.set_balance(
             stamp,
             (account_id, index),
@@ -782,8 +768,8 @@ impl Ledger {
         listed.reserved -= open.qty;
         listed.sold += open.qty;
         listed.proceeds += i128::from(open.cost);
-        self.holdings
-            .change(index, open.instrument, i128::from(open.qty));
+        self.accounts
+            .change_shares(index, open.instrument, i128::from(open.qty));
         self.close(reservation, Closure::Confirmed);
         Ok(Reply::Done)
     }
@@ -796,7 +782,7 @@ impl Ledger {
 
     /// Returns a reservation's shares and cash.
     fn release(&mut self, reservation: ReservationId, open: Reservation, how: Closure) {
-        self.accounts.cash[open.account_index as usize].held -= open.cost;
+        self.accounts.lines[open.account_index as usize].cash.held -= open.cost;
         let listed = &mut self.instruments[open.instrument.0 as usize];
         listed.reserved -= open.qty;
         listed.available += open.qty;
@@ -824,8 +810,8 @@ impl Ledger {
     fn holdings(&self, account: AccountId) -> Outcome {
         let index = self.index_of(account)?;
         let shares = self
-            .holdings
-            .of(index)
+            .accounts
+            .holdings_of(index)
             .map(|(id, qty)| {
                 let held = self.share_held.get(&(account, id)).copied().unwrap_or(0);
                 (self.instruments[id.0 as usize].symbol, qty, held)
@@ -846,7 +832,7 @@ impl Ledger {
             ));
         }
         let index = self.index_of(job.account)?;
-        let Some(balance) = self.accounts.cash[index].balance.checked_add(amount) else {
+        let Some(balance) = self.accounts.lines[index].cash.balance.checked_add(amount) else {
             // Still owed, but out of the queue so later credits settle.
             if let Some(position) = position {
                 self.rebates.set_unpaid(position, amount);

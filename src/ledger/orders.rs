@@ -59,7 +59,7 @@ impl Ledger {
 
     fn shares_available(&self, account: AccountId, instrument: InstrumentId) -> u64 {
         let index = self.index_of(account).expect("an account with shares");
-        let owned = self.holdings.get(index, instrument);
+        let owned = self.accounts.shares(index, instrument);
         let held = self
             .share_held
             .get(&(account, instrument))
@@ -78,7 +78,7 @@ impl Ledger {
 
     fn move_shares(&mut self, account: AccountId, instrument: InstrumentId, qty: i128) {
         let index = self.index_of(account).expect("a trading account");
-        self.holdings.change(index, instrument, qty);
+        self.accounts.change_shares(index, instrument, qty);
     }
 
     pub(super) fn place(&mut self, stamp: &Stamp, o: NewOrder) -> Outcome {
@@ -110,7 +110,7 @@ impl Ledger {
         if self.order_instruments.contains_key(&o.order) {
             return Err(Reject::OrderExists(o.order));
         }
-        let available = self.accounts.cash[index].available();
+        let available = self.accounts.lines[index].cash.available();
         match o.side {
             Side::Buy if !o.market => {
                 let needed = cost(o.qty, o.price)?;
@@ -192,15 +192,15 @@ impl Ledger {
                 Side::Buy => self.hold_shares(seller, instrument, -i128::from(f.qty)),
                 Side::Sell => {
                     let maker = self.index_of(buyer).expect("a resting order's account");
-                    self.accounts.cash[maker].held -= value;
+                    self.accounts.lines[maker].cash.held -= value;
                 }
             }
             self.move_shares(seller, instrument, -i128::from(f.qty));
             self.move_shares(buyer, instrument, i128::from(f.qty));
             let b = self.index_of(buyer).expect("a trading account");
             let s = self.index_of(seller).expect("a trading account");
-            let buyer_balance = self.accounts.cash[b].balance - value;
-            let seller_balance = self.accounts.cash[s].balance + value;
+            let buyer_balance = self.accounts.lines[b].cash.balance - value;
+            let seller_balance = self.accounts.lines[s].cash.balance + value;
             self.trades += 1;
             let trade = self.trades;
             self.trade_entry(
@@ -234,7 +234,7 @@ impl Ledger {
             match side {
                 Side::Buy => {
                     let i = self.index_of(account).expect("checked on arrival");
-                    self.accounts.cash[i].held += limit * placed.resting as i64;
+                    self.accounts.lines[i].cash.held += limit * placed.resting as i64;
                 }
                 Side::Sell => self.hold_shares(account, instrument, i128::from(placed.resting)),
             }
@@ -259,7 +259,7 @@ impl Ledger {
         balance: Units,
     ) {
         let history_max = self.config.history_per_account_max as usize;
-        self.accounts.cash[index].balance = balance;
+        self.accounts.lines[index].cash.balance = balance;
         let entry = Entry {
             seq: stamp.seq,
             time_ms: stamp.time_ms,
@@ -269,7 +269,7 @@ impl Ledger {
             balance,
             trade: Some(trade),
         };
-        self.accounts.histories[index].push(&entry, history_max);
+        self.accounts.lines[index].history.push(&entry, history_max);
     }
 
     /// Releases the hold of an order leaving the book untraded.
@@ -284,7 +284,7 @@ impl Ledger {
         match side {
             Side::Buy => {
                 let i = self.index_of(account).expect("a resting order's account");
-                self.accounts.cash[i].held -= price * qty as i64;
+                self.accounts.lines[i].cash.held -= price * qty as i64;
             }
             Side::Sell => self.hold_shares(account, instrument, -i128::from(qty)),
         }
@@ -326,7 +326,8 @@ impl Ledger {
         match now.side {
             Side::Buy => {
                 let needed = cost(new_qty, new_price)?;
-                let backing = self.accounts.cash[index].available() + now.price * now.qty as i64;
+                let backing =
+                    self.accounts.lines[index].cash.available() + now.price * now.qty as i64;
                 if needed > backing {
                     return Err(Reject::InsufficientFunds {
                         account,
