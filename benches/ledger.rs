@@ -236,6 +236,26 @@ fn ledger_apply(c: &mut Criterion) {
             })
         })
     });
+    // What the business thread does per settled deposit: the deposit, and
+    // later its rebate credit; time per pair.
+    g.bench_function("deposit_then_credit", |bench| {
+        bench.iter_custom(|iters| {
+            let deposits = b.batched(iters, |b| Request::Deposit {
+                account: b.pick(),
+                amount: 1_00,
+            });
+            let mut jobs: Vec<_> = b.ledger.pending_rebates().collect();
+            jobs.reverse();
+            let credits = b.batched(iters, move |_| {
+                let job = jobs.pop().expect("one job per deposit");
+                Request::CreditRebate {
+                    deposit_seq: job.deposit_seq,
+                    amount: 1,
+                }
+            });
+            deposits + credits
+        })
+    });
 
     b.apply(Request::ListInstrument {
         symbol: Symbol::new("ACME").unwrap(),
