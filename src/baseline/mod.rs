@@ -6,9 +6,11 @@
 //! error precedence for accounts, deposits, withdrawals, transfers, listings,
 //! reservations, confirmations and cancellations, returning the same
 //! [`Reject`]s. They leave out what the comparison does not need: no
-//! transaction history, no reservation expiry, no idempotency (request
-//! numbering) and no per-account share holdings (an instrument counts the
-//! shares it sold). Accounts live in a table preallocated for
+//! transaction history, no reservation expiry and no idempotency (request
+//! numbering). Only [`MutexBank`] keeps per-account share holdings and
+//! runs order books ([`Exchange`], see `books.rs`), for the benchmark's
+//! order-book scenarios; in [`OptimisticBank`] an instrument only counts
+//! the shares it sold. Accounts live in a table preallocated for
 //! [`BankConfig::accounts_max`] wallets; an id below that bound is found with
 //! one atomic load, a larger one through a read-locked map. Instruments are
 //! numbered 0, 1, 2, … in listing order, as in the Ledger.
@@ -20,11 +22,12 @@
 //! queued rebate is credited, [`Bank::rebates`] counts them (see
 //! `rebates.rs`).
 //!
-//! **[`MutexBank`] (pessimistic, like `SELECT … FOR UPDATE`).** Every wallet
-//! and every instrument has its own `parking_lot::Mutex`, on its own cache
+//! **[`MutexBank`] (pessimistic, like `SELECT … FOR UPDATE`).** Every wallet,
+//! every instrument and every order book has its own `parking_lot::Mutex`, on its own cache
 //! line, held from the check to the update. Locks are always taken in one
-//! global order — instrument, then wallets by ascending account id, then a
-//! reservation shard, then the journal — so no two operations can deadlock:
+//! global order — an instrument or a book (no path holds both), then
+//! wallets by ascending account id, then a reservation or order-index
+//! shard, then the journal — so no two operations can deadlock:
 //! a transfer locks its two wallets lowest id first; a reservation locks the
 //! instrument, then the wallet; confirm and cancel lock the same two in the
 //! same order. Reservations sit in a map split into shards, each with its own

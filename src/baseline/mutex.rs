@@ -1,10 +1,11 @@
 //! The pessimistic baseline: a mutex per wallet and per instrument, held
 //! across check and update, like `SELECT … FOR UPDATE` in a database.
 //!
-//! Global lock order (the proof that nothing deadlocks): an instrument,
-//! then wallets by ascending account id, then a reservation shard, then the
+//! Global lock order (the proof that nothing deadlocks): an instrument or
+//! an order book (no path holds both; see `books.rs`), then wallets by
+//! ascending account id, then a reservation or order-index shard, then the
 //! journal. No path takes a lock earlier in that order while holding a later
-//! one; reservation shards and the journal are leaves. The set-up locks
+//! one; the shards and the journal are leaves. The set-up locks
 //! (opening accounts, listing instruments) come before all of these and are
 //! never taken while a business lock is held.
 

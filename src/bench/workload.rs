@@ -448,7 +448,7 @@ impl Flow {
 /// One gateway's order flow in exchange-core's mix (see the module docs):
 /// 9% GTC places and 6% cancels, turned into each other to keep each book
 /// between half its target and its target; 3% IOCs reaching up to
-/// [`IOC_REACH_TICKS`] into the other side; 82% moves to a new passive
+/// 20 ticks into the other side; 82% moves to a new passive
 /// price. GTC places and moves never cross, so only the IOCs trade.
 /// Allocation-free once its order table has grown to its books' size.
 pub struct BookFlow {
