@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ringledger::journal::{self, Durability, JournalConfig, JournalWriter, Meta};
 use ringledger::rebate::{RateRebate, RebatePolicy};
-use ringledger::replication::{Follower, Publisher, ReplicationConfig, ReplicationError, Status};
+use ringledger::replication::{Publisher, ReplicationConfig, ReplicationError, Status};
 use ringledger::{
     Engine, EngineError, Ledger, LedgerConfig, Outcome, Reject, Request, Stamp, Stamped,
 };
@@ -145,7 +145,7 @@ fn config(cluster: &Cluster, stream: &str) -> ReplicationConfig {
 
 /// Runs a follower on `dir` until it has applied `seq`, then closes it.
 fn follow_to(config: &ReplicationConfig, dir: &Path, seq: u64) -> Ledger {
-    let mut follower = Follower::open(config, dir).unwrap();
+    let mut follower = support::nats::open_follower(config, dir);
     let deadline = std::time::Instant::now() + WAIT;
     follower
         .run(Duration::from_millis(100), |progress, _| {
@@ -180,7 +180,7 @@ fn follower_digest_equals_leader_and_resumes_from_its_own_journal() {
     // leader goes on publishing.
     let end = std::thread::scope(|scope| {
         let resumed = scope.spawn(|| {
-            let mut follower = Follower::open(&config, follower_dir.path()).unwrap();
+            let mut follower = support::nats::open_follower(&config, follower_dir.path());
             assert_eq!(
                 follower.ledger().last_seq(),
                 half,
@@ -525,7 +525,7 @@ fn a_fenced_engine_answers_not_leader_and_stops() {
 
 /// A follower's state once it has applied everything the stream holds.
 fn follow_to_end(config: &ReplicationConfig, dir: &Path) -> Ledger {
-    let mut follower = Follower::open(config, dir).unwrap();
+    let mut follower = support::nats::open_follower(config, dir);
     follower
         .run(Duration::from_millis(100), |progress, _| {
             progress.stream_seq == 0 || progress.lag_frames > 0

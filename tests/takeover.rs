@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ringledger::replication::{Follower, ReplicationConfig};
+use ringledger::replication::ReplicationConfig;
 use serde_json::Value;
 use support::nats::Cluster;
 
@@ -91,7 +91,7 @@ fn deposit(req: u64) -> String {
 fn stream_digest(cluster: &Cluster, stream: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let config = ReplicationConfig::new(cluster.url(), stream);
-    let mut follower = Follower::open(&config, dir.path()).unwrap();
+    let mut follower = support::nats::open_follower(&config, dir.path());
     let deadline = Instant::now() + Duration::from_secs(30);
     follower
         .run(Duration::from_millis(100), |progress, _| {

@@ -185,3 +185,24 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// Opens a follower, retrying while the stream is unavailable (a busy
+/// machine can make a JetStream request outlast the client's timeout).
+pub fn open_follower(
+    config: &ringledger::replication::ReplicationConfig,
+    dir: &std::path::Path,
+) -> ringledger::replication::Follower {
+    let deadline = Instant::now() + READY_WITHIN;
+    loop {
+        match ringledger::replication::Follower::open(config, dir) {
+            Ok(follower) => return follower,
+            Err(ringledger::replication::ReplicationError::Unavailable(why))
+                if Instant::now() < deadline =>
+            {
+                eprintln!("follower not open yet: {why}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("cannot open a follower: {e}"),
+        }
+    }
+}
