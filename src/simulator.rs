@@ -473,7 +473,12 @@ impl Sim {
         }
         let live = self.live.as_ref().expect("synced, so live");
         let seq = live.ledger.last_seq();
-        match write_snapshot_in(&self.storage, &self.dir, &live.ledger) {
+        match write_snapshot_in(
+            &self.storage,
+            &self.dir,
+            &live.ledger,
+            live.writer.chain_head(),
+        ) {
             Ok(_) => {
                 self.report.snapshots += 1;
                 let retained = retain_in(&self.storage, &self.dir, 2);
@@ -652,6 +657,7 @@ impl Sim {
                     ))
                 }
             };
+            let chain_head = recovered.chain_head;
             self.report.recoveries += 1;
             self.report.torn_tails += recovered
                 .warnings
@@ -688,7 +694,7 @@ impl Sim {
             }
             self.log.truncate(kept as usize);
             self.acked = kept;
-            let writer = match JournalWriter::open_locked(lock, self.journal) {
+            let mut writer = match JournalWriter::open_locked(lock, self.journal) {
                 Ok(writer) => writer,
                 Err(e) => {
                     self.event(&format!("open failed: {e}"), kept, 0);
@@ -699,6 +705,11 @@ impl Sim {
                     continue;
                 }
             };
+            if let Err(e) = writer.resume(chain_head) {
+                return self.fail(format!(
+                    "the writer cannot continue the recovered chain: {e}"
+                ));
+            }
             self.synced = self.synced.min(kept).max(writer.durable_seq());
             self.live = Some(Live {
                 writer,

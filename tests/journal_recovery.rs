@@ -150,17 +150,18 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// (offset, total bytes incl. header, excl. padding) of every frame in a
-/// segment, following the layout in journal/README.md.
+/// segment, following the layout in journal/README.md (a 48-byte segment
+/// header; a frame's length at offset 16 of the frame).
 fn frames(bytes: &[u8]) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
-    let mut at = 32;
-    while at + 4 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let mut at = 48;
+    while at + 20 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 16..at + 20].try_into().unwrap()) as usize;
         if len == 0 {
             break;
         }
-        out.push((at, 8 + len));
-        at = (at + 8 + len + 7) & !7;
+        out.push((at, len));
+        at = (at + len + 7) & !7;
     }
     out
 }
@@ -560,7 +561,8 @@ fn snapshot_plus_tail_equals_full_replay_and_a_bad_newest_snapshot_falls_back() 
         batches.push(batch);
         if i == 30 || i == 60 {
             writer.sync().unwrap();
-            snapshots.push((live.last_seq(), write_snapshot(&dir, &live).unwrap()));
+            let path = write_snapshot(&dir, &live, writer.chain_head()).unwrap();
+            snapshots.push((live.last_seq(), path));
         }
     }
     drop(writer);
@@ -614,23 +616,36 @@ fn a_writer_resumes_after_a_snapshot_newer_than_the_journal() {
     let batches = write_journal(&dir, 14, 10, 5, 1 << 16);
     let mut ledger = Ledger::new(CONFIG);
     apply_all(&mut ledger, &batches);
-    // Records the journal lost (async mode, power cut) but a snapshot holds.
+    // Records the journal then lost (its last frame zeroed) but a snapshot
+    // holds, with the chain head they had.
     let mut workload = Workload::resume(15, ledger.last_seq());
     let lost = workload.batch(5);
+    let mut writer = JournalWriter::open(&dir, config(1 << 16)).unwrap();
+    writer.append(&lost).unwrap();
+    writer.sync().unwrap();
     ledger.apply_batch(&lost, |_, _| {});
-    write_snapshot(&dir, &ledger).unwrap();
+    write_snapshot(&dir, &ledger, writer.chain_head()).unwrap();
+    drop(writer);
+    let seg = segments(&dir).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let (start, len) = *frames(&bytes).last().unwrap();
+    bytes[start..start + len].fill(0);
+    std::fs::write(&seg, &bytes).unwrap();
 
     let recovered = recover(&dir, CONFIG).unwrap();
     assert_eq!(recovered.ledger.digest(), ledger.digest());
+    assert_eq!(recovered.chain_head.seq, ledger.last_seq());
     let mut writer = JournalWriter::open(&dir, config(1 << 16)).unwrap();
     let more = workload.batch(3);
+    let err = writer.append(&more).unwrap_err();
+    assert!(err.to_string().contains("resume"), "{err}");
+    writer.resume(recovered.chain_head).unwrap();
     writer.append(&more).unwrap();
     ledger.apply_batch(&more, |_, _| {});
     drop(writer);
-    assert_eq!(
-        recover(&dir, CONFIG).unwrap().ledger.digest(),
-        ledger.digest()
-    );
+    let again = recover(&dir, CONFIG).unwrap();
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+    assert_eq!(again.ledger.digest(), ledger.digest());
 }
 
 #[test]
@@ -678,7 +693,7 @@ fn random_damage_to_journal_and_snapshots_never_panics() {
         writer.append(&batch).unwrap();
         ledger.apply_batch(&batch, |_, _| {});
         if i == 25 {
-            write_snapshot(&template, &ledger).unwrap();
+            write_snapshot(&template, &ledger, writer.chain_head()).unwrap();
         }
     }
     drop(writer);

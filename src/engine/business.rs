@@ -235,7 +235,7 @@ impl Business {
         if let Some((dir, mut writer)) = downstream.finish() {
             if !shared.failed.load(Ordering::Acquire) && writer.sync().is_ok() {
                 if ledger.last_seq() > last_snapshot_seq {
-                    write_snapshot(&dir, &ledger, snapshots_kept);
+                    write_snapshot(&dir, &ledger, writer.chain_head(), snapshots_kept);
                 }
                 if let Err(e) = writer.close() {
                     eprintln!("ringledger: writing the clean-shutdown mark failed (the journal still has everything): {e}");
@@ -269,20 +269,26 @@ impl Business {
         match self.downstream.sync(shared) {
             Err(()) => false,
             Ok(None) => true,
-            Ok(Some(dir)) => {
-                write_snapshot(&dir, &self.ledger, self.snapshots_kept);
+            Ok(Some((dir, head))) => {
+                write_snapshot(&dir, &self.ledger, head, self.snapshots_kept);
                 true
             }
         }
     }
 }
 
-/// Writes a snapshot of the Ledger (the journal must be synced through it)
+/// Writes a snapshot of the Ledger (the journal must be synced through it;
+/// `head` is its chain there)
 /// and prunes what the snapshots kept make unnecessary. A failure costs only
 /// recovery time: the journal still has everything.
-fn write_snapshot(dir: &std::path::Path, ledger: &Ledger, snapshots_kept: usize) {
+fn write_snapshot(
+    dir: &std::path::Path,
+    ledger: &Ledger,
+    head: journal::ChainHead,
+    snapshots_kept: usize,
+) {
     let seq = ledger.last_seq();
-    if let Err(e) = journal::write_snapshot(dir, ledger) {
+    if let Err(e) = journal::write_snapshot(dir, ledger, head) {
         eprintln!(
             "ringledger: snapshot at seq {seq} failed (the journal still has everything): {e}"
         );

@@ -22,7 +22,7 @@ use crossbeam::channel::{self, Receiver, Sender};
 
 use super::outbox::Responses;
 use super::{PanicGuard, Shared};
-use crate::journal::{Durability, JournalWriter};
+use crate::journal::{ChainHead, Durability, JournalWriter};
 use crate::outcome::Outcome;
 use crate::request::Stamped;
 
@@ -86,6 +86,8 @@ struct Group {
 pub(super) struct Flusher {
     groups: Option<Sender<Group>>,
     recycled: Receiver<Group>,
+    /// The journal's chain head as of the flusher's last round.
+    head: Arc<parking_lot::Mutex<ChainHead>>,
     /// Marked failed if the flusher stops on an error or a panic.
     shared: Arc<Shared>,
     handle: Option<JoinHandle<JournalWriter>>,
@@ -100,12 +102,14 @@ impl Flusher {
     pub fn spawn(writer: JournalWriter, last_seq: u64, shared: Arc<Shared>) -> io::Result<Flusher> {
         let (groups_tx, groups_rx) = channel::unbounded::<Group>();
         let (recycled_tx, recycled_rx) = channel::unbounded();
+        let head = Arc::new(parking_lot::Mutex::new(writer.chain_head()));
+        let thread_head = Arc::clone(&head);
         let thread_shared = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name("ringledger-flusher".into())
             .spawn(move || {
                 let shared = thread_shared;
-                let writer = run(writer, &groups_rx, &recycled_tx, &shared);
+                let writer = run(writer, &groups_rx, &recycled_tx, &thread_head, &shared);
                 // Clients registered too late to be answered get an error
                 // instead of waiting.
                 drop(shared.registrations.lock().drain(..));
@@ -115,6 +119,7 @@ impl Flusher {
             groups: Some(groups_tx),
             recycled: recycled_rx,
             sent: last_seq,
+            head,
             shared,
             handle: Some(handle),
         })
@@ -149,9 +154,10 @@ impl Flusher {
 
     /// Has the flusher fdatasync everything sent so far (in any durability
     /// mode) and waits for it: before a snapshot, which must never cover
-    /// records the journal does not hold durably. False if the flusher
+    /// records the journal does not hold durably. Returns the journal's
+    /// chain head then (what the snapshot records); None if the flusher
     /// failed. For rare pauses only: it polls instead of parking.
-    pub fn sync_and_wait(&mut self) -> bool {
+    pub fn sync_and_wait(&mut self) -> Option<ChainHead> {
         if let Some(groups) = &self.groups {
             let group = Group {
                 sync: true,
@@ -166,7 +172,7 @@ impl Flusher {
                 None => true,
             };
             if self.failed() || stopped {
-                return false;
+                return None;
             }
             if round < 64 {
                 thread::yield_now();
@@ -175,7 +181,7 @@ impl Flusher {
             }
             round = round.saturating_add(1);
         }
-        true
+        Some(*self.head.lock())
     }
 
     /// Lets the flusher write and answer what it was sent, stops it and
@@ -190,6 +196,7 @@ fn run(
     mut writer: JournalWriter,
     groups: &Receiver<Group>,
     recycled: &Sender<Group>,
+    head: &parking_lot::Mutex<ChainHead>,
     shared: &Shared,
 ) -> JournalWriter {
     let syncs = writer.durability() == Durability::Sync;
@@ -215,6 +222,9 @@ fn run(
             // Dropping `responses` closes every queue: clients get the failure.
             return writer;
         }
+        // Before the synced seq, so whoever sees that reach a seq finds the
+        // chain head at least that far.
+        *head.lock() = writer.chain_head();
         shared
             .journal_synced_seq
             .store(writer.durable_seq(), Ordering::Release);

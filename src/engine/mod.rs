@@ -557,8 +557,11 @@ impl EngineBuilder {
                 for warning in &recovered.warnings {
                     eprintln!("ringledger: journal recovery: {warning}");
                 }
-                let writer =
+                let mut writer =
                     JournalWriter::open_locked(lock, config).map_err(EngineError::Journal)?;
+                writer
+                    .resume(recovered.chain_head)
+                    .map_err(EngineError::Journal)?;
                 #[cfg(feature = "nats")]
                 if let (Some(replication), true) = (&self.replication, self.takeover) {
                     let (ledger, writer, won) =

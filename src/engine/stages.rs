@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use super::flusher::Flusher;
 use super::outbox::Responses;
 use super::Shared;
-use crate::journal::{Durability, JournalWriter};
+use crate::journal::{ChainHead, Durability, JournalWriter};
 use crate::outcome::Outcome;
 use crate::request::Stamped;
 
@@ -46,9 +46,10 @@ pub(super) trait Stage: Send {
     }
 
     /// Waits until everything taken is fdatasynced on the local disk
-    /// (before a snapshot) and returns the journal directory; `Ok(None)`
-    /// without a journal, `Err(())` if the journal failed.
-    fn sync(&mut self, shared: &Shared) -> Result<Option<PathBuf>, ()>;
+    /// (before a snapshot) and returns the journal directory and the
+    /// journal's chain head (what the snapshot records); `Ok(None)` without
+    /// a journal, `Err(())` if the journal failed.
+    fn sync(&mut self, shared: &Shared) -> Result<Option<(PathBuf, ChainHead)>, ()>;
 
     /// Lets the stages after this one finish what they were given, and
     /// hands back the journal writer (with its directory) for a clean close.
@@ -106,7 +107,7 @@ impl Stage for Answer {
         true
     }
 
-    fn sync(&mut self, _: &Shared) -> Result<Option<PathBuf>, ()> {
+    fn sync(&mut self, _: &Shared) -> Result<Option<(PathBuf, ChainHead)>, ()> {
         Ok(None)
     }
 
@@ -182,7 +183,7 @@ impl<Next: AfterJournal> Stage for Journal<Next> {
         self.writer.durability() == Durability::Sync
     }
 
-    fn sync(&mut self, shared: &Shared) -> Result<Option<PathBuf>, ()> {
+    fn sync(&mut self, shared: &Shared) -> Result<Option<(PathBuf, ChainHead)>, ()> {
         if let Err(e) = self.writer.sync() {
             shared.fail_journal(format!(
                 "journal fdatasync failed, nothing more is accepted: {e}"
@@ -192,7 +193,7 @@ impl<Next: AfterJournal> Stage for Journal<Next> {
         shared
             .journal_synced_seq
             .store(self.writer.durable_seq(), Ordering::Release);
-        Ok(Some(self.dir.clone()))
+        Ok(Some((self.dir.clone(), self.writer.chain_head())))
     }
 
     fn finish(mut self: Box<Self>) -> Option<(PathBuf, JournalWriter)> {
@@ -222,11 +223,10 @@ impl Stage for Flushed {
         true
     }
 
-    fn sync(&mut self, _: &Shared) -> Result<Option<PathBuf>, ()> {
-        if self.flusher.sync_and_wait() {
-            Ok(Some(self.dir.clone()))
-        } else {
-            Err(())
+    fn sync(&mut self, _: &Shared) -> Result<Option<(PathBuf, ChainHead)>, ()> {
+        match self.flusher.sync_and_wait() {
+            Some(head) => Ok(Some((self.dir.clone(), head))),
+            None => Err(()),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::format::HeaderError;
 
@@ -19,6 +19,14 @@ pub enum JournalError {
     /// Bad bytes with valid data after them, or sequence numbers that break
     /// the total order. Nothing on disk was changed.
     Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    /// Bytes beyond the durable point that are not a frame: a write a crash
+    /// cut short, which recovery would zero. Reported by `verify`, which
+    /// changes nothing.
+    TornTail {
         file: PathBuf,
         offset: u64,
         reason: String,
@@ -41,6 +49,17 @@ pub enum JournalError {
 }
 
 impl JournalError {
+    /// The file and byte offset the error is about, where it has both.
+    pub fn location(&self) -> Option<(&Path, u64)> {
+        match self {
+            JournalError::Corrupt { file, offset, .. }
+            | JournalError::TornTail { file, offset, .. } => Some((file, *offset)),
+            JournalError::BadMagic { file, .. } => Some((file, 0)),
+            JournalError::UnsupportedVersion { file, .. } => Some((file, 8)),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, action: &'static str, source: io::Error) -> Self {
         JournalError::Io {
             path: path.into(),
@@ -100,6 +119,16 @@ impl fmt::Display for JournalError {
                 "journal corrupt in {} at byte offset {offset}: {reason}. \
                  This is not a torn write at the tail, so recovery stopped and changed nothing on disk. \
                  Restore the file from a replica or backup; moving it aside instead loses every record from this point on",
+                file.display()
+            ),
+            JournalError::TornTail {
+                file,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "torn tail in {} at byte offset {offset}: {reason}. Recovery (starting the engine or `ringledger run` on \
+                 the directory) zeroes it; the records in it were never made durable",
                 file.display()
             ),
             JournalError::Refused { path, reason } => {

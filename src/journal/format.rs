@@ -15,27 +15,67 @@ pub(crate) const BINCODE: bincode::config::Configuration<
 
 /// The on-disk format this build writes and the only one it reads. Version 2
 /// journaled session records; version 3 added the durable seq and the kind
-/// to frame headers (and the clean-shutdown mark). Older journals are
-/// refused by name.
-pub const FORMAT_VERSION: u32 = 3;
+/// to frame headers (and the clean-shutdown mark); version 4 chains every
+/// frame to the one before it with a 128-bit checksum, which segment and
+/// snapshot headers record too. Older journals are refused by name.
+pub const FORMAT_VERSION: u32 = 4;
 
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"RLJSEG\0\0";
 pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"RLJSNAP\0";
 
-/// Segment header: magic, version, reserved, first seq, CRC-32C of the first
-/// 24 bytes, reserved.
-pub(crate) const SEGMENT_HEADER_BYTES: usize = 32;
+/// Segment header: magic, version, reserved, first seq, chain start (the
+/// chain's value before the segment's first frame), CRC-32C of the first 40
+/// bytes, reserved.
+pub(crate) const SEGMENT_HEADER_BYTES: usize = 48;
 /// Snapshot header: magic, version, reserved, last seq, payload length,
-/// CRC-32C of the payload, CRC-32C of the first 36 header bytes.
-pub(crate) const SNAPSHOT_HEADER_BYTES: usize = 40;
+/// chain head at the last seq, CRC-32C of the payload, CRC-32C of the first
+/// 52 header bytes.
+pub(crate) const SNAPSHOT_HEADER_BYTES: usize = 56;
 
-/// Frame header: body length (u32), CRC-32C of the body (u32); the body then
-/// starts with record count (u32), kind (u32), first seq (u64) and durable
-/// seq (u64).
-pub(crate) const FRAME_HEADER_BYTES: usize = 32;
-/// The part of the header covered by the CRC (count, kind, first seq,
-/// durable seq).
-pub(crate) const FRAME_BODY_HEADER_BYTES: usize = 24;
+/// Frame header: checksum (u128), frame length (u32), record count (u32),
+/// kind (u32), reserved (u32), first seq (u64), durable seq (u64), parent
+/// (u128). The checksum covers everything after it but the padding.
+pub(crate) const FRAME_HEADER_BYTES: usize = 64;
+/// Where the frame length sits: after the checksum, so a reader can learn
+/// how many bytes to hash before it hashes them.
+const FRAME_LENGTH_AT: usize = 16;
+
+/// The chain's value before a journal's first frame, so that the first
+/// frame's parent is a defined value like every other's.
+pub const GENESIS: u128 = xxhash_rust::const_xxh3::xxh3_128(b"ringledger journal genesis");
+
+/// Where the journal's hash chain stands after the frame that holds `seq`:
+/// that frame's checksum, which the next frame names as its parent. Clean-
+/// shutdown marks are checked against it but do not move it, so it is a
+/// function of the records alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainHead {
+    /// The last seq the chain covers (0: none yet).
+    pub seq: u64,
+    pub checksum: u128,
+}
+
+impl ChainHead {
+    /// Before any record.
+    pub const GENESIS: ChainHead = ChainHead {
+        seq: 0,
+        checksum: GENESIS,
+    };
+}
+
+impl std::fmt::Display for ChainHead {
+    /// 32 hex digits: what an auditor compares with a head published earlier.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.checksum)
+    }
+}
+
+/// A frame's checksum: XXH3-128 of its bytes after the checksum field (see
+/// `journal/README.md`, "Why XXH3-128", for the measurement that chose it).
+#[inline]
+pub(crate) fn frame_checksum(covered: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(covered)
+}
 /// Frame kind: a batch of records.
 const KIND_RECORDS: u32 = 0;
 /// Frame kind: the clean-shutdown mark, no records, written and synced last
@@ -47,6 +87,8 @@ pub(crate) const FRAME_ALIGN: usize = 8;
 /// The largest frame body a reader accepts. A length field above this is
 /// damage, not a batch, and must not make the reader allocate or skip far.
 pub const FRAME_BODY_BYTES_MAX: usize = 1 << 30;
+/// The largest frame length field a reader accepts (header included).
+const FRAME_BYTES_MAX: usize = FRAME_HEADER_BYTES + FRAME_BODY_BYTES_MAX;
 /// The smallest encoded `Stamped` (stamp 32 bytes + variant tag 4 bytes), used
 /// to reject record counts that cannot fit in a frame's length.
 pub(crate) const RECORD_BYTES_MIN: usize = 36;
@@ -67,13 +109,27 @@ pub(crate) fn u64_at(buf: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
-pub(crate) fn segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+pub(crate) fn u128_at(buf: &[u8], at: usize) -> u128 {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&buf[at..at + 16]);
+    u128::from_le_bytes(b)
+}
+
+/// The length field of the frame at `at`, if the buffer holds it.
+pub(crate) fn frame_length_at(buf: &[u8], at: usize) -> Option<usize> {
+    let field = at + FRAME_LENGTH_AT;
+    (field + 4 <= buf.len()).then(|| u32_at(buf, field) as usize)
+}
+
+/// `chain_start`: the chain's value before the segment's first frame.
+pub(crate) fn segment_header(first_seq: u64, chain_start: u128) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut h = [0u8; SEGMENT_HEADER_BYTES];
     h[0..8].copy_from_slice(&SEGMENT_MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     h[16..24].copy_from_slice(&first_seq.to_le_bytes());
-    let crc = crc32c::crc32c(&h[0..24]);
-    h[24..28].copy_from_slice(&crc.to_le_bytes());
+    h[24..40].copy_from_slice(&chain_start.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..40]);
+    h[40..44].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
@@ -110,49 +166,65 @@ pub(crate) fn check_magic_version(
     Ok(())
 }
 
-/// Returns the segment's first seq.
-pub(crate) fn parse_segment_header(buf: &[u8]) -> Result<u64, HeaderError> {
-    check_magic_version(buf, SEGMENT_MAGIC, SEGMENT_HEADER_BYTES)?;
-    if crc32c::crc32c(&buf[0..24]) != u32_at(buf, 24) {
-        return Err(HeaderError::Crc);
-    }
-    if u32_at(buf, 12) != 0 || u32_at(buf, 28) != 0 {
-        return Err(HeaderError::Reserved);
-    }
-    Ok(u64_at(buf, 16))
+/// A segment header's fields once its CRC holds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SegmentHeader {
+    pub first_seq: u64,
+    /// The chain's value before the segment's first frame.
+    pub chain_start: u128,
 }
 
-pub(crate) fn snapshot_header(last_seq: u64, payload: &[u8]) -> [u8; SNAPSHOT_HEADER_BYTES] {
+pub(crate) fn parse_segment_header(buf: &[u8]) -> Result<SegmentHeader, HeaderError> {
+    check_magic_version(buf, SEGMENT_MAGIC, SEGMENT_HEADER_BYTES)?;
+    if crc32c::crc32c(&buf[0..40]) != u32_at(buf, 40) {
+        return Err(HeaderError::Crc);
+    }
+    if u32_at(buf, 12) != 0 || u32_at(buf, 44) != 0 {
+        return Err(HeaderError::Reserved);
+    }
+    Ok(SegmentHeader {
+        first_seq: u64_at(buf, 16),
+        chain_start: u128_at(buf, 24),
+    })
+}
+
+/// `head`: the chain at `head.seq`, the snapshot's last seq.
+pub(crate) fn snapshot_header(head: ChainHead, payload: &[u8]) -> [u8; SNAPSHOT_HEADER_BYTES] {
     let mut h = [0u8; SNAPSHOT_HEADER_BYTES];
     h[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    h[16..24].copy_from_slice(&last_seq.to_le_bytes());
+    h[16..24].copy_from_slice(&head.seq.to_le_bytes());
     h[24..32].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-    h[32..36].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-    let crc = crc32c::crc32c(&h[0..36]);
-    h[36..40].copy_from_slice(&crc.to_le_bytes());
+    h[32..48].copy_from_slice(&head.checksum.to_le_bytes());
+    h[48..52].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..52]);
+    h[52..56].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
 /// A snapshot header's fields once its own CRC holds.
 pub(crate) struct SnapshotHeader {
-    pub last_seq: u64,
+    /// The last seq and the journal's chain there.
+    pub head: ChainHead,
     pub payload_bytes: u64,
     pub payload_crc: u32,
 }
 
 pub(crate) fn parse_snapshot_header(buf: &[u8]) -> Result<SnapshotHeader, HeaderError> {
     check_magic_version(buf, SNAPSHOT_MAGIC, SNAPSHOT_HEADER_BYTES)?;
-    if crc32c::crc32c(&buf[0..36]) != u32_at(buf, 36) {
+    if crc32c::crc32c(&buf[0..52]) != u32_at(buf, 52) {
         return Err(HeaderError::Crc);
     }
     if u32_at(buf, 12) != 0 {
         return Err(HeaderError::Reserved);
     }
     Ok(SnapshotHeader {
-        last_seq: u64_at(buf, 16),
+        head: ChainHead {
+            seq: u64_at(buf, 16),
+            checksum: u128_at(buf, 32),
+        },
         payload_bytes: u64_at(buf, 24),
-        payload_crc: u32_at(buf, 32),
+        payload_crc: u32_at(buf, 48),
     })
 }
 
@@ -160,19 +232,21 @@ pub(crate) fn parse_snapshot_header(buf: &[u8]) -> Result<SnapshotHeader, Header
 /// the writer hands the kernel one contiguous buffer and allocates nothing
 /// once `buf` has grown to the largest batch. `durable_seq`: every record up
 /// to it was fdatasynced before this frame is written (see "Durable point" in
-/// `journal/README.md`).
+/// `journal/README.md`). `parent`: the chain's value before this frame.
+/// Returns the frame's checksum, the chain's value after it.
 pub(crate) fn encode_frame(
     batch: &[Stamped],
     durable_seq: u64,
+    parent: u128,
     buf: &mut Vec<u8>,
-) -> Result<(), String> {
+) -> Result<u128, String> {
     buf.clear();
     buf.resize(FRAME_HEADER_BYTES, 0);
     for stamped in batch {
         bincode::encode_into_std_write(stamped, buf, BINCODE)
             .map_err(|e| format!("cannot encode seq {}: {e}", stamped.stamp.seq))?;
     }
-    let body_bytes = buf.len() - 8;
+    let body_bytes = buf.len() - FRAME_HEADER_BYTES;
     if body_bytes > FRAME_BODY_BYTES_MAX {
         return Err(format!(
             "batch of {} records encodes to {body_bytes} bytes, above the frame limit of {FRAME_BODY_BYTES_MAX}; split it",
@@ -181,29 +255,44 @@ pub(crate) fn encode_frame(
     }
     let count = u32::try_from(batch.len()).map_err(|_| "batch has more than u32::MAX records")?;
     let first_seq = batch.first().map_or(0, |s| s.stamp.seq);
-    finish_frame(buf, count, KIND_RECORDS, first_seq, durable_seq);
-    Ok(())
+    Ok(finish_frame(
+        buf,
+        count,
+        KIND_RECORDS,
+        first_seq,
+        durable_seq,
+        parent,
+    ))
 }
 
 /// Encodes the clean-shutdown mark into `buf`: no records, first seq the seq
 /// after the journal's last record, durable seq that last record (the
-/// writer syncs before and after writing it).
-pub(crate) fn encode_clean_shutdown(next_seq: u64, buf: &mut Vec<u8>) {
+/// writer syncs before and after writing it), parent the chain's head.
+pub(crate) fn encode_clean_shutdown(next_seq: u64, parent: u128, buf: &mut Vec<u8>) {
     buf.clear();
     buf.resize(FRAME_HEADER_BYTES, 0);
-    finish_frame(buf, 0, KIND_CLEAN_SHUTDOWN, next_seq, next_seq - 1);
+    finish_frame(buf, 0, KIND_CLEAN_SHUTDOWN, next_seq, next_seq - 1, parent);
 }
 
-fn finish_frame(buf: &mut Vec<u8>, count: u32, kind: u32, first_seq: u64, durable_seq: u64) {
-    let body_bytes = buf.len() - 8;
-    buf[8..12].copy_from_slice(&count.to_le_bytes());
-    buf[12..16].copy_from_slice(&kind.to_le_bytes());
-    buf[16..24].copy_from_slice(&first_seq.to_le_bytes());
-    buf[24..32].copy_from_slice(&durable_seq.to_le_bytes());
-    let crc = crc32c::crc32c(&buf[8..]);
-    buf[0..4].copy_from_slice(&(body_bytes as u32).to_le_bytes());
-    buf[4..8].copy_from_slice(&crc.to_le_bytes());
+fn finish_frame(
+    buf: &mut Vec<u8>,
+    count: u32,
+    kind: u32,
+    first_seq: u64,
+    durable_seq: u64,
+    parent: u128,
+) -> u128 {
+    let frame_bytes = buf.len() as u32;
+    buf[16..20].copy_from_slice(&frame_bytes.to_le_bytes());
+    buf[20..24].copy_from_slice(&count.to_le_bytes());
+    buf[24..28].copy_from_slice(&kind.to_le_bytes());
+    buf[32..40].copy_from_slice(&first_seq.to_le_bytes());
+    buf[40..48].copy_from_slice(&durable_seq.to_le_bytes());
+    buf[48..64].copy_from_slice(&parent.to_le_bytes());
+    let checksum = frame_checksum(&buf[16..]);
+    buf[0..16].copy_from_slice(&checksum.to_le_bytes());
     buf.resize(align_up(buf.len()), 0);
+    checksum
 }
 
 /// Decodes one record exactly as `bincode::decode_from_slice(bytes, BINCODE)`
@@ -346,10 +435,16 @@ impl RecordReader<'_> {
     }
 }
 
-/// A frame whose header and CRC hold. Offsets are into the segment buffer.
+/// A frame whose header and checksum hold. Offsets are into the segment
+/// buffer.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Frame {
     pub offset: usize,
+    /// The checksum of the frame: the chain's value after it (unless it is
+    /// the clean-shutdown mark, which does not move the chain).
+    pub checksum: u128,
+    /// The chain's value before the frame, as the frame records it.
+    pub parent: u128,
     /// Records in the frame; 0 only for the clean-shutdown mark.
     pub count: u32,
     /// For the mark: the seq after the journal's last record.
@@ -368,6 +463,11 @@ impl Frame {
     pub fn last_seq(&self) -> u64 {
         self.first_seq + u64::from(self.count) - 1
     }
+
+    /// The clean-shutdown mark: no records, and the chain does not move.
+    pub fn is_mark(&self) -> bool {
+        self.count == 0
+    }
 }
 
 /// What is at an offset of a segment.
@@ -381,35 +481,34 @@ pub(crate) enum Parsed {
 }
 
 /// Reads the frame at `offset`, checking everything that can be checked
-/// without decoding records: length bounds, count plausibility, kind, CRC,
-/// zero padding, and that the seqs it claims do not overflow and that its
-/// durable seq lies before them.
+/// without decoding records or knowing the frames before it: length bounds,
+/// count plausibility, kind, checksum, zero padding and reserved field, and
+/// that the seqs it claims do not overflow and that its durable seq lies
+/// before them. (Its parent is checked by the caller, which knows the chain.)
 pub(crate) fn parse_frame(buf: &[u8], offset: usize) -> Parsed {
     let left = buf.len().saturating_sub(offset);
-    if left < 4 {
+    let Some(frame_bytes) = frame_length_at(buf, offset) else {
         return if buf[offset.min(buf.len())..].iter().all(|&b| b == 0) {
             Parsed::End
         } else {
             Parsed::Bad(format!("{left} stray bytes at end of file"))
         };
-    }
-    let body_bytes = u32_at(buf, offset) as usize;
-    if body_bytes == 0 {
+    };
+    if frame_bytes == 0 {
         return Parsed::End;
     }
-    if left < 8 + FRAME_BODY_HEADER_BYTES {
+    if left < FRAME_HEADER_BYTES {
         return Parsed::Bad(format!("frame header cut short: {left} bytes left in file"));
     }
-    if !(FRAME_BODY_HEADER_BYTES..=FRAME_BODY_BYTES_MAX).contains(&body_bytes) {
-        return Parsed::Bad(format!("implausible frame length {body_bytes}"));
+    if !(FRAME_HEADER_BYTES..=FRAME_BYTES_MAX).contains(&frame_bytes) {
+        return Parsed::Bad(format!("implausible frame length {frame_bytes}"));
     }
-    if body_bytes > left - 8 {
+    if frame_bytes > left {
         return Parsed::Bad(format!(
-            "frame of {body_bytes} bytes cut short: only {} bytes left in file",
-            left - 8
+            "frame of {frame_bytes} bytes cut short: only {left} bytes left in file"
         ));
     }
-    let end = offset + 8 + body_bytes;
+    let end = offset + frame_bytes;
     let next = align_up(end);
     if next > buf.len() {
         return Parsed::Bad(format!(
@@ -417,8 +516,8 @@ pub(crate) fn parse_frame(buf: &[u8], offset: usize) -> Parsed {
             buf.len() - end
         ));
     }
-    let body = &buf[offset + 8..end];
-    if crc32c::crc32c(body) != u32_at(buf, offset + 4) {
+    let checksum = u128_at(buf, offset);
+    if frame_checksum(&buf[offset + FRAME_LENGTH_AT..end]) != checksum {
         return Parsed::Bad("frame checksum mismatch".to_string());
     }
     if let Some(at) = buf[end..next].iter().position(|&b| b != 0) {
@@ -427,19 +526,23 @@ pub(crate) fn parse_frame(buf: &[u8], offset: usize) -> Parsed {
             end + at
         ));
     }
-    let count = u32_at(body, 0);
-    let kind = u32_at(body, 4);
-    let first_seq = u64_at(body, 8);
-    let durable_seq = u64_at(body, 16);
-    let records_bytes = body_bytes - FRAME_BODY_HEADER_BYTES;
-    let plausible = match kind {
-        KIND_RECORDS => count > 0 && (count as usize) <= records_bytes / RECORD_BYTES_MIN,
-        KIND_CLEAN_SHUTDOWN => count == 0 && records_bytes == 0,
-        _ => false,
-    };
+    let header = &buf[offset..offset + FRAME_HEADER_BYTES];
+    let count = u32_at(header, 20);
+    let kind = u32_at(header, 24);
+    let reserved = u32_at(header, 28);
+    let first_seq = u64_at(header, 32);
+    let durable_seq = u64_at(header, 40);
+    let parent = u128_at(header, 48);
+    let records_bytes = frame_bytes - FRAME_HEADER_BYTES;
+    let plausible = reserved == 0
+        && match kind {
+            KIND_RECORDS => count > 0 && (count as usize) <= records_bytes / RECORD_BYTES_MIN,
+            KIND_CLEAN_SHUTDOWN => count == 0 && records_bytes == 0,
+            _ => false,
+        };
     if !plausible {
         return Parsed::Bad(format!(
-            "frame header fields invalid despite a good checksum (count {count}, kind {kind}, {records_bytes} record bytes)"
+            "frame header fields invalid despite a good checksum (count {count}, kind {kind}, reserved {reserved}, {records_bytes} record bytes)"
         ));
     }
     if first_seq == 0 || first_seq.checked_add(u64::from(count)).is_none() {
@@ -453,6 +556,8 @@ pub(crate) fn parse_frame(buf: &[u8], offset: usize) -> Parsed {
     let start = offset + FRAME_HEADER_BYTES;
     Parsed::Frame(Frame {
         offset,
+        checksum,
+        parent,
         count,
         first_seq,
         durable_seq,
@@ -467,7 +572,7 @@ pub(crate) fn parse_frame(buf: &[u8], offset: usize) -> Parsed {
 pub(crate) fn find_valid_frame(buf: &[u8], from: usize) -> Option<usize> {
     let mut at = align_up(from);
     while at + FRAME_HEADER_BYTES <= buf.len() {
-        if u32_at(buf, at) != 0 {
+        if frame_length_at(buf, at) != Some(0) {
             if let Parsed::Frame(_) = parse_frame(buf, at) {
                 return Some(at);
             }
@@ -655,6 +760,18 @@ mod tests {
         }
     }
 
+    /// journal/README.md gives the genesis value in hex; auditors may
+    /// compute it themselves from the bytes it names.
+    #[test]
+    fn the_genesis_value_is_the_one_documented() {
+        assert_eq!(
+            format!("{GENESIS:032x}"),
+            "d5aa12afe50356848bf6d7c67f242cad",
+            "journal/README.md, \"Hash chain\""
+        );
+        assert_eq!(GENESIS, frame_checksum(b"ringledger journal genesis"));
+    }
+
     #[test]
     fn a_frame_round_trips_and_any_flipped_bit_is_caught() {
         let batch: Vec<Stamped> = (1..=3)
@@ -669,7 +786,7 @@ mod tests {
             })
             .collect();
         let mut buf = Vec::new();
-        encode_frame(&batch, 0, &mut buf).unwrap();
+        let checksum = encode_frame(&batch, 0, GENESIS, &mut buf).unwrap();
         assert_eq!(buf.len() % FRAME_ALIGN, 0);
         let Parsed::Frame(frame) = parse_frame(&buf, 0) else {
             panic!("a fresh frame must parse")
@@ -679,6 +796,7 @@ mod tests {
             (1, 3, buf.len())
         );
         assert_eq!(frame.durable_seq, 0);
+        assert_eq!((frame.checksum, frame.parent), (checksum, GENESIS));
         assert!(frame.records.1 < buf.len(), "this frame has padding");
         for at in 0..buf.len() {
             for bit in 0..8 {

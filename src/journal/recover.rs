@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{bounded, Receiver, Sender};
 
 use super::error::JournalError;
-use super::format::Frame;
+use super::format::{ChainHead, Frame};
 use super::lock::{lock_dir, DirLock};
 use super::scan::{decode_frame, list_segments, require_dir, Scanner, TornTail};
 use super::snapshot::{load_newest, snapshot_floor};
@@ -29,6 +29,10 @@ pub struct Recovered {
     pub records_replayed: u64,
     /// Skipped snapshots and truncated torn tails, one line each.
     pub warnings: Vec<String>,
+    /// The journal's hash chain at the Ledger's last seq: what a writer
+    /// continues from ([`super::JournalWriter::resume`]) and what a snapshot
+    /// of this Ledger records.
+    pub chain_head: ChainHead,
 }
 
 /// A read-only rebuild with its cost, for the `replay` command.
@@ -79,6 +83,7 @@ pub fn recover(dir: impl AsRef<Path>, config: LedgerConfig) -> Result<Recovered,
                 snapshot_seq: 0,
                 records_replayed: 0,
                 warnings: Vec::new(),
+                chain_head: ChainHead::GENESIS,
             })
         }
         Err(e) => return Err(JournalError::io(dir, "read the journal directory", e)),
@@ -182,12 +187,14 @@ struct Chunk {
     bytes_read: u64,
 }
 
+type Rebuilt = (Recovered, Option<TornTail>, u64);
+
 fn rebuild<S: Storage>(
     storage: &S,
     dir: &Path,
     config: LedgerConfig,
     from_snapshot: bool,
-) -> Result<(Recovered, Option<TornTail>, u64), JournalError> {
+) -> Result<Rebuilt, JournalError> {
     rebuild_with_progress(storage, dir, config, from_snapshot, &mut |_| {})
 }
 
@@ -207,19 +214,23 @@ fn rebuild_with_progress<S: Storage>(
     config: LedgerConfig,
     from_snapshot: bool,
     progress: &mut dyn FnMut(&Progress),
-) -> Result<(Recovered, Option<TornTail>, u64), JournalError> {
+) -> Result<Rebuilt, JournalError> {
     let mut warnings = Vec::new();
-    let (mut ledger, snapshot_seq) = if from_snapshot {
+    let (mut ledger, snapshot_head, snapshot_path) = if from_snapshot {
         load_newest(storage, dir, config, &mut warnings)?
     } else {
-        (Ledger::new(config), 0)
+        (Ledger::new(config), ChainHead::GENESIS, None)
     };
-    let scanner = Scanner::new(
+    let snapshot_seq = snapshot_head.seq;
+    let mut scanner = Scanner::new(
         storage.clone(),
         list_segments(storage, dir)?,
         snapshot_seq,
         snapshot_floor(storage, dir)?,
     );
+    if let Some(path) = snapshot_path {
+        scanner.expect(snapshot_head, path);
+    }
     let mut report = Progress {
         records: 0,
         bytes_read: 0,
@@ -249,13 +260,21 @@ fn rebuild_with_progress<S: Storage>(
             Err(panic) => std::panic::resume_unwind(panic),
         }
     });
-    let (torn, bytes_read) = read.map_err(|e| naming_skipped(e, &warnings))?;
+    let (torn, bytes_read, journal_head) = read.map_err(|e| naming_skipped(e, &warnings))?;
+    // A journal that ends before the snapshot (records only the snapshot
+    // holds) goes on from the snapshot's chain.
+    let chain_head = if journal_head.seq >= ledger.last_seq() {
+        journal_head
+    } else {
+        snapshot_head
+    };
     Ok((
         Recovered {
             ledger,
             snapshot_seq,
             records_replayed: report.records,
             warnings,
+            chain_head,
         },
         torn,
         bytes_read,
@@ -264,14 +283,14 @@ fn rebuild_with_progress<S: Storage>(
 
 /// The reading half of [`rebuild_with_progress`]: every record after `have`,
 /// checked for gaps, in chunks of whole frames. Returns the torn tail (if
-/// any) and the bytes read.
+/// any), the bytes read and the chain's head.
 fn read_chunks<S: Storage>(
     mut scanner: Scanner<S>,
     mut have: u64,
     snapshot_seq: u64,
     full: Sender<Chunk>,
     empty: Receiver<Vec<Stamped>>,
-) -> Result<(Option<TornTail>, u64), JournalError> {
+) -> Result<(Option<TornTail>, u64, ChainHead), JournalError> {
     let mut records = Vec::with_capacity(CHUNK_RECORDS);
     while let Some(frame) = scanner.next_frame()? {
         if frame.last_seq() <= have {
@@ -308,7 +327,7 @@ fn read_chunks<S: Storage>(
         records,
         bytes_read: scanner.bytes_read,
     });
-    Ok((scanner.torn.take(), scanner.bytes_read))
+    Ok((scanner.torn.take(), scanner.bytes_read, scanner.head()))
 }
 
 fn gap(path: &Path, frame: &Frame, have: u64, snapshot_seq: u64) -> JournalError {

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 
 use super::error::JournalError;
 use super::format::{
-    align_up, decode_record, find_valid_frame, parse_frame, parse_segment_header, u32_at, Frame,
-    Parsed, BINCODE, FRAME_ALIGN, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    align_up, decode_record, find_valid_frame, frame_length_at, parse_frame, parse_segment_header,
+    ChainHead, Frame, Parsed, BINCODE, FRAME_ALIGN, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES,
+    GENESIS, SEGMENT_HEADER_BYTES,
 };
 use super::snapshot::read_up_to;
 use crate::request::Stamped;
@@ -95,8 +96,9 @@ pub(crate) fn list_segments<S: Storage>(
             .open(&path, OpenMode::Read)
             .and_then(|file| read_up_to(&file, &mut header));
         let filled = read.map_err(|e| JournalError::io(&path, "read journal segment", e))?;
-        let named =
-            parse_segment_header(&header[..filled]).map_err(|e| JournalError::header(&path, e))?;
+        let named = parse_segment_header(&header[..filled])
+            .map_err(|e| JournalError::header(&path, e))?
+            .first_seq;
         if named != first_seq || first_seq == 0 {
             return Err(JournalError::corrupt(
                 &path,
@@ -165,6 +167,11 @@ pub(crate) struct Scanner<S: Storage = OsStorage> {
     offset: usize,
     /// Last seq of the previous frame in the journal, if one was read.
     prev_last: Option<u64>,
+    /// The hash chain after the last frame read (after the segment header's
+    /// chain start before a segment's first frame).
+    head: ChainHead,
+    /// A snapshot the chain must agree with when it reaches its seq.
+    expected: Option<(ChainHead, PathBuf)>,
     first_frame_of_segment: bool,
     skip_upto: u64,
     /// The durable point known so far: the newest snapshot's seq, then the
@@ -206,12 +213,27 @@ impl<S: Storage> Scanner<S> {
             filled: 0,
             offset: 0,
             prev_last: None,
+            head: ChainHead::GENESIS,
+            expected: None,
             first_frame_of_segment: true,
             skip_upto,
             durable_seq: 0,
             torn: None,
             bytes_read: 0,
         }
+    }
+
+    /// The chain must pass through `head` (the chain head the snapshot at
+    /// `path` records): a snapshot of another journal, or a journal altered
+    /// before the snapshot's seq, is corruption.
+    pub fn expect(&mut self, head: ChainHead, path: PathBuf) {
+        self.expected = Some((head, path));
+    }
+
+    /// The chain after the last frame read: the journal's head once the
+    /// scan has ended ([`ChainHead::GENESIS`] if nothing was read).
+    pub fn head(&self) -> ChainHead {
+        self.head
     }
 
     /// The encoded records of the frame `next_frame` returned last.
@@ -254,8 +276,9 @@ impl<S: Storage> Scanner<S> {
         self.filled = 0;
         self.fill(0, SEGMENT_HEADER_BYTES)?;
         let seg = &self.segments[self.index];
-        let first_seq = parse_segment_header(&self.window[..self.filled])
+        let header = parse_segment_header(&self.window[..self.filled])
             .map_err(|e| JournalError::header(&seg.path, e))?;
+        let first_seq = header.first_seq;
         if first_seq != seg.first_seq {
             return Err(JournalError::corrupt(
                 &seg.path,
@@ -266,15 +289,43 @@ impl<S: Storage> Scanner<S> {
                 ),
             ));
         }
-        if let Some(prev) = self.prev_last {
-            if first_seq <= prev {
+        match self.prev_last {
+            Some(prev) if first_seq <= prev => {
                 return Err(JournalError::corrupt(
                     &seg.path,
                     16,
                     format!("segment starts at seq {first_seq}, not after the previous segment's last seq {prev}"),
                 ));
             }
+            // Follows the previous segment: the chain must go on unbroken.
+            Some(prev) if first_seq == prev + 1 && header.chain_start != self.head.checksum => {
+                return Err(JournalError::corrupt(
+                    &seg.path,
+                    24,
+                    format!(
+                        "the segment's chain start {:032x} is not the previous segment's chain head {} at seq {prev} \
+                         (a segment replaced, or spliced in from another journal)",
+                        header.chain_start, self.head
+                    ),
+                ));
+            }
+            _ if first_seq == 1 && header.chain_start != GENESIS => {
+                return Err(JournalError::corrupt(
+                    &seg.path,
+                    24,
+                    format!(
+                        "the journal's first segment starts its chain at {:032x}, not at the genesis value {GENESIS:032x}",
+                        header.chain_start
+                    ),
+                ));
+            }
+            _ => {}
         }
+        self.head = ChainHead {
+            seq: first_seq - 1,
+            checksum: header.chain_start,
+        };
+        self.check_expected(24, None)?;
         self.offset = SEGMENT_HEADER_BYTES;
         self.first_frame_of_segment = true;
         Ok(())
@@ -342,10 +393,10 @@ impl<S: Storage> Scanner<S> {
     /// complete frame or the real end of the file.
     fn frame_at(&mut self, at: usize) -> Result<Parsed, JournalError> {
         self.fill(at, FRAME_HEADER_BYTES)?;
-        if self.window_start + self.filled >= at + 4 {
-            let body_bytes = u32_at(&self.window, at - self.window_start) as usize;
-            if body_bytes <= FRAME_BODY_BYTES_MAX {
-                self.fill(at, align_up(8 + body_bytes))?;
+        let filled = &self.window[..self.filled];
+        if let Some(frame_bytes) = frame_length_at(filled, at - self.window_start) {
+            if frame_bytes <= FRAME_HEADER_BYTES + FRAME_BODY_BYTES_MAX {
+                self.fill(at, align_up(frame_bytes))?;
             }
         }
         let base = self.window_start;
@@ -394,6 +445,7 @@ impl<S: Storage> Scanner<S> {
             let reason = match self.frame_at(at)? {
                 Parsed::Frame(frame) => {
                     self.check_order(&frame)?;
+                    self.check_chain(&frame)?;
                     self.durable_seq = self.durable_seq.max(frame.durable_seq);
                     self.prev_last = Some(frame.last_seq());
                     self.first_frame_of_segment = false;
@@ -413,6 +465,73 @@ impl<S: Storage> Scanner<S> {
                 Parsed::Bad(reason) => reason,
             };
             return self.bad_at(at, reason);
+        }
+    }
+
+    /// A valid frame whose parent is not the chain's head was not written
+    /// after the frame before it: a frame was dropped, duplicated, moved or
+    /// spliced in from another journal. Never a torn write (a torn frame's
+    /// own checksum fails), so always corruption.
+    fn check_chain(&mut self, frame: &Frame) -> Result<(), JournalError> {
+        if frame.parent != self.head.checksum {
+            return Err(JournalError::corrupt(
+                self.path(),
+                frame.offset,
+                format!(
+                    "chain broken: the frame (seqs from {}) names parent {:032x}, but the chain head before it is {} at seq {} \
+                     (a frame dropped, duplicated, reordered or spliced in from another journal)",
+                    frame.first_seq, frame.parent, self.head, self.head.seq
+                ),
+            ));
+        }
+        if frame.is_mark() {
+            return Ok(());
+        }
+        self.head = ChainHead {
+            seq: frame.last_seq(),
+            checksum: frame.checksum,
+        };
+        self.check_expected(frame.offset, Some(frame))
+    }
+
+    /// Checks the snapshot's chain head once the chain reaches its seq
+    /// (`at`: where in the current file the chain got there).
+    fn check_expected(&mut self, at: usize, frame: Option<&Frame>) -> Result<(), JournalError> {
+        let Some((expected, snapshot)) = &self.expected else {
+            return Ok(());
+        };
+        if self.head.seq < expected.seq {
+            return Ok(());
+        }
+        if self.head.seq > expected.seq && frame.is_none() {
+            // A segment starting after a gap past the snapshot: the records
+            // in between are missing, which the reader reports with them.
+            self.expected = None;
+            return Ok(());
+        }
+        let problem = if self.head.seq == expected.seq {
+            (self.head.checksum != expected.checksum).then(|| {
+                format!(
+                    "the chain head at seq {} is {}, but snapshot {} records {expected}: \
+                     the snapshot is not of this journal, or the journal was altered up to its seq",
+                    self.head.seq,
+                    self.head,
+                    snapshot.display()
+                )
+            })
+        } else {
+            let first = frame.map_or(self.head.seq, |f| f.first_seq);
+            Some(format!(
+                "snapshot {} is at seq {}, inside the frame holding seqs {first}..={}, where the journal has no chain value to check it against",
+                snapshot.display(),
+                expected.seq,
+                self.head.seq
+            ))
+        };
+        self.expected = None;
+        match problem {
+            Some(reason) => Err(JournalError::corrupt(self.path(), at, reason)),
+            None => Ok(()),
         }
     }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::JournalError;
 use super::format::{
-    check_magic_version, parse_snapshot_header, snapshot_header, HeaderError, BINCODE,
+    check_magic_version, parse_snapshot_header, snapshot_header, ChainHead, HeaderError, BINCODE,
     SNAPSHOT_HEADER_BYTES, SNAPSHOT_MAGIC,
 };
 use super::scan::{list_numbered, list_segments};
@@ -25,12 +25,22 @@ pub(crate) fn snapshot_name(last_seq: u64) -> String {
 /// correct (recovery starts from it), but the journal then has a hole that
 /// only this snapshot covers.
 ///
+/// `head` is the journal's chain at the Ledger's last seq
+/// ([`super::JournalWriter::chain_head`] after that sync): recovery from the
+/// snapshot checks that the journal after it continues that chain, and
+/// `verify` that the journal before it leads there. A head at another seq
+/// is refused (`InvalidInput`), and nothing is written.
+///
 /// Takes no lock: call it only while holding `dir`'s lock, i.e. as the owner
 /// of the directory's [`super::JournalWriter`] (pass [`super::JournalWriter::dir`])
 /// or of a [`super::DirLock`]. A snapshot written beside another process's
 /// live journal would become that journal's recovery starting point.
-pub fn write_snapshot(dir: impl AsRef<Path>, ledger: &Ledger) -> io::Result<PathBuf> {
-    write_snapshot_in(&OsStorage, dir, ledger)
+pub fn write_snapshot(
+    dir: impl AsRef<Path>,
+    ledger: &Ledger,
+    head: ChainHead,
+) -> io::Result<PathBuf> {
+    write_snapshot_in(&OsStorage, dir, ledger, head)
 }
 
 /// [`write_snapshot`] on `storage`.
@@ -38,8 +48,19 @@ pub fn write_snapshot_in<S: Storage>(
     storage: &S,
     dir: impl AsRef<Path>,
     ledger: &Ledger,
+    head: ChainHead,
 ) -> io::Result<PathBuf> {
     let dir = dir.as_ref();
+    if head.seq != ledger.last_seq() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "the chain head given is at seq {}, the ledger at seq {}: a snapshot records the chain at its own seq",
+                head.seq,
+                ledger.last_seq()
+            ),
+        ));
+    }
     storage.create_dir_all(dir)?;
     let payload = bincode::encode_to_vec(ledger, BINCODE).map_err(|e| {
         io::Error::new(
@@ -47,7 +68,7 @@ pub fn write_snapshot_in<S: Storage>(
             format!("cannot encode the ledger: {e}"),
         )
     })?;
-    let header = snapshot_header(ledger.last_seq(), &payload);
+    let header = snapshot_header(head, &payload);
     let name = snapshot_name(ledger.last_seq());
     let path = dir.join(&name);
     let tmp = dir.join(format!("{name}.tmp"));
@@ -109,67 +130,101 @@ pub(crate) fn read_up_to<F: StorageFile>(file: &F, buf: &mut [u8]) -> io::Result
 }
 
 /// Why a snapshot file was passed over; fatal kinds are returned as errors.
-enum Rejected {
-    Skip(String),
+pub(crate) enum Rejected {
+    /// The byte offset of the bad field or region, and what is wrong there.
+    Skip(u64, String),
     Fatal(JournalError),
 }
 
+impl Rejected {
+    /// As an error naming the snapshot and offset, for callers that cannot
+    /// pass over a snapshot (`verify`).
+    pub fn into_error(self, path: &Path) -> JournalError {
+        match self {
+            Rejected::Skip(offset, reason) => JournalError::Corrupt {
+                file: path.to_path_buf(),
+                offset,
+                reason: format!("snapshot: {reason}"),
+            },
+            Rejected::Fatal(e) => e,
+        }
+    }
+}
+
 /// Reads and fully checks one snapshot: header, payload CRC, decode, seq
-/// agreement and the Ledger's own invariants.
-fn load<S: Storage>(storage: &S, path: &Path, name_seq: u64) -> Result<Ledger, Rejected> {
+/// agreement and the Ledger's own invariants. Returns the Ledger and the
+/// journal's chain head it records.
+pub(crate) fn load<S: Storage>(
+    storage: &S,
+    path: &Path,
+    name_seq: u64,
+) -> Result<(Ledger, ChainHead), Rejected> {
     let bytes = storage
         .read(path)
         .map_err(|e| Rejected::Fatal(JournalError::io(path, "read snapshot", e)))?;
+    let skip = |offset: usize, reason: String| Rejected::Skip(offset as u64, reason);
     let header = match parse_snapshot_header(&bytes) {
         Ok(h) => h,
         Err(e @ (HeaderError::Magic(_) | HeaderError::Version(_))) => {
             return Err(Rejected::Fatal(JournalError::header(path, e)))
         }
-        Err(HeaderError::Short(len)) => {
-            return Err(Rejected::Skip(format!("only {len} bytes long")))
-        }
-        Err(HeaderError::Crc) => return Err(Rejected::Skip("header checksum mismatch".into())),
+        Err(HeaderError::Short(len)) => return Err(skip(0, format!("only {len} bytes long"))),
+        Err(HeaderError::Crc) => return Err(skip(0, "header checksum mismatch".into())),
         Err(HeaderError::Reserved) => {
-            return Err(Rejected::Skip("a reserved header field is not zero".into()))
+            return Err(skip(12, "a reserved header field is not zero".into()))
         }
     };
-    let payload = &bytes[SNAPSHOT_HEADER_BYTES..];
-    if header.last_seq != name_seq {
-        return Err(Rejected::Skip(format!(
-            "header says seq {}, name says {name_seq}",
-            header.last_seq
-        )));
+    let at = SNAPSHOT_HEADER_BYTES;
+    let payload = &bytes[at..];
+    let last_seq = header.head.seq;
+    if last_seq != name_seq {
+        return Err(skip(
+            16,
+            format!("header says seq {last_seq}, name says {name_seq}"),
+        ));
     }
     if header.payload_bytes != payload.len() as u64 {
-        return Err(Rejected::Skip(format!(
-            "payload is {} bytes, header says {}",
-            payload.len(),
-            header.payload_bytes
-        )));
+        return Err(skip(
+            24,
+            format!(
+                "payload is {} bytes, header says {}",
+                payload.len(),
+                header.payload_bytes
+            ),
+        ));
     }
     if crc32c::crc32c(payload) != header.payload_crc {
-        return Err(Rejected::Skip("payload checksum mismatch".into()));
+        return Err(skip(at, "payload checksum mismatch".into()));
     }
     let (ledger, used): (Ledger, usize) = bincode::decode_from_slice(payload, BINCODE)
-        .map_err(|e| Rejected::Skip(format!("payload does not decode: {e}")))?;
+        .map_err(|e| skip(at, format!("payload does not decode: {e}")))?;
     if used != payload.len() {
-        return Err(Rejected::Skip(format!(
-            "{} unexplained bytes after the ledger",
-            payload.len() - used
-        )));
+        return Err(skip(
+            at + used,
+            format!(
+                "{} unexplained bytes after the ledger",
+                payload.len() - used
+            ),
+        ));
     }
-    if ledger.last_seq() != header.last_seq {
-        return Err(Rejected::Skip(format!(
-            "ledger inside is at seq {}, header says {}",
-            ledger.last_seq(),
-            header.last_seq
-        )));
+    if ledger.last_seq() != last_seq {
+        return Err(skip(
+            at,
+            format!(
+                "ledger inside is at seq {}, header says {last_seq}",
+                ledger.last_seq()
+            ),
+        ));
     }
     ledger
         .check_invariants()
-        .map_err(|e| Rejected::Skip(format!("ledger inside breaks an invariant: {e}")))?;
-    Ok(ledger)
+        .map_err(|e| skip(at, format!("ledger inside breaks an invariant: {e}")))?;
+    Ok((ledger, header.head))
 }
+
+/// The snapshot recovery starts from: its Ledger, the chain head it
+/// records, and its file (None: no snapshot, a fresh Ledger).
+pub(crate) type Start = (Ledger, ChainHead, Option<PathBuf>);
 
 /// The newest snapshot that passes every check, or a fresh Ledger. Each
 /// snapshot passed over adds a warning naming it and why.
@@ -178,10 +233,10 @@ pub(crate) fn load_newest<S: Storage>(
     dir: &Path,
     config: LedgerConfig,
     warnings: &mut Vec<String>,
-) -> Result<(Ledger, u64), JournalError> {
+) -> Result<Start, JournalError> {
     for (seq, path) in list_snapshots(storage, dir)?.into_iter().rev() {
         match load(storage, &path, seq) {
-            Ok(ledger) => {
+            Ok((ledger, head)) => {
                 if ledger.config() != config {
                     warnings.push(format!(
                         "snapshot {} was taken with {:?}; it keeps that configuration, not the requested {:?}",
@@ -190,16 +245,16 @@ pub(crate) fn load_newest<S: Storage>(
                         config
                     ));
                 }
-                return Ok((ledger, seq));
+                return Ok((ledger, head, Some(path)));
             }
-            Err(Rejected::Skip(why)) => warnings.push(format!(
-                "snapshot {} skipped: {why}; falling back to an older snapshot or the full journal",
+            Err(Rejected::Skip(offset, why)) => warnings.push(format!(
+                "snapshot {} skipped: {why} (at byte offset {offset}); falling back to an older snapshot or the full journal",
                 path.display()
             )),
             Err(Rejected::Fatal(e)) => return Err(e),
         }
     }
-    Ok((Ledger::new(config), 0))
+    Ok((Ledger::new(config), ChainHead::GENESIS, None))
 }
 
 /// Removes journal segments whose every record is at or below `upto_seq`,

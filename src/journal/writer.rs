@@ -36,7 +36,9 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use super::error::JournalError;
-use super::format::{encode_clean_shutdown, encode_frame, segment_header, SEGMENT_HEADER_BYTES};
+use super::format::{
+    encode_clean_shutdown, encode_frame, segment_header, ChainHead, SEGMENT_HEADER_BYTES,
+};
 use super::lock::DirLock;
 use super::scan::{list_segments, segment_name, Scanner};
 use super::snapshot::snapshot_floor;
@@ -83,6 +85,8 @@ pub struct JournalWriter<S: Storage = OsStorage> {
     synced_to: u64,
     /// The seq the next batch must start at (None: no segment yet).
     next_seq: Option<u64>,
+    /// The hash chain after the last frame written: the next frame's parent.
+    head: ChainHead,
     /// Every record up to this seq is known fdatasynced (by [`Self::sync`]
     /// or at open); the async helper may know a later one.
     durable_seq: u64,
@@ -233,6 +237,7 @@ impl<S: Storage> JournalWriter<S> {
         writer.write_at = write_at;
         writer.synced_to = write_at;
         writer.next_seq = Some(next_seq);
+        writer.head = scanner.head();
         writer.durable_seq = next_seq - 1;
         writer.start_spare();
         Ok(writer)
@@ -257,6 +262,7 @@ impl<S: Storage> JournalWriter<S> {
             write_at: 0,
             synced_to: 0,
             next_seq: None,
+            head: ChainHead::GENESIS,
             durable_seq: 0,
             syncer,
             frame: Vec::new(),
@@ -293,6 +299,43 @@ impl<S: Storage> JournalWriter<S> {
         &self.storage
     }
 
+    /// The hash chain after the last batch written (or resumed from): what
+    /// a snapshot of the Ledger at that seq records ([`super::write_snapshot`]).
+    pub fn chain_head(&self) -> ChainHead {
+        self.head
+    }
+
+    /// Continues the chain from `head`, the recovered state's
+    /// ([`super::Recovered::chain_head`]). Needed only when that state is
+    /// ahead of the journal (restored from a snapshot newer than the
+    /// journal's end): the next batch then opens a segment that starts the
+    /// chain from the snapshot's head, so recovery from that snapshot can
+    /// check it. At the journal's own last seq the heads must agree; behind
+    /// it is refused (recover first). Nothing is written either way.
+    pub fn resume(&mut self, head: ChainHead) -> Result<(), JournalError> {
+        let refuse = |reason: String| {
+            Err(JournalError::Refused {
+                path: self.dir.clone(),
+                reason,
+            })
+        };
+        if head.seq < self.head.seq {
+            return refuse(format!(
+                "cannot continue from seq {head_seq}: the journal already goes on to seq {}; recover the state from it first",
+                self.head.seq,
+                head_seq = head.seq
+            ));
+        }
+        if head.seq == self.head.seq && head.checksum != self.head.checksum {
+            return refuse(format!(
+                "the state's chain head at seq {} is {head}, but the journal's is {}: they are not of the same history",
+                head.seq, self.head
+            ));
+        }
+        self.head = head;
+        Ok(())
+    }
+
     /// Every record up to this seq is known to be fdatasynced (0: none).
     pub fn durable_seq(&self) -> u64 {
         let background = self.syncer.as_ref().map_or(0, Syncer::durable_seq);
@@ -316,7 +359,8 @@ impl<S: Storage> JournalWriter<S> {
     ///
     /// Seqs must be consecutive and start at [`Self::next_seq`]. A batch
     /// starting later (the Ledger was restored from a snapshot newer than
-    /// the journal) opens a new segment at its seq; one starting earlier is
+    /// the journal) opens a new segment at its seq, once [`Self::resume`]
+    /// has given the chain at the seq before it; one starting earlier is
     /// refused, since it would write a seq twice.
     pub fn append(&mut self, batch: &[Stamped]) -> io::Result<()> {
         let Some(first) = batch.first().map(|s| s.stamp.seq) else {
@@ -327,10 +371,30 @@ impl<S: Storage> JournalWriter<S> {
         }
         self.check_usable()?;
         check_batch_seqs(batch, first, self.next_seq)?;
-        encode_frame(batch, self.durable_seq(), &mut self.frame)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if first != self.head.seq + 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "batch starts at seq {first}, but the chain stands at seq {}: a state restored from a snapshot \
+                     newer than the journal must be resumed first (JournalWriter::resume with its chain head)",
+                    self.head.seq
+                ),
+            ));
+        }
+        let checksum = encode_frame(
+            batch,
+            self.durable_seq(),
+            self.head.checksum,
+            &mut self.frame,
+        )
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         self.write_frame(first)?;
-        self.next_seq = Some(first + batch.len() as u64);
+        let last = first + batch.len() as u64 - 1;
+        self.head = ChainHead {
+            seq: last,
+            checksum,
+        };
+        self.next_seq = Some(last + 1);
         if let Some(syncer) = &self.syncer {
             syncer.written(self.write_at, first + batch.len() as u64 - 1);
         }
@@ -375,7 +439,7 @@ impl<S: Storage> JournalWriter<S> {
             return Ok(());
         }
         self.sync()?;
-        encode_clean_shutdown(next_seq, &mut self.frame);
+        encode_clean_shutdown(next_seq, self.head.checksum, &mut self.frame);
         self.write_frame(next_seq)?;
         self.sync()
     }
@@ -478,7 +542,7 @@ impl<S: Storage> JournalWriter<S> {
                 self.config.durability,
             )?,
         };
-        let header = segment_header(first_seq);
+        let header = segment_header(first_seq, self.head.checksum);
         segment.write(&header, 0)?;
         segment.sync(0, header.len() as u64)?;
         self.storage.rename(&spare_path, &path)?;

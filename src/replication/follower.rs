@@ -86,13 +86,14 @@ impl Follower {
         for warning in &recovered.warnings {
             eprintln!("ringledger follow: journal recovery: {warning}");
         }
-        let writer = JournalWriter::open_locked(
+        let mut writer = JournalWriter::open_locked(
             lock,
             JournalConfig {
                 durability: Durability::Async,
                 ..JournalConfig::default()
             },
         )?;
+        writer.resume(recovered.chain_head)?;
         let applied_seq = recovered.ledger.last_seq();
         Ok(Follower {
             config: config.clone(),
@@ -340,7 +341,7 @@ impl Follower {
         self.writer
             .sync()
             .map_err(|e| JournalError::io(&self.dir, "fdatasync the follower's journal", e))?;
-        journal::write_snapshot(&self.dir, &self.ledger)
+        journal::write_snapshot(&self.dir, &self.ledger, self.writer.chain_head())
             .map_err(|e| JournalError::io(&self.dir, "write a snapshot", e))?;
         journal::retain(&self.dir, self.snapshots_kept)?;
         self.last_snapshot_seq = self.ledger.last_seq();

@@ -417,7 +417,10 @@ impl<R: Release> Leader<R> {
                     self.config.stream, batch[0].stamp.seq
                 )));
             }
-            journal::encode_frame(&batch, 0, &mut frame)
+            // Records travel in frames checked one by one (a follower
+            // journals them under its own chain), so a re-encoded frame
+            // names the genesis value as its parent.
+            journal::encode_frame(&batch, 0, journal::GENESIS, &mut frame)
                 .map_err(|e| ReplicationError::Config(format!("cannot re-encode frame: {e}")))?;
             self.unconfirmed.push_back(Outgoing {
                 frame: Bytes::copy_from_slice(&frame),
