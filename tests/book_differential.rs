@@ -331,6 +331,20 @@ impl Rng {
     }
 }
 
+/// Prices far from the usual range (and from one another), so that the
+/// book's price ladder widens its window, re-centres it and keeps levels
+/// beyond it, up to the edges of `Price`.
+const FAR_PRICES: [Price; 8] = [1, 2, 40, 200, 70_000, 1 << 40, Price::MAX - 1, Price::MAX];
+
+/// Mostly one of 11 neighbouring prices, sometimes a far one.
+fn random_price(r: &mut Rng) -> Price {
+    if r.below(12) == 0 {
+        FAR_PRICES[r.below(FAR_PRICES.len() as u64) as usize]
+    } else {
+        95 + r.below(11) as Price
+    }
+}
+
 /// Ids, owners and prices come from small ranges so that duplicates,
 /// unknown ids, self-trades and shared levels happen often.
 fn random_cmd(r: &mut Rng) -> Cmd {
@@ -353,7 +367,7 @@ fn random_cmd(r: &mut Rng) -> Cmd {
                 id,
                 owner: r.below(4),
                 side,
-                price: (!market).then(|| 95 + r.below(11) as Price),
+                price: (!market).then(|| random_price(r)),
                 qty: 1 + r.below(20),
                 tif,
                 post_only: !market && tif == Tif::Gtc && r.below(6) == 0,
@@ -369,7 +383,7 @@ fn random_cmd(r: &mut Rng) -> Cmd {
         6 | 7 => Cmd::Cancel(id),
         _ => {
             let qty = (r.below(3) != 0).then(|| 1 + r.below(25));
-            let price = (qty.is_none() || r.below(2) == 0).then(|| 95 + r.below(11) as Price);
+            let price = (qty.is_none() || r.below(2) == 0).then(|| random_price(r));
             Cmd::Amend(id, qty, price)
         }
     }

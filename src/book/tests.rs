@@ -221,7 +221,7 @@ fn cancel_frees_the_slot_for_reuse_and_forgets_the_id() {
     assert_eq!((removed.qty, removed.price), (3, 12));
     assert_eq!(b.cancel(1), Err(Refusal::UnknownOrder));
     b.place(limit(1, 1, Side::Sell, 13, 1), &mut ev).unwrap();
-    assert_eq!(b.nodes.len(), 2, "the freed slot was reused");
+    assert_eq!(b.slots, 2, "the freed slot was reused");
     assert_eq!(levels(&b, Side::Sell), vec![(12, 4, 1), (13, 1, 1)]);
 }
 
@@ -239,4 +239,97 @@ fn digest_depends_on_priority_not_on_slots() {
     assert_eq!(a.digest(), b.digest());
     b.amend(1, None, Some(13), &mut ev).unwrap();
     assert_ne!(a.digest(), b.digest());
+}
+
+#[test]
+fn prices_far_apart_keep_priority_across_the_window_and_the_far_list() {
+    let far = [
+        1,
+        100,
+        101,
+        70_000,
+        1 << 40,
+        i64::MAX,
+        99,
+        i64::MAX - 1,
+        2,
+        1 << 20,
+    ];
+    for side in [Side::Buy, Side::Sell] {
+        let mut b = Book::new();
+        let mut ev = Events::default();
+        for (id, &price) in far.iter().enumerate() {
+            b.place(limit(id as u64, 9, side, price, 1), &mut ev)
+                .unwrap();
+        }
+        let mut expected: Vec<(Price, u64, u32)> = far.iter().map(|&p| (p, 1, 1)).collect();
+        expected.sort();
+        if side == Side::Buy {
+            expected.reverse();
+        }
+        assert_eq!(levels(&b, side), expected);
+        // One market order sweeps them all, best first.
+        let sweep = Incoming {
+            price: None,
+            tif: Tif::Ioc,
+            ..limit(999, 8, side.opposite(), 0, 1_000)
+        };
+        b.place(sweep, &mut ev).unwrap();
+        let prices: Vec<Price> = ev.fills.iter().map(|f| f.price).collect();
+        let best_first: Vec<Price> = expected.iter().map(|l| l.0).collect();
+        assert_eq!(prices, best_first);
+        assert_eq!(b.best(side), None);
+        // The emptied window re-centres on the next price and takes in the
+        // far levels near it.
+        for (id, price) in [(500, 1 << 40), (501, (1 << 40) + 5), (502, 3)] {
+            b.place(limit(id, 9, side, price, 1), &mut ev).unwrap();
+        }
+        let mut again = vec![((1 << 40) + 5, 1, 1), (1 << 40, 1, 1), (3, 1, 1)];
+        if side == Side::Sell {
+            again.reverse();
+        }
+        assert_eq!(levels(&b, side), again);
+        assert_eq!(b.cancel(501).map(|r| r.price), Ok((1 << 40) + 5));
+        assert_eq!(b.order(502).map(|o| o.price), Some(3));
+    }
+}
+
+/// The ladder against a sorted set of keys, through random inserts and
+/// removes of keys both near one another and far apart.
+#[test]
+fn a_ladder_finds_levels_and_the_best_like_a_sorted_set() {
+    let mut ladder = Ladder::default();
+    let mut reference = std::collections::BTreeMap::new();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for step in 0..20_000u32 {
+        let r = rand();
+        let k = match r % 16 {
+            0 => i64::MIN + (r >> 60) as i64,
+            1 => i64::MAX - (r >> 60) as i64,
+            2 => (r >> 8) as i64,
+            3 => 1_000 + (r >> 40) as i64 % 200_000,
+            _ => 1_000 + (r >> 40) as i64 % 600,
+        };
+        if let std::collections::btree_map::Entry::Vacant(e) = reference.entry(k) {
+            e.insert(step);
+            ladder.insert(k, step);
+        } else {
+            reference.remove(&k);
+            ladder.remove(k);
+        }
+        assert_eq!(ladder.find(k), reference.get(&k).copied().unwrap_or(NIL));
+        let best = reference.last_key_value().map_or(NIL, |(_, &l)| l);
+        assert_eq!(ladder.best(), best, "step {step}");
+        if step % 1_000 == 0 {
+            let all: Vec<u32> = ladder.levels().collect();
+            let expected: Vec<u32> = reference.values().rev().copied().collect();
+            assert_eq!(all, expected, "step {step}");
+        }
+    }
 }
