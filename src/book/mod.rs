@@ -450,6 +450,12 @@ impl Ladder {
     }
 }
 
+/// Where a resting order is in its book, from [`Book::find`], so that a
+/// caller that reads an order and then changes it looks it up once. Valid
+/// only until the book next changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot(u32);
+
 /// One instrument's book.
 #[derive(Clone, Debug)]
 pub struct Book {
@@ -548,6 +554,16 @@ impl Book {
     /// The resting order `id`.
     pub fn order(&self, id: OrderId) -> Option<OrderView> {
         Some(self.view(self.slot_of(id)?))
+    }
+
+    /// Where the resting order `id` is.
+    pub fn find(&self, id: OrderId) -> Option<Slot> {
+        self.slot_of(id).map(Slot)
+    }
+
+    /// The resting order at `slot`.
+    pub fn at(&self, slot: Slot) -> OrderView {
+        self.view(slot.0)
     }
 
     fn view(&self, slot: u32) -> OrderView {
@@ -919,7 +935,19 @@ impl Book {
         price: Option<Price>,
         events: &mut Events,
     ) -> Result<Placed, Refusal> {
-        let slot = self.slot_of(id).ok_or(Refusal::UnknownOrder)?;
+        let slot = self.find(id).ok_or(Refusal::UnknownOrder)?;
+        self.amend_at(slot, qty, price, events)
+    }
+
+    /// [`Book::amend`] of the order at `slot`.
+    pub fn amend_at(
+        &mut self,
+        slot: Slot,
+        qty: Option<u64>,
+        price: Option<Price>,
+        events: &mut Events,
+    ) -> Result<Placed, Refusal> {
+        let slot = slot.0;
         let v = self.view(slot);
         let new_qty = qty.unwrap_or(v.qty);
         let new_price = price.unwrap_or(v.price);
@@ -936,7 +964,7 @@ impl Book {
             });
         }
         let order = Incoming {
-            id,
+            id: v.id,
             owner: v.owner,
             side: v.side,
             price: Some(new_price),

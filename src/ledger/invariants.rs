@@ -61,10 +61,11 @@ impl Ledger {
                 self.order_instruments.len()
             ));
         }
-        if shares_held != self.share_held {
+        let share_held: std::collections::BTreeMap<_, _> =
+            self.share_held.iter().map(|(&k, &v)| (k, v)).collect();
+        if shares_held != share_held {
             return Err(format!(
-                "shares held {:?} but resting sells need {shares_held:?}",
-                self.share_held
+                "shares held {share_held:?} but resting sells need {shares_held:?}"
             ));
         }
         for (key, &qty) in &self.share_held {
@@ -247,7 +248,9 @@ impl Ledger {
             put(qty);
         }
         put(self.share_held.len() as u64);
-        for (&(account, id), &qty) in &self.share_held {
+        let mut share_held: Vec<_> = self.share_held.iter().collect();
+        share_held.sort_unstable_by_key(|(&key, _)| key);
+        for (&(account, id), &qty) in share_held {
             put(account);
             put(u64::from(id.0));
             put(qty);

@@ -34,7 +34,7 @@ mod sessions;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::num::NonZeroU64;
 
 use bincode::{Decode, Encode};
@@ -155,8 +155,10 @@ pub struct Ledger {
     /// (expiry time, reservation) for every open reservation with a TTL.
     expiries: BTreeSet<(u64, ReservationId)>,
     /// Shares held by resting sells per (account, instrument); never above
-    /// the shares owned.
-    share_held: BTreeMap<(AccountId, InstrumentId), u64>,
+    /// the shares owned. A hash map (the digest sorts it): every sell,
+    /// move and fill of a sell reads and writes it, and a `BTreeMap` there
+    /// cost ~12% of the order-book mix.
+    share_held: FxHashMap<(AccountId, InstrumentId), u64>,
     /// One book per listed instrument, by instrument id.
     books: Vec<Book>,
     /// Which book each resting order is on: order ids are unique over the
@@ -191,7 +193,7 @@ impl Ledger {
             reservations: FxHashMap::default(),
             closed_reservations: ClosedReservations::default(),
             expiries: BTreeSet::new(),
-            share_held: BTreeMap::new(),
+            share_held: FxHashMap::default(),
             books: Vec::new(),
             order_instruments: FxHashMap::default(),
             trades: 0,

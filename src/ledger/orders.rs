@@ -152,26 +152,31 @@ impl Ledger {
         let outcome = match placed {
             Err(Refusal::WouldCross) => Err(Reject::WouldCross(o.order)),
             Err(_) => Err(Reject::OrderExists(o.order)),
-            Ok(placed) => Ok(self.settle(
-                stamp,
-                o.instrument,
-                (o.order, o.account, o.side, o.price),
-                placed,
-                &events,
-            )),
+            Ok(placed) => {
+                if placed.status == Status::Resting {
+                    self.order_instruments.insert(o.order, o.instrument);
+                }
+                Ok(self.settle(
+                    stamp,
+                    o.instrument,
+                    (o.account, o.side, o.price),
+                    placed,
+                    &events,
+                ))
+            }
         };
         self.events = events;
         outcome
     }
 
-    /// Settles what the book did for taker `order`: every fill moves cash
+    /// Settles what the book did for a taker of `account`: every fill moves cash
     /// and shares and gets a trade number, every self-trade cancellation
     /// releases its hold, and what rests is held.
     fn settle(
         &mut self,
         stamp: &Stamp,
         instrument: InstrumentId,
-        (order, account, side, limit): (OrderId, AccountId, Side, Units),
+        (account, side, limit): (AccountId, Side, Units),
         placed: crate::book::Placed,
         events: &Events,
     ) -> Reply {
@@ -230,7 +235,6 @@ impl Ledger {
             });
         }
         if placed.status == Status::Resting {
-            self.order_instruments.insert(order, instrument);
             match side {
                 Side::Buy => {
                     let i = self.index_of(account).expect("checked on arrival");
@@ -316,9 +320,8 @@ impl Ledger {
             .ok_or(Reject::UnknownOrder(order))?;
         self.trades_cannot_overflow()?;
         let book = &self.books[instrument.0 as usize];
-        let now = book
-            .order(order)
-            .expect("indexed orders rest on their book");
+        let slot = book.find(order).expect("indexed orders rest on their book");
+        let now = book.at(slot);
         let new_qty = qty.unwrap_or(now.qty);
         let new_price = price.unwrap_or(now.price);
         let account = now.owner;
@@ -349,20 +352,19 @@ impl Ledger {
         }
         let mut events = std::mem::take(&mut self.events);
         events.clear();
-        let amended = self.books[instrument.0 as usize].amend(order, qty, price, &mut events);
+        let amended = self.books[instrument.0 as usize].amend_at(slot, qty, price, &mut events);
         let outcome = match amended {
             Err(_) => Err(Reject::WouldCross(order)),
             Ok(placed) => {
                 self.release_order(instrument, account, now.side, now.price, now.qty);
-                // Still resting (the common move): `settle` only updates
-                // its index entry in place.
+                // Still resting (the common move): its index entry stays.
                 if placed.status != Status::Resting {
                     self.order_instruments.remove(&order);
                 }
                 Ok(self.settle(
                     stamp,
                     instrument,
-                    (order, account, now.side, new_price),
+                    (account, now.side, new_price),
                     placed,
                     &events,
                 ))
