@@ -502,6 +502,13 @@ fn a_fenced_engine_answers_not_leader_and_stops() {
     let last = caught_up.last_seq();
     let rival_dir = tempfile::tempdir().unwrap();
     let mut rival = Leader::open(rival_dir.path(), 5);
+    // Its journal goes on from the caught-up state's chain (format 4: a
+    // writer continues the chain of the state it was restored to).
+    let head = journal::recover(caught_up_dir.path(), LedgerConfig::default())
+        .unwrap()
+        .chain_head;
+    assert_eq!(head.seq, last);
+    rival.writer.resume(head).unwrap();
     rival.workload.seq = last;
     rival.workload.time_ms = caught_up.now_ms();
     rival.ledger = caught_up;
