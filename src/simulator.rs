@@ -38,7 +38,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::book::{Side, Stp, Tif};
 use crate::journal::{
     lock_dir_in, recover_locked, retain_in, write_snapshot_in, Durability, JournalConfig,
-    JournalError, JournalWriter,
+    JournalError, JournalWriter, ASYNC_SYNC_INTERVAL,
 };
 use crate::ledger::{Ledger, LedgerConfig};
 use crate::outcome::Reply;
@@ -160,6 +160,8 @@ struct Sim {
     /// Highest seq known fdatasynced (a power loss must keep it).
     synced: u64,
     time_ms: u64,
+    /// When `async` mode's periodic fdatasync last ran.
+    synced_at_ms: u64,
     live: Option<Live>,
     report: SeedReport,
     /// Odds per batch of each event.
@@ -211,6 +213,7 @@ impl Sim {
             acked: 0,
             synced: 0,
             time_ms: 1,
+            synced_at_ms: 0,
             live: None,
             report,
             crash_odds,
@@ -284,7 +287,7 @@ impl Sim {
         let Some(live) = &self.live else {
             return self.restart(Death::Crash);
         };
-        self.time_ms += self.rng.random_range(0..40);
+        self.time_ms += self.rng.random_range(0..25);
         self.time_ms = self.time_ms.max(self.storage.now_us() / 1000);
         let first = live.ledger.last_seq() + 1;
         let len = self.rng.random_range(1..=12);
@@ -334,8 +337,13 @@ impl Sim {
         }
         self.report.batches_acked += 1;
         self.report.records_acked += batch.len() as u64;
-        // `async` mode's helper fdatasyncs every 100 ms of (simulated) time.
-        if self.journal.durability == Durability::Async && self.rng.random_bool(0.2) {
+        // `async` mode's helper fdatasyncs every ASYNC_SYNC_INTERVAL of
+        // (simulated) time.
+        let interval_ms = ASYNC_SYNC_INTERVAL.as_millis() as u64;
+        if self.journal.durability == Durability::Async
+            && self.time_ms >= self.synced_at_ms + interval_ms
+        {
+            self.synced_at_ms = self.time_ms;
             return self.sync_live().map(|_| ());
         }
         Ok(())

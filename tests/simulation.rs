@@ -72,9 +72,9 @@ fn a_seed_replays_exactly() {
     assert_ne!(a, b);
 }
 
-/// Found by the simulator (at commit 5925313, seed 91 among others: a seed's
-/// run depends on the exact I/O the code does, so seeds are pinned to a
-/// commit; this test is the durable form): an fdatasync failed, so some of its
+/// Found by the simulator (its first build, seed 91 among others; a seed's
+/// run depends on the exact I/O the code does, so this test is the durable
+/// form): an fdatasync failed, so some of its
 /// pages never reached the disk while the page cache, marked clean, still
 /// showed them. The process stopped (fail closed), but the next start read
 /// them back, and the writer's own fdatasync at open had nothing dirty to
@@ -125,7 +125,7 @@ fn records_behind_a_failed_fdatasync_are_made_durable_before_they_are_trusted() 
     }
 }
 
-/// Found by the simulator (at commit 5925313, seed 22): a roll renamed the next segment into
+/// Found by the simulator (its first build, seed 22): a roll renamed the next segment into
 /// place, but the directory's fsync failed, so the writer stopped with the
 /// new segment's name only in the page cache. The next start appended to
 /// that segment and fdatasynced the file, never the directory: a power loss
