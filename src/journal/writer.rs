@@ -170,7 +170,8 @@ impl<S: Storage> JournalWriter<S> {
         let mut write_at = SEGMENT_HEADER_BYTES as u64;
         let mut next_seq = last.first_seq;
         // The journal's own durable point, and the frames beyond it (file,
-        // offset, end, last seq): few, those of one sync interval at most.
+        // offset, end, the seq a D must reach to cover them): few, those of
+        // one sync interval at most.
         let mut durable_seq = snapshot_floor(&storage, &writer.dir)?;
         let mut unsynced: VecDeque<(PathBuf, usize, usize, u64)> = VecDeque::new();
         while let Some(frame) = scanner.next_frame()? {
@@ -178,9 +179,14 @@ impl<S: Storage> JournalWriter<S> {
             while unsynced.front().is_some_and(|f| f.3 <= durable_seq) {
                 unsynced.pop_front();
             }
-            if frame.last_seq() > durable_seq {
+            // A frame's bytes are known synced once a later D covers its
+            // records; a clean-shutdown mark (no records, D = its seq - 1)
+            // only once a later D reaches its own seq: its D says nothing of
+            // its own bytes.
+            let covered_by = frame.last_seq().max(frame.first_seq);
+            if covered_by > durable_seq {
                 let path = scanner.path().to_path_buf();
-                unsynced.push_back((path, frame.offset, frame.next, frame.last_seq()));
+                unsynced.push_back((path, frame.offset, frame.next, covered_by));
             }
             if scanner.path() == last.path {
                 write_at = frame.next as u64;
