@@ -11,6 +11,8 @@ pub mod cli;
 pub mod engine;
 #[cfg(feature = "external-engines")]
 pub mod external;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod journal;
 pub mod ledger;
 pub mod money;

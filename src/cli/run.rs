@@ -278,22 +278,9 @@ impl Session<'_> {
     /// Takes one line in: answers it at this edge, or sends it to the engine
     /// (first waiting for the earlier lines it depends on, see [`serve`]).
     fn take(&mut self, line: &str, output: &mut impl Write) -> Result<Pending, Fatal> {
-        if line.trim().is_empty() {
-            return Err(malformed("the line is empty: expected a JSON object").into());
-        }
-        let value = strict_json::from_str(line).map_err(|e| match e.classify() {
-            Category::Data => malformed(e.to_string()),
-            _ => malformed(format!("not valid JSON: {e}")),
-        })?;
-        let Value::Object(fields) = value else {
-            return Err(malformed("each line must be a JSON object").into());
-        };
+        let fields = read_object(line)?;
         let f = Fields(&fields);
-        let op = f.str("op")?;
-        let req = f.opt_u64("req")?;
-        if req == Some(0) {
-            return Err(malformed("req must be 1 or more").into());
-        }
+        let (op, req) = op_and_req(&f)?;
         let waits_for_all = matches!(op, "barrier" | "tick");
         let names_listing = matches!(op, "instrument" | "reserve") && self.listings_in_flight > 0;
         if waits_for_all || names_listing {
@@ -303,15 +290,19 @@ impl Session<'_> {
             self.client.barrier().map_err(Fatal::Engine)?;
             return Ok(Pending::Answered(success_json(Map::new())));
         }
-        let request = match self.request(op, &f) {
+        let edge = Edge {
+            scale: self.client.scale(),
+            instruments: &|symbol| self.client.instrument_id(symbol),
+            manual_clock: self.manual_clock,
+        };
+        let request = match edge.request(op, &f) {
             Ok(request) => request,
-            Err(Fatal::Line(refused)) => {
+            Err(refused) => {
                 return match req {
                     Some(req) if NUMBERED_OPS.contains(&op) => self.use_up(req, refused, fields),
                     _ => Err(refused.into()),
                 }
             }
-            Err(fatal) => return Err(fatal),
         };
         let listing = matches!(request, Request::ListInstrument { .. });
         match req {
@@ -438,10 +429,22 @@ impl Session<'_> {
             listing: false,
         })
     }
+}
 
+/// What turning a line into a request needs from the engine: the money
+/// scale, the instrument directory, and the manual clock a `tick` moves.
+/// Kept apart from [`Session`] so that the fuzz targets and their corpus
+/// test drive the very same conversion without an engine.
+pub(crate) struct Edge<'a> {
+    pub scale: Scale,
+    pub instruments: &'a dyn Fn(&Symbol) -> Option<InstrumentId>,
+    pub manual_clock: Option<&'a ManualClock>,
+}
+
+impl Edge<'_> {
     /// The request a line asks for, checked and converted at this edge.
-    fn request(&mut self, op: &str, f: &Fields) -> Result<Request, Fatal> {
-        let scale = self.client.scale();
+    fn request(&self, op: &str, f: &Fields) -> Result<Request, Failure> {
+        let scale = self.scale;
         let request = match op {
             "open_account" => Request::OpenAccount {
                 account: f.u64("account")?,
@@ -473,7 +476,7 @@ impl Session<'_> {
             },
             "instrument" => {
                 let symbol = f.symbol("instrument")?;
-                let instrument = self.client.instrument_id(&symbol).ok_or_else(|| Failure {
+                let instrument = (self.instruments)(&symbol).ok_or_else(|| Failure {
                     code: ErrorCode::UnknownInstrument,
                     message: format!("instrument {symbol} is not listed"),
                     original: None,
@@ -485,7 +488,7 @@ impl Session<'_> {
                 Request::Reserve {
                     reservation: f.u64("reservation")?,
                     account: f.u64("account")?,
-                    instrument: self.client.instrument_id(&symbol).unwrap_or(UNLISTED),
+                    instrument: (self.instruments)(&symbol).unwrap_or(UNLISTED),
                     qty: f.u64("qty")?,
                     ttl_ms: f.opt_u64("ttl_ms")?.unwrap_or(0),
                     partial: f.opt_bool("partial")?.unwrap_or(false),
@@ -530,11 +533,11 @@ impl Session<'_> {
                 let symbol = f.symbol("instrument")?;
                 let depth = f.opt_u64("depth")?.unwrap_or(10);
                 if !(1..=u64::from(BOOK_DEPTH_MAX)).contains(&depth) {
-                    return Err(
-                        malformed(format!("field `depth` must be 1 to {BOOK_DEPTH_MAX}")).into(),
-                    );
+                    return Err(malformed(format!(
+                        "field `depth` must be 1 to {BOOK_DEPTH_MAX}"
+                    )));
                 }
-                let instrument = self.client.instrument_id(&symbol).ok_or_else(|| Failure {
+                let instrument = (self.instruments)(&symbol).ok_or_else(|| Failure {
                     code: ErrorCode::UnknownInstrument,
                     message: format!("instrument {symbol} is not listed"),
                     original: None,
@@ -544,7 +547,7 @@ impl Session<'_> {
                     depth: depth as u32,
                 }
             }
-            other => return Err(malformed(format!("unknown op {other:?}")).into()),
+            other => return Err(malformed(format!("unknown op {other:?}"))),
         };
         Ok(request)
     }
@@ -553,23 +556,25 @@ impl Session<'_> {
     /// a market order; cancel_resting) filled in. A limit without a price
     /// or a market order with one is `invalid_order` here; the Ledger
     /// checks every other combination.
-    fn place(&mut self, f: &Fields) -> Result<Request, Fatal> {
-        let scale = self.client.scale();
+    fn place(&self, f: &Fields) -> Result<Request, Failure> {
+        let scale = self.scale;
         let symbol = f.symbol("instrument")?;
         let side = match f.str("side")? {
             "buy" => Side::Buy,
             "sell" => Side::Sell,
             other => {
-                return Err(malformed(format!("side must be buy or sell, not {other:?}")).into())
+                return Err(malformed(format!(
+                    "side must be buy or sell, not {other:?}"
+                )))
             }
         };
         let market = match f.opt_str("type")? {
             None | Some("limit") => false,
             Some("market") => true,
             Some(other) => {
-                return Err(
-                    malformed(format!("type must be limit or market, not {other:?}")).into(),
-                )
+                return Err(malformed(format!(
+                    "type must be limit or market, not {other:?}"
+                )))
             }
         };
         let tif = match f.opt_str("tif")? {
@@ -578,7 +583,9 @@ impl Session<'_> {
             Some("ioc") => Tif::Ioc,
             Some("fok") => Tif::Fok,
             Some(other) => {
-                return Err(malformed(format!("tif must be gtc, ioc or fok, not {other:?}")).into())
+                return Err(malformed(format!(
+                    "tif must be gtc, ioc or fok, not {other:?}"
+                )))
             }
         };
         let stp = match f.opt_str("stp")? {
@@ -587,8 +594,7 @@ impl Session<'_> {
             Some(other) => {
                 return Err(malformed(format!(
                     "stp must be cancel_resting or cancel_incoming, not {other:?}"
-                ))
-                .into())
+                )))
             }
         };
         let order = f.u64("order")?;
@@ -599,13 +605,13 @@ impl Session<'_> {
         let price = match (market, has_price) {
             (false, true) => f.amount("price", scale)?,
             (true, false) => 0,
-            (false, false) => return Err(invalid_order("a limit order needs a price").into()),
-            (true, true) => return Err(invalid_order("a market order takes no price").into()),
+            (false, false) => return Err(invalid_order("a limit order needs a price")),
+            (true, true) => return Err(invalid_order("a market order takes no price")),
         };
         Ok(Request::Place {
             order,
             account,
-            instrument: self.client.instrument_id(&symbol).unwrap_or(UNLISTED),
+            instrument: (self.instruments)(&symbol).unwrap_or(UNLISTED),
             side,
             market,
             tif,
@@ -615,6 +621,47 @@ impl Session<'_> {
             price,
         })
     }
+}
+
+/// What [`serve`] makes of one line without an engine: the request it
+/// sends (`None` for `barrier`, which only waits), or the answer it
+/// refuses the line with at this edge. The fuzz targets drive this.
+pub(crate) fn line_request(line: &str, edge: &Edge) -> Result<Option<Request>, Value> {
+    let take = || {
+        let fields = read_object(line)?;
+        let f = Fields(&fields);
+        let (op, _) = op_and_req(&f)?;
+        match op {
+            "barrier" => Ok(None),
+            _ => edge.request(op, &f).map(Some),
+        }
+    };
+    take().map_err(|failure| failure_json(&failure))
+}
+
+/// A line's JSON object, or why it is not one.
+fn read_object(line: &str) -> Result<Map<String, Value>, Failure> {
+    if line.trim().is_empty() {
+        return Err(malformed("the line is empty: expected a JSON object"));
+    }
+    let value = strict_json::from_str(line).map_err(|e| match e.classify() {
+        Category::Data => malformed(e.to_string()),
+        _ => malformed(format!("not valid JSON: {e}")),
+    })?;
+    let Value::Object(fields) = value else {
+        return Err(malformed("each line must be a JSON object"));
+    };
+    Ok(fields)
+}
+
+/// A line's op and its request number, if it carries one (never 0).
+fn op_and_req<'f>(f: &Fields<'f>) -> Result<(&'f str, Option<u64>), Failure> {
+    let op = f.str("op")?;
+    let req = f.opt_u64("req")?;
+    if req == Some(0) {
+        return Err(malformed("req must be 1 or more"));
+    }
+    Ok((op, req))
 }
 
 /// The fields of a sent line's answer, or the failure it is answered with.
@@ -769,14 +816,14 @@ fn describe(reject: &Reject, fields: &Map<String, Value>, scale: Scale) -> Strin
 /// Typed access to a line's fields; anything missing or mistyped is malformed.
 struct Fields<'a>(&'a Map<String, Value>);
 
-impl Fields<'_> {
-    fn get(&self, name: &str) -> Result<&Value, Failure> {
+impl<'a> Fields<'a> {
+    fn get(&self, name: &str) -> Result<&'a Value, Failure> {
         self.0
             .get(name)
             .ok_or_else(|| malformed(format!("missing field `{name}`")))
     }
 
-    fn str(&self, name: &str) -> Result<&str, Failure> {
+    fn str(&self, name: &str) -> Result<&'a str, Failure> {
         self.get(name)?
             .as_str()
             .ok_or_else(|| malformed(format!("field `{name}` must be a string")))
@@ -797,7 +844,7 @@ impl Fields<'_> {
         }
     }
 
-    fn opt_str(&self, name: &str) -> Result<Option<&str>, Failure> {
+    fn opt_str(&self, name: &str) -> Result<Option<&'a str>, Failure> {
         match self.0.get(name) {
             None => Ok(None),
             Some(_) => self.str(name).map(Some),

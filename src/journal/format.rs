@@ -274,7 +274,7 @@ pub(crate) fn encode_clean_shutdown(next_seq: u64, parent: u128, buf: &mut Vec<u
     finish_frame(buf, 0, KIND_CLEAN_SHUTDOWN, next_seq, next_seq - 1, parent);
 }
 
-fn finish_frame(
+pub(crate) fn finish_frame(
     buf: &mut Vec<u8>,
     count: u32,
     kind: u32,

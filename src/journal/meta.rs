@@ -102,8 +102,13 @@ impl Meta {
 /// naming the file if it is missing or damaged (a journal's records cannot
 /// be read right without it).
 pub fn read_meta(dir: impl AsRef<Path>) -> Result<Meta, JournalError> {
+    read_meta_in(&OsStorage, dir)
+}
+
+/// [`read_meta`] on `storage`.
+pub fn read_meta_in<S: Storage>(storage: &S, dir: impl AsRef<Path>) -> Result<Meta, JournalError> {
     let path = dir.as_ref().join(META_FILE);
-    match read_text(&OsStorage, &path) {
+    match read_text(storage, &path) {
         Ok(text) => Meta::parse(&path, &text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(JournalError::Refused {
             path,

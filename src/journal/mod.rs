@@ -63,12 +63,12 @@
 //! ```
 
 mod error;
-mod format;
+pub(crate) mod format;
 mod lock;
 mod meta;
-mod recover;
-mod scan;
-mod snapshot;
+pub(crate) mod recover;
+pub(crate) mod scan;
+pub(crate) mod snapshot;
 mod verify;
 mod writer;
 
@@ -78,7 +78,9 @@ use std::str::FromStr;
 pub use self::error::JournalError;
 pub use self::format::{ChainHead, FORMAT_VERSION, FRAME_BODY_BYTES_MAX, GENESIS};
 pub use self::lock::{lock_dir, lock_dir_in, DirLock, LOCK_FILE};
-pub use self::meta::{check_meta, check_meta_in, read_meta, read_scale, Meta, META_FILE};
+pub use self::meta::{
+    check_meta, check_meta_in, read_meta, read_meta_in, read_scale, Meta, META_FILE,
+};
 pub use self::recover::{
     read_records, recover, recover_locked, replay, replay_with_progress, Progress, Records,
     Recovered, Replay,

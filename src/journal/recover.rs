@@ -189,7 +189,9 @@ struct Chunk {
 
 type Rebuilt = (Recovered, Option<TornTail>, u64);
 
-fn rebuild<S: Storage>(
+/// The rebuild [`recover_locked`] and [`replay`] share: never writes, and
+/// returns the torn tail (if any) for the caller to zero or report.
+pub(crate) fn rebuild<S: Storage>(
     storage: &S,
     dir: &Path,
     config: LedgerConfig,

@@ -162,8 +162,13 @@ pub(crate) fn load<S: Storage>(
     let bytes = storage
         .read(path)
         .map_err(|e| Rejected::Fatal(JournalError::io(path, "read snapshot", e)))?;
+    decode(path, &bytes, name_seq)
+}
+
+/// [`load`] once the file is read: `path` only names it in errors.
+fn decode(path: &Path, bytes: &[u8], name_seq: u64) -> Result<(Ledger, ChainHead), Rejected> {
     let skip = |offset: usize, reason: String| Rejected::Skip(offset as u64, reason);
-    let header = match parse_snapshot_header(&bytes) {
+    let header = match parse_snapshot_header(bytes) {
         Ok(h) => h,
         Err(e @ (HeaderError::Magic(_) | HeaderError::Version(_))) => {
             return Err(Rejected::Fatal(JournalError::header(path, e)))
@@ -196,8 +201,8 @@ pub(crate) fn load<S: Storage>(
     if crc32c::crc32c(payload) != header.payload_crc {
         return Err(skip(at, "payload checksum mismatch".into()));
     }
-    let (ledger, used): (Ledger, usize) = bincode::decode_from_slice(payload, BINCODE)
-        .map_err(|e| skip(at, format!("payload does not decode: {e}")))?;
+    let (ledger, used) =
+        decode_ledger(payload).map_err(|e| skip(at, format!("payload does not decode: {e}")))?;
     if used != payload.len() {
         return Err(skip(
             at + used,
@@ -220,6 +225,48 @@ pub(crate) fn load<S: Storage>(
         .check_invariants()
         .map_err(|e| skip(at, format!("ledger inside breaks an invariant: {e}")))?;
     Ok((ledger, header.head))
+}
+
+/// Bytes of memory a snapshot may make the decoder reserve ahead of reading,
+/// per payload byte. bincode reserves room for a container's claimed length
+/// before reading its entries, so a damaged (or forged) length with a good
+/// checksum would otherwise reserve anything, up to a capacity-overflow
+/// panic or an aborting allocation. Every entry of every container in a
+/// Ledger takes at least one payload byte (most take 8 or more) and none
+/// more than about 100 bytes of memory (a book, a session), so a real
+/// snapshot stays far below this, containers nested in containers included.
+const RESERVED_BYTES_PER_PAYLOAD_BYTE: usize = 256;
+
+/// Decodes a Ledger, refusing (bincode's `LimitExceeded`) any container
+/// whose reservation would pass [`RESERVED_BYTES_PER_PAYLOAD_BYTE`] times
+/// the payload. bincode's limit is a const: the smallest of a few powers of
+/// 16 that covers the bound is used (at most 16 times looser).
+fn decode_ledger(payload: &[u8]) -> Result<(Ledger, usize), bincode::error::DecodeError> {
+    let bound = payload
+        .len()
+        .saturating_mul(RESERVED_BYTES_PER_PAYLOAD_BYTE)
+        .max(1 << 20);
+    macro_rules! within {
+        ($($shift:literal)*) => {
+            $(if bound <= 1usize << $shift {
+                return bincode::decode_from_slice(payload, BINCODE.with_limit::<{ 1usize << $shift }>());
+            })*
+        };
+    }
+    within!(20 24 28 32 36 40 44 48 52 56 60);
+    bincode::decode_from_slice(payload, BINCODE.with_limit::<{ usize::MAX }>())
+}
+
+/// A snapshot file's bytes as [`load_newest`] takes them: the Ledger, or
+/// why the file would be passed over (or stop recovery). The fuzz targets
+/// drive this; `name_seq` is the seq the file's name gives.
+pub(crate) fn decode_snapshot(bytes: &[u8], name_seq: u64) -> Result<Ledger, String> {
+    decode(Path::new(&snapshot_name(name_seq)), bytes, name_seq)
+        .map(|(ledger, _)| ledger)
+        .map_err(|rejected| match rejected {
+            Rejected::Skip(at, why) => format!("at byte {at}: {why}"),
+            Rejected::Fatal(e) => e.to_string(),
+        })
 }
 
 /// The snapshot recovery starts from: its Ledger, the chain head it
@@ -351,4 +398,32 @@ pub fn retain_in<S: Storage>(
             .map_err(|e| JournalError::io(dir, "sync the journal directory", e))?;
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A payload whose checksum holds but whose first container (the
+    /// accounts' direct table, right after the 20-byte config) claims
+    /// `entries`: found by the `snapshot` fuzz target, where bincode
+    /// reserved room for the claimed length before reading a single entry
+    /// (a panic past `isize::MAX` bytes, an aborting allocation below).
+    fn claiming(entries: u64) -> Vec<u8> {
+        let mut payload = bincode::encode_to_vec(Ledger::default(), BINCODE).unwrap();
+        payload[20..28].copy_from_slice(&entries.to_le_bytes());
+        let mut file = snapshot_header(ChainHead::GENESIS, &payload).to_vec();
+        file.extend_from_slice(&payload);
+        file
+    }
+
+    #[test]
+    fn a_snapshot_claiming_a_huge_container_is_refused_without_reserving_it() {
+        for entries in [1 << 61, 1 << 40, 1 << 20] {
+            let refused = decode_snapshot(&claiming(entries), 0)
+                .map(|_| ())
+                .unwrap_err();
+            assert!(refused.contains("does not decode"), "{entries}: {refused}");
+        }
+    }
 }

@@ -164,7 +164,9 @@ impl Accounts {
         sorted: BTreeMap<(AccountId, InstrumentId), u64>,
     ) -> Result<(), String> {
         for ((account, instrument), qty) in sorted {
-            let Some(slot) = self.slot(account) else {
+            // The index is not checked yet (see `check_structure`): a slot
+            // beyond the accounts is as good as none.
+            let Some(slot) = self.slot(account).filter(|&slot| slot < self.lines.len()) else {
                 return Err(format!(
                     "account {account} holds shares of instrument {} but is not open",
                     instrument.0
@@ -177,6 +179,37 @@ impl Accounts {
                 ));
             }
             self.change_shares(slot, instrument, i128::from(qty));
+        }
+        Ok(())
+    }
+
+    /// The table's own consistency, which every lookup relies on: one slot
+    /// per account in each column, each id found at its own slot (so no id
+    /// twice), nothing else indexed, and every history within `history_max`.
+    /// A snapshot's Ledger is checked so before it is used (see
+    /// `Ledger::check_invariants`).
+    pub fn check_structure(&self, history_max: u32) -> Result<(), String> {
+        let len = self.ids.len();
+        if self.lines.len() != len || len >= NO_SLOT as usize {
+            return Err(format!(
+                "account columns disagree: {len} ids, {} lines",
+                self.lines.len()
+            ));
+        }
+        let indexed =
+            self.direct.iter().filter(|&&slot| slot != NO_SLOT).count() + self.sparse.len();
+        if indexed != len {
+            return Err(format!("{indexed} account ids indexed for {len} accounts"));
+        }
+        for (slot, &id) in self.ids.iter().enumerate() {
+            if self.slot(id) != Some(slot) {
+                return Err(format!("account {id} is not indexed at its slot {slot}"));
+            }
+        }
+        for (line, id) in self.lines.iter().zip(&self.ids) {
+            line.history
+                .check_structure(history_max)
+                .map_err(|e| format!("account {id}: {e}"))?;
         }
         Ok(())
     }
@@ -365,6 +398,20 @@ impl History {
             self.records[self.oldest as usize] = Record::new(entry);
             self.oldest = (self.oldest + 1) % max as u32;
         }
+    }
+
+    /// The ring's shape `push` and `newest` rely on: at most `max` records,
+    /// and the oldest one's position inside them (0 until the ring is full).
+    fn check_structure(&self, max: u32) -> Result<(), String> {
+        let len = self.records.len();
+        let oldest = self.oldest as usize;
+        let fits = len <= max as usize && (oldest == 0 || oldest < len && len == max as usize);
+        if !fits {
+            return Err(format!(
+                "history of {len} records (at most {max}) with its oldest at {oldest}"
+            ));
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {

@@ -53,6 +53,25 @@ impl ClosedReservations {
         self.order.push_back(id);
     }
 
+    /// The window's own consistency: each id once in closing order, the
+    /// same ids in the map, at most `max` of them.
+    pub fn check_structure(&self, max: u32) -> Result<(), String> {
+        let ids: std::collections::BTreeSet<_> = self.order.iter().collect();
+        let consistent = ids.len() == self.order.len()
+            && self.by_id.len() == self.order.len()
+            && ids.iter().all(|id| self.by_id.contains_key(id))
+            && self.order.len() <= max as usize;
+        if !consistent {
+            return Err(format!(
+                "closed reservations: {} in closing order ({} distinct), {} by id, at most {max}",
+                self.order.len(),
+                ids.len(),
+                self.by_id.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// Oldest first.
     pub fn iter(&self) -> impl Iterator<Item = (ReservationId, Closure)> + '_ {
         self.order.iter().map(|id| (*id, self.by_id[id]))

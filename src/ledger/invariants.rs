@@ -28,7 +28,12 @@ impl Ledger {
     ///   limit), and its shares held equal its resting sells, recomputed
     ///   from the books; no account holds more shares than it owns; every
     ///   resting order is indexed on its own book and nothing else is.
+    ///
+    /// First the structure every lookup relies on (see `check_structure`),
+    /// so this never panics, whatever state it is given: it is what stands
+    /// between a snapshot read from disk and the business thread.
     pub fn check_invariants(&self) -> Result<(), String> {
+        self.check_structure()?;
         let mut held = vec![0i128; self.accounts.len()];
         let mut shares_held: std::collections::BTreeMap<(u64, crate::InstrumentId), u64> =
             std::collections::BTreeMap::new();
@@ -49,7 +54,10 @@ impl Ledger {
                             held[i] += i128::from(o.price) * i128::from(o.qty);
                         }
                         Side::Sell => {
-                            *shares_held.entry((o.owner, instrument)).or_insert(0) += o.qty
+                            let shares = shares_held.entry((o.owner, instrument)).or_insert(0);
+                            *shares = shares.checked_add(o.qty).ok_or_else(|| {
+                                format!("account {}: shares held overflow", o.owner)
+                            })?;
                         }
                     }
                 }
@@ -137,10 +145,16 @@ impl Ledger {
                     inst.symbol, inst.reserved, inst.sold, reserved[i], sold[i]
                 ));
             }
-            cash += inst.proceeds;
+            cash = cash
+                .checked_add(inst.proceeds)
+                .ok_or("sale proceeds overflow")?;
         }
         let t = self.totals;
-        if cash != t.deposited - t.withdrawn + t.rebated {
+        let entered = t
+            .deposited
+            .checked_sub(t.withdrawn)
+            .and_then(|net| net.checked_add(t.rebated));
+        if Some(cash) != entered {
             return Err(format!(
                 "money not conserved: balances + proceeds = {cash}, deposited {} - withdrawn {} + rebated {}",
                 t.deposited, t.withdrawn, t.rebated
@@ -151,6 +165,54 @@ impl Ledger {
             return Err(format!(
                 "{pending} rebates pending but the count says {}",
                 self.rebates.pending_len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Each part's own consistency and every reference between parts: ids
+    /// that index tables point inside them, so the checks above and the
+    /// request handlers can index without a panic.
+    fn check_structure(&self) -> Result<(), String> {
+        let config = self.config;
+        self.accounts
+            .check_structure(config.history_per_account_max)?;
+        self.closed_reservations
+            .check_structure(config.closed_reservations_max)?;
+        self.sessions.check_structure(config.sessions_max)?;
+        self.rebates.check_structure()?;
+        let instruments = self.instruments.len();
+        if self.books.len() != instruments || self.instrument_index.len() != instruments {
+            return Err(format!(
+                "{instruments} instruments, {} books, {} symbols indexed",
+                self.books.len(),
+                self.instrument_index.len()
+            ));
+        }
+        for (symbol, id) in &self.instrument_index {
+            if self
+                .instruments
+                .get(id.0 as usize)
+                .is_none_or(|inst| inst.symbol != *symbol)
+            {
+                return Err(format!("symbol {symbol} indexes instrument {}", id.0));
+            }
+        }
+        for (&id, r) in &self.reservations {
+            if r.account_index as usize >= self.accounts.len()
+                || r.instrument.0 as usize >= instruments
+            {
+                return Err(format!("reservation {id} names no account or instrument"));
+            }
+        }
+        if let Some((slot, id, _)) = self
+            .accounts
+            .holdings()
+            .find(|(_, id, _)| id.0 as usize >= instruments)
+        {
+            return Err(format!(
+                "account {} holds unlisted instrument {}",
+                self.accounts.ids[slot], id.0
             ));
         }
         Ok(())

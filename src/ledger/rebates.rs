@@ -141,6 +141,39 @@ impl Rebates {
         self.unpaid.remove(&deposit_seq);
     }
 
+    /// The queue's shape `find` and `settle` rely on: in strictly
+    /// increasing deposit order (binary search), starting with an unsettled
+    /// rebate (settled ones are popped from the front), the pending count
+    /// right; each unpaid rebate filed under its own deposit.
+    pub fn check_structure(&self) -> Result<(), String> {
+        let ordered = self
+            .queue
+            .iter()
+            .zip(self.queue.iter().skip(1))
+            .all(|(a, b)| a.job.deposit_seq < b.job.deposit_seq);
+        if !ordered || self.queue.front().is_some_and(|r| r.settled) {
+            return Err("the rebate queue is out of order or starts settled".into());
+        }
+        if self.pending_counted() != self.pending {
+            return Err(format!(
+                "{} rebates pending but the count says {}",
+                self.pending_counted(),
+                self.pending
+            ));
+        }
+        if let Some(seq) = self
+            .unpaid
+            .iter()
+            .find(|(&seq, u)| seq != u.job.deposit_seq)
+            .map(|(seq, _)| seq)
+        {
+            return Err(format!(
+                "unpaid rebate filed under deposit {seq} is another's"
+            ));
+        }
+        Ok(())
+    }
+
     /// Not-settled entries counted the slow way, for the invariant check.
     pub fn pending_counted(&self) -> usize {
         self.queue.iter().filter(|r| !r.settled).count()

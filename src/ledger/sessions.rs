@@ -226,6 +226,59 @@ impl Sessions {
             && retired_bits(name).all(|bit| self.retired[bit / 64] & (1 << (bit % 64)) != 0)
     }
 
+    /// The table's own consistency, which lookups and retirement rely on:
+    /// names and live sessions one to one, the idle order holding exactly
+    /// the live sessions, ids below the next one, each window of answers
+    /// in increasing number order within its bound, and the retired-name
+    /// filter either unused or whole.
+    pub fn check_structure(&self, sessions_max: u32) -> Result<(), String> {
+        if self.by_name.len() != self.live.len() || self.live.len() > sessions_max as usize {
+            return Err(format!(
+                "{} session names for {} live sessions (at most {sessions_max})",
+                self.by_name.len(),
+                self.live.len()
+            ));
+        }
+        for (name, id) in &self.by_name {
+            if self.live.get(id).is_none_or(|s| s.name != *name) {
+                return Err(format!(
+                    "session name {name} does not name its session {id}"
+                ));
+            }
+        }
+        let idle: BTreeSet<(u64, SessionId)> = self
+            .live
+            .iter()
+            .map(|(&id, s)| (s.last_used_ms, id))
+            .collect();
+        if idle != self.idle {
+            return Err("the idle order does not hold exactly the live sessions".into());
+        }
+        for (&id, s) in &self.live {
+            let numbers_rise = s
+                .answers
+                .iter()
+                .zip(s.answers.iter().skip(1))
+                .all(|(a, b)| a.0 < b.0);
+            let within = s.answers.back().is_none_or(|&(req, _)| req <= s.last_req);
+            if id == 0
+                || id >= self.next_id
+                || s.answers.len() > SESSION_ANSWERS_MAX
+                || !numbers_rise
+                || !within
+            {
+                return Err(format!("session {id} ({}) is malformed", s.name));
+            }
+        }
+        if !self.retired.is_empty() && self.retired.len() != RETIRED_NAMES_BITS / 64 {
+            return Err(format!(
+                "retired-name filter of {} words",
+                self.retired.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// A stable hash of every session, live ones in id order.
     pub fn digest(&self) -> u64 {
         let mut h = Xxh3::new();
