@@ -7,7 +7,8 @@
 //! (default 10 000 000 records, about 550 MB), then
 //! `ringledger replay --journal-dir DIR`.
 
-use ringledger::journal::{Durability, JournalConfig, JournalWriter};
+use ringledger::journal::{self, Durability, JournalConfig, JournalWriter, Meta};
+use ringledger::LedgerConfig;
 
 #[path = "../benches/common/wallet.rs"]
 mod wallet;
@@ -25,7 +26,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         durability: Durability::Async,
         ..JournalConfig::default()
     };
-    let mut journal = JournalWriter::open(&dir, config)?;
+    // The meta file first (the default scale and limits), under the lock the
+    // writer then keeps: `replay` refuses a journal without one.
+    let lock = journal::lock_dir(&dir)?;
+    let meta = Meta {
+        scale: 2,
+        ledger: LedgerConfig::default(),
+    };
+    journal::check_meta(&dir, &meta)?;
+    let mut journal = JournalWriter::open_locked(lock, config)?;
     let mut x = 0x0bad_cafeu64;
     let mut batch = Vec::with_capacity(BATCH as usize);
     let mut seq = 0;
