@@ -15,6 +15,7 @@ pub mod external;
 pub mod fuzzing;
 pub mod journal;
 pub mod ledger;
+pub mod metrics;
 pub mod money;
 pub mod outcome;
 mod prefetch;
@@ -26,7 +27,7 @@ pub mod ring;
 pub mod simulator;
 pub mod storage;
 
-pub use engine::{Client, Engine, EngineBuilder, EngineError, JournalThread};
+pub use engine::{Client, Engine, EngineBuilder, EngineError, EngineGauges, JournalThread};
 pub use ledger::{Applied, Ledger, LedgerConfig};
 pub use money::{Scale, Units};
 pub use outcome::{

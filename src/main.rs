@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ringledger::bench;
 use ringledger::engine::{Clock, ManualClock, WallClock};
 use ringledger::journal::{self, Durability};
+use ringledger::metrics::{Metrics, Role};
 use ringledger::ring::WaitStrategy;
 use ringledger::{Engine, EngineError, JournalThread, LedgerConfig, RateRebate, Scale};
 use rust_decimal::Decimal;
@@ -153,6 +154,10 @@ enum Command {
         #[cfg(feature = "nats")]
         #[command(flatten)]
         replication: ReplicationArgs,
+        /// Serve Prometheus metrics on GET /metrics at this address
+        /// (host:port; port 0 picks a free one, printed on stderr).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Rebuild the state from a journal and report how fast and to what digest.
     Replay {
@@ -207,6 +212,10 @@ enum Command {
         journal_dir: PathBuf,
         #[command(flatten)]
         retention: RetentionArgs,
+        /// Serve Prometheus metrics on GET /metrics at this address
+        /// (host:port; port 0 picks a free one, printed on stderr).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
 }
 
@@ -231,6 +240,7 @@ fn main() -> ExitCode {
             retention,
             #[cfg(feature = "nats")]
             replication,
+            metrics,
         } => {
             let builder = match durability_builder(
                 &journal_dir,
@@ -248,6 +258,7 @@ fn main() -> ExitCode {
                 &rebate_rate,
                 (wait, journal_thread, retention),
                 &session,
+                metrics.as_deref(),
             )
         }
         Command::Replay {
@@ -261,7 +272,8 @@ fn main() -> ExitCode {
             stream,
             journal_dir,
             retention,
-        } => follow(&nats, &stream, &journal_dir, &retention),
+            metrics,
+        } => follow(&nats, &stream, &journal_dir, &retention, metrics.as_deref()),
         Command::Verify { journal_dir, json } => verify(&journal_dir, json),
         Command::Inspect {
             journal_dir,
@@ -530,9 +542,21 @@ extern "C" fn request_stop(_: libc::c_int) {
 }
 
 #[cfg(feature = "nats")]
-fn follow(nats: &str, stream: &str, journal_dir: &Path, retention: &RetentionArgs) -> ExitCode {
+fn follow(
+    nats: &str,
+    stream: &str,
+    journal_dir: &Path,
+    retention: &RetentionArgs,
+    metrics_addr: Option<&str>,
+) -> ExitCode {
     use ringledger::replication::{Follower, ReplicationConfig};
     use std::sync::atomic::Ordering;
+
+    let metrics = match metrics_addr.map(|addr| start_metrics(addr, Role::Follower, None)) {
+        None => None,
+        Some(Ok(metrics)) => Some(metrics),
+        Some(Err(e)) => return fail(e),
+    };
 
     for signal in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is
@@ -556,6 +580,9 @@ fn follow(nats: &str, stream: &str, journal_dir: &Path, retention: &RetentionArg
     );
     let mut reported = Instant::now();
     let run = follower.run(Duration::from_millis(200), |progress, _| {
+        if let Some(metrics) = &metrics {
+            metrics.set_replication_lag(progress.lag_frames);
+        }
         if reported.elapsed() >= Duration::from_secs(1) {
             reported = Instant::now();
             eprintln!(
@@ -582,6 +609,30 @@ fn follow(nats: &str, stream: &str, journal_dir: &Path, retention: &RetentionArg
         }
         Err(e) => fail(e),
     }
+}
+
+/// Starts the metrics endpoint and says where it listens (port 0 picks one;
+/// tests read the line).
+fn serve_metrics(
+    addr: &str,
+    metrics: Arc<Metrics>,
+    gauges: Option<ringledger::EngineGauges>,
+) -> Result<(), String> {
+    let (bound, _serving) = ringledger::metrics::serve(addr, metrics, gauges)
+        .map_err(|e| format!("--metrics {addr}: cannot listen there: {e}"))?;
+    eprintln!("ringledger: metrics on http://{bound}/metrics");
+    Ok(())
+}
+
+#[cfg(feature = "nats")]
+fn start_metrics(
+    addr: &str,
+    role: Role,
+    gauges: Option<ringledger::EngineGauges>,
+) -> Result<Arc<Metrics>, String> {
+    let metrics = Arc::new(Metrics::new(role));
+    serve_metrics(addr, Arc::clone(&metrics), gauges)?;
+    Ok(metrics)
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -651,6 +702,7 @@ fn run(
     rebate_rate: &str,
     (wait, journal_thread, retention): (WaitStrategy, JournalThread, RetentionArgs),
     session: &str,
+    metrics_addr: Option<&str>,
 ) -> ExitCode {
     let scale = match Scale::new(scale) {
         Ok(scale) => scale,
@@ -669,6 +721,10 @@ fn run(
         ClockArg::Manual => Arc::clone(&manual) as Arc<dyn Clock>,
     };
     let mut builder = builder;
+    let metrics = metrics_addr.map(|_| Arc::new(Metrics::new(Role::Leader)));
+    if let Some(metrics) = &metrics {
+        builder = builder.metrics(metrics.engine());
+    }
     if retention.snapshot_every > 0 {
         builder = builder.snapshot_every(retention.snapshot_every);
     }
@@ -686,6 +742,11 @@ fn run(
         Ok(engine) => engine,
         Err(e) => return fail(e),
     };
+    if let (Some(addr), Some(metrics)) = (metrics_addr, &metrics) {
+        if let Err(e) = serve_metrics(addr, Arc::clone(metrics), Some(engine.gauges())) {
+            return fail(e);
+        }
+    }
     let mut client = match engine.session(session) {
         Ok(client) => client,
         // Only a refused name is cured by another one; a full disk is not.
@@ -698,6 +759,7 @@ fn run(
     let served = ringledger::cli::run::serve(
         &mut client,
         manual_clock,
+        metrics.as_deref(),
         io::stdin().lock(),
         // `serve` flushes whenever the input pauses; until then answers
         // leave in large writes.

@@ -537,6 +537,14 @@ impl<T: Send> Producer<T> {
         self.shared.capacity() as usize
     }
 
+    /// Slots claimed and not yet drained, as of two loads that may straddle
+    /// a push or a drain (a gauge for monitoring, never for control).
+    pub fn occupancy(&self) -> u64 {
+        let consumed = self.shared.consumed.load(Ordering::Relaxed);
+        let claimed = self.shared.claim.load(Ordering::Relaxed);
+        claimed.saturating_sub(consumed)
+    }
+
     /// Returns `false` if the consumer is gone: the claim will never be read.
     fn wait_for_space(&self, seq: u64) -> bool {
         let shared = &*self.shared;

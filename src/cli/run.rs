@@ -20,6 +20,7 @@ use super::{orders, strict_json};
 use crate::book::{Side, Stp, Tif};
 use crate::engine::{Client, EngineError, ManualClock};
 use crate::ledger::BOOK_DEPTH_MAX;
+use crate::metrics::Metrics;
 use crate::money::{AmountError, Scale};
 use crate::outcome::{Answer, Closure, ErrorCode, Outcome, Reject, Reply};
 use crate::request::{InstrumentId, Request, Symbol};
@@ -71,15 +72,21 @@ const INPUT_BUFFER_BYTES: usize = 1 << 16;
 /// flight) wait for everything in flight, and `instrument` or `reserve`
 /// wait for an earlier `list_instrument` still in flight, whose symbol they
 /// may name.
+///
+/// With `metrics`, every line is counted by op and every answer by its
+/// outcome code (relaxed atomic adds on this thread).
 pub fn serve(
     client: &mut Client,
     manual_clock: Option<&ManualClock>,
+    metrics: Option<&Metrics>,
     input: impl Read,
     mut output: impl Write,
 ) -> io::Result<()> {
     let mut session = Session {
         client,
         manual_clock,
+        metrics,
+        op_counted: false,
         pending: VecDeque::with_capacity(WINDOW),
         listings_in_flight: 0,
         unavailable: None,
@@ -102,6 +109,7 @@ pub fn serve(
         }
         let line = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        session.op_counted = false;
         let pending = match std::str::from_utf8(line) {
             Err(_) => Pending::Answered(failure_json(&malformed("the line is not valid UTF-8"))),
             Ok(text) => match session.take(text, &mut output) {
@@ -109,12 +117,18 @@ pub fn serve(
                 Err(Fatal::Line(failure)) => Pending::Answered(failure_json(&failure)),
                 Err(Fatal::Engine(e)) => {
                     session.answer_all(&mut output)?;
+                    if let (Some(metrics), false) = (metrics, session.op_counted) {
+                        metrics.invalid_request();
+                    }
                     session.engine_error(e, &mut output)?;
                     continue;
                 }
                 Err(Fatal::Stopped(e)) => return Err(e),
             },
         };
+        if let (Some(metrics), false) = (metrics, session.op_counted) {
+            metrics.invalid_request();
+        }
         session.pending.push_back(pending);
         if session.pending.len() >= WINDOW {
             session.answer_oldest(&mut output)?;
@@ -193,6 +207,14 @@ fn fail(e: EngineError, output: &mut impl Write) -> io::Result<()> {
     Err(io::Error::other(e))
 }
 
+/// An answer's outcome code: `ok`, or its `error`.
+fn outcome_code(answer: &Value) -> &str {
+    match answer.get("error").and_then(Value::as_str) {
+        Some(code) => code,
+        None => "ok",
+    }
+}
+
 fn failure_json(f: &Failure) -> Value {
     let mut answer = json!({"ok": false, "error": f.code.as_str(), "message": f.message});
     if let Some(original) = f.original {
@@ -204,6 +226,9 @@ fn failure_json(f: &Failure) -> Value {
 struct Session<'a> {
     client: &'a mut Client,
     manual_clock: Option<&'a ManualClock>,
+    metrics: Option<&'a Metrics>,
+    /// Whether the line being taken in was counted by its op yet.
+    op_counted: bool,
     /// Lines read, oldest first, whose answers are not written yet.
     pending: VecDeque<Pending>,
     /// `list_instrument` lines sent whose answers have not come back: until
@@ -281,6 +306,10 @@ impl Session<'_> {
         let fields = read_object(line)?;
         let f = Fields(&fields);
         let (op, req) = op_and_req(&f)?;
+        if let Some(metrics) = self.metrics {
+            metrics.request(op);
+        }
+        self.op_counted = true;
         let waits_for_all = matches!(op, "barrier" | "tick");
         let names_listing = matches!(op, "instrument" | "reserve") && self.listings_in_flight > 0;
         if waits_for_all || names_listing {
@@ -351,13 +380,19 @@ impl Session<'_> {
                         if refused.is_none()
                             && write_plain(output, self.client.scale(), &outcome)? =>
                     {
-                        return Ok(())
+                        if let Some(metrics) = self.metrics {
+                            metrics.answer("ok");
+                        }
+                        return Ok(());
                     }
                     Ok(outcome) => self.outcome_json(&fields, refused, outcome),
                     Err(e) => return self.engine_error(e, output),
                 }
             }
         };
+        if let Some(metrics) = self.metrics {
+            metrics.answer(outcome_code(&answer));
+        }
         write_line(output, &answer)
     }
 
@@ -367,6 +402,13 @@ impl Session<'_> {
     /// the input. Any other failure: the line is answered with it and
     /// serving stops.
     fn engine_error(&mut self, e: EngineError, output: &mut impl Write) -> io::Result<()> {
+        if let Some(metrics) = self.metrics {
+            metrics.answer(match e {
+                EngineError::Unavailable(_) => ErrorCode::Unavailable.as_str(),
+                EngineError::NotLeader(_) => ErrorCode::NotLeader.as_str(),
+                _ => "engine_failed",
+            });
+        }
         if let EngineError::Unavailable(_) = e {
             let answer = failure_json(&Failure {
                 code: ErrorCode::Unavailable,

@@ -50,6 +50,8 @@ pub(super) struct Business {
     /// Snapshots kept after each new one (the newest included); segments
     /// the oldest kept one covers are pruned.
     pub snapshots_kept: usize,
+    /// Requests drained per batch, for monitoring.
+    pub batch_sizes: Option<prometheus::Histogram>,
 }
 
 pub(super) fn spawn(business: Business) -> Result<JoinHandle<Ledger>, EngineError> {
@@ -151,6 +153,9 @@ impl Business {
                 continue;
             }
             linger_until = None;
+            if let Some(sizes) = &self.batch_sizes {
+                sizes.observe(drained as f64);
+            }
             time_ms = time_ms.max(self.clock.now_ms());
             let first = inputs.len();
             inputs.extend(envelopes.iter().map(|e| {

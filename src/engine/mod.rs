@@ -44,6 +44,7 @@ pub use self::clock::{Clock, ManualClock, TimeWentBackwards, WallClock};
 pub use self::flusher::JournalThread;
 use crate::journal::{self, Durability, JournalConfig, JournalError, JournalWriter};
 use crate::ledger::{Ledger, LedgerConfig};
+use crate::metrics::EngineMetrics;
 use crate::money::Scale;
 use crate::outcome::Outcome;
 use crate::rebate::{RateRebate, RebatePolicy};
@@ -108,6 +109,30 @@ impl fmt::Display for EngineError {
 }
 
 impl std::error::Error for EngineError {}
+
+/// The engine's gauges, read on demand (see [`Engine::gauges`]).
+pub struct EngineGauges {
+    shared: Arc<Shared>,
+}
+
+impl EngineGauges {
+    /// Requests in the ring not yet drained by the business thread (0 once
+    /// the engine stopped).
+    pub fn ring_occupancy(&self) -> u64 {
+        self.shared
+            .requests
+            .lock()
+            .as_ref()
+            .map_or(0, |producer| producer.occupancy())
+    }
+
+    /// Rebate jobs handed to the side thread whose credits are not settled.
+    pub fn rebate_backlog(&self) -> u64 {
+        let answered = self.shared.rebates_answered.load(Ordering::Acquire);
+        let dispatched = self.shared.rebates_dispatched.load(Ordering::Acquire);
+        dispatched.saturating_sub(answered)
+    }
+}
 
 /// What gateways put in the ring: a request plus who sent it under which number.
 #[derive(Clone, Copy, Debug)]
@@ -286,6 +311,7 @@ pub struct EngineBuilder {
     snapshot_every: Option<u64>,
     snapshots_kept: usize,
     journal_thread: JournalThread,
+    metrics: Option<EngineMetrics>,
     #[cfg(feature = "nats")]
     replication: Option<crate::replication::ReplicationConfig>,
     #[cfg(feature = "nats")]
@@ -312,6 +338,7 @@ impl Default for EngineBuilder {
             snapshot_every: None,
             snapshots_kept: SNAPSHOTS_KEPT_DEFAULT,
             journal_thread: JournalThread::default(),
+            metrics: None,
             #[cfg(feature = "nats")]
             replication: None,
             #[cfg(feature = "nats")]
@@ -324,6 +351,14 @@ impl EngineBuilder {
     /// Slots in the request ring (rounded up to a power of two).
     pub fn ring_capacity(mut self, slots: usize) -> Self {
         self.ring_capacity = slots;
+        self
+    }
+
+    /// Where the business thread records batch sizes and the journal its
+    /// bytes and fdatasync latency (see [`crate::metrics`]): a few relaxed
+    /// atomic adds per batch, never a lock.
+    pub fn metrics(mut self, metrics: EngineMetrics) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -562,6 +597,9 @@ impl EngineBuilder {
                 writer
                     .resume(recovered.chain_head)
                     .map_err(EngineError::Journal)?;
+                if let Some(metrics) = &self.metrics {
+                    writer.set_metrics(metrics.journal.clone());
+                }
                 #[cfg(feature = "nats")]
                 if let (Some(replication), true) = (&self.replication, self.takeover) {
                     let (ledger, writer, won) =
@@ -662,6 +700,7 @@ impl EngineBuilder {
             downstream,
             snapshot_every: self.snapshot_every,
             snapshots_kept: self.snapshots_kept,
+            batch_sizes: self.metrics.map(|m| m.batch_size),
         })?;
         let rebater = rebater::spawn(
             Arc::clone(&shared),
@@ -731,6 +770,14 @@ impl Engine {
 
     pub fn scale(&self) -> Scale {
         self.shared.scale
+    }
+
+    /// A handle for a monitoring thread to read the engine's gauges at
+    /// scrape time, so the hot path pays nothing for them.
+    pub fn gauges(&self) -> EngineGauges {
+        EngineGauges {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Stops accepting requests, answers everything already accepted, waits
