@@ -35,26 +35,12 @@ use rustc_hash::FxHashMap;
 
 use super::mutex::{MutexBank, Shares, Wallet};
 use super::Bank;
-use crate::book::{Book, Events, Incoming, OrderId, Placed, Price, Side, Status, Stp, Tif};
+use crate::book::{Book, Events, Incoming, OrderId, Placed, Price, Side, Status};
 use crate::money::Units;
 use crate::outcome::Reject;
 use crate::request::{AccountId, InstrumentId, Request};
 
-/// A `place` request's fields, as in [`Request::Place`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NewOrder {
-    pub order: OrderId,
-    pub account: AccountId,
-    pub instrument: InstrumentId,
-    pub side: Side,
-    /// A market order (then `price` is 0).
-    pub market: bool,
-    pub tif: Tif,
-    pub post_only: bool,
-    pub stp: Stp,
-    pub qty: u64,
-    pub price: Units,
-}
+pub use crate::ledger::NewOrder;
 
 /// A bank that also runs order books (only the mutex baseline does; see
 /// [`Bank::as_exchange`]). Shares reach accounts through the sale
@@ -396,28 +382,7 @@ impl MutexBank {
 
 impl Exchange for MutexBank {
     fn place(&self, o: NewOrder) -> Result<Placed, Reject> {
-        if o.qty == 0 {
-            return Err(Reject::InvalidOrder(
-                "an order's qty must be greater than zero",
-            ));
-        }
-        if o.market {
-            if o.price != 0 {
-                return Err(Reject::InvalidOrder("a market order takes no price"));
-            }
-            if o.tif == Tif::Gtc {
-                return Err(Reject::InvalidOrder(
-                    "a market order is ioc or fok, never gtc",
-                ));
-            }
-        } else if o.price <= 0 {
-            return Err(Reject::InvalidOrder(
-                "a limit order needs a price above zero",
-            ));
-        }
-        if o.post_only && (o.market || o.tif != Tif::Gtc) {
-            return Err(Reject::InvalidOrder("post_only needs a gtc limit order"));
-        }
+        o.check_shape()?;
         let slot = self.directory.slot(o.account)?;
         self.catalog.get(o.instrument)?;
         self.orders.claim(o.order)?;

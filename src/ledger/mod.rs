@@ -42,7 +42,7 @@ use rustc_hash::FxHashMap;
 
 use self::accounts::Accounts;
 use self::closed_reservations::ClosedReservations;
-use self::orders::NewOrder;
+pub use self::orders::NewOrder;
 pub use self::orders::BOOK_DEPTH_MAX;
 pub use self::rebates::UnpaidRebate;
 use self::rebates::{Owed, Rebates};

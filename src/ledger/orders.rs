@@ -19,9 +19,10 @@ use crate::request::{AccountId, InstrumentId, Stamp};
 /// Most levels a `book` query returns per side.
 pub const BOOK_DEPTH_MAX: u32 = 1000;
 
-/// The fields of a `place` request.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct NewOrder {
+/// The fields of a `place` request (the mutex baseline's books take the
+/// same, so both refuse the same malformed orders with the same words).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewOrder {
     pub order: OrderId,
     pub account: AccountId,
     pub instrument: InstrumentId,
@@ -32,6 +33,37 @@ pub(super) struct NewOrder {
     pub stp: Stp,
     pub qty: u64,
     pub price: Units,
+}
+
+impl NewOrder {
+    /// Refuses an order that cannot exist (`invalid_order`), whatever the
+    /// state: qty 0, a limit without a price, a market order with a price
+    /// or `gtc`, `post_only` without a gtc limit.
+    pub fn check_shape(&self) -> Result<(), Reject> {
+        if self.qty == 0 {
+            return Err(Reject::InvalidOrder(
+                "an order's qty must be greater than zero",
+            ));
+        }
+        if self.market {
+            if self.price != 0 {
+                return Err(Reject::InvalidOrder("a market order takes no price"));
+            }
+            if self.tif == Tif::Gtc {
+                return Err(Reject::InvalidOrder(
+                    "a market order is ioc or fok, never gtc",
+                ));
+            }
+        } else if self.price <= 0 {
+            return Err(Reject::InvalidOrder(
+                "a limit order needs a price above zero",
+            ));
+        }
+        if self.post_only && (self.market || self.tif != Tif::Gtc) {
+            return Err(Reject::InvalidOrder("post_only needs a gtc limit order"));
+        }
+        Ok(())
+    }
 }
 
 fn cost(qty: u64, price: Units) -> Result<Units, Reject> {
@@ -82,28 +114,7 @@ impl Ledger {
     }
 
     pub(super) fn place(&mut self, stamp: &Stamp, o: NewOrder) -> Outcome {
-        if o.qty == 0 {
-            return Err(Reject::InvalidOrder(
-                "an order's qty must be greater than zero",
-            ));
-        }
-        if o.market {
-            if o.price != 0 {
-                return Err(Reject::InvalidOrder("a market order takes no price"));
-            }
-            if o.tif == Tif::Gtc {
-                return Err(Reject::InvalidOrder(
-                    "a market order is ioc or fok, never gtc",
-                ));
-            }
-        } else if o.price <= 0 {
-            return Err(Reject::InvalidOrder(
-                "a limit order needs a price above zero",
-            ));
-        }
-        if o.post_only && (o.market || o.tif != Tif::Gtc) {
-            return Err(Reject::InvalidOrder("post_only needs a gtc limit order"));
-        }
+        o.check_shape()?;
         let index = self.index_of(o.account)?;
         self.instrument_checked(o.instrument)?;
         self.trades_cannot_overflow()?;
