@@ -109,6 +109,23 @@ fn every_external_engine_runs_every_scenario_with_its_invariants() {
     let _turn = take_turn();
     for engine in EXTERNAL {
         for scenario in Scenario::ALL {
+            if scenario.is_book() {
+                // The seeds' designs have no order book (issue 11 leaves
+                // them out): refused by name, before touching the server.
+                let config = Config {
+                    accounts: 1000,
+                    ..small(scenario, engine)
+                };
+                let refusal = bench::run(&config, false)
+                    .err()
+                    .unwrap_or_else(|| panic!("{engine} ran {scenario}"));
+                let refusal = refusal.to_string();
+                assert!(
+                    refusal.contains(&engine.to_string()) && refusal.contains("order book"),
+                    "{engine} {scenario}: {refusal}"
+                );
+                continue;
+            }
             let run = bench::run(&small(scenario, engine), false)
                 .unwrap_or_else(|e| panic!("{engine} {scenario}: {e}"));
             let r = &run.report;
