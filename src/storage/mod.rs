@@ -309,11 +309,10 @@ impl StorageMap for OsMap {
         const PAGE: usize = 4096;
         for at in (0..self.0.len()).step_by(PAGE) {
             // A volatile store, so the compiler keeps it although it writes
-            // the value already there.
-            // SAFETY: `at < len`, so the pointer is inside the live map,
-            // which no one else stores into yet (the journal touches a
-            // spare segment before handing it to the writer); u8 has no
-            // alignment requirement.
+            // the value already there. Nobody else stores into the map yet:
+            // the journal touches a spare segment before handing it over.
+            // SAFETY: `at < len` keeps the pointer inside the live map; u8
+            // needs no alignment.
             unsafe { self.0.as_mut_ptr().add(at).write_volatile(0) };
         }
     }
