@@ -140,7 +140,7 @@ impl Metrics {
             fsync_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "ringledger_journal_fsync_seconds",
-                    "Latency of the journal's own fdatasyncs (each group in sync mode, before a snapshot, at close).",
+                    "Latency of the journal's fdatasyncs: each group in sync mode, async mode's background ones (every 100 ms, and of a finished segment), before a snapshot, at close.",
                 )
                 .buckets(prometheus::exponential_buckets(25e-6, 2.0, 14).expect("valid buckets")),
             )
@@ -239,6 +239,12 @@ impl Metrics {
             batch_size: self.batch_size.clone(),
             journal: self.journal.clone(),
         }
+    }
+
+    /// The journal writer's handles alone, for a journal written outside an
+    /// engine (a follower's).
+    pub fn journal(&self) -> JournalMetrics {
+        self.journal.clone()
     }
 
     /// Sets the replication lag, in frames.

@@ -440,11 +440,14 @@ impl<S: Storage> JournalWriter<S> {
         Ok(())
     }
 
-    /// Counts the bytes this writer writes and times the fdatasyncs it
-    /// runs itself ([`Self::sync`]: each group in `sync` mode, before a
-    /// snapshot, at close); `async` mode's periodic background fdatasync is
-    /// not timed.
+    /// Counts the bytes this writer writes and times every fdatasync of
+    /// the journal: its own ([`Self::sync`]: each group in `sync` mode,
+    /// before a snapshot, at close) and `async` mode's background ones (the
+    /// periodic one, and a finished segment's after a roll).
     pub fn set_metrics(&mut self, metrics: JournalMetrics) {
+        if let Some(syncer) = &self.syncer {
+            syncer.shared.state.lock().fsync_seconds = Some(metrics.fsync_seconds.clone());
+        }
         self.metrics = Some(metrics);
     }
 
@@ -589,10 +592,15 @@ impl<S: Storage> JournalWriter<S> {
                 // the map.
                 let Segment { file, map, .. } = previous;
                 let syncer = self.syncer.as_ref().map(|s| Arc::clone(&s.shared));
+                let timer = self.metrics.as_ref().map(|m| m.fsync_seconds.clone());
                 match thread::Builder::new()
                     .name("journal-sync".into())
                     .spawn(move || {
+                        let started = std::time::Instant::now();
                         file.sync_data()?;
+                        if let Some(timer) = timer {
+                            timer.observe(started.elapsed().as_secs_f64());
+                        }
                         drop(map);
                         if let Some(syncer) = syncer {
                             syncer.state.lock().previous_pending = false;
@@ -844,6 +852,8 @@ struct SyncState<S: Storage> {
     /// The previous segment's own fdatasync is still running: seqs in the
     /// current segment cannot be claimed durable before it ends.
     previous_pending: bool,
+    /// Where each background sync's latency goes, once metrics are set.
+    fsync_seconds: Option<prometheus::Histogram>,
     stop: bool,
     failure: Option<String>,
 }
@@ -860,6 +870,7 @@ impl<S: Storage> Syncer<S> {
                 written_to: 0,
                 written_seq: 0,
                 previous_pending: false,
+                fsync_seconds: None,
                 stop: false,
                 failure: None,
             }),
@@ -933,9 +944,15 @@ fn run_syncer<S: Storage>(shared: &SyncShared<S>) {
             state.written_seq,
         );
         let previous_pending = state.previous_pending;
+        let timer = state.fsync_seconds.clone().filter(|_| to > from);
         let synced = parking_lot::MutexGuard::unlocked(&mut state, || {
             if to > from {
-                map.flush_range(from as usize, (to - from) as usize)
+                let started = std::time::Instant::now();
+                let synced = map.flush_range(from as usize, (to - from) as usize);
+                if let Some(timer) = timer {
+                    timer.observe(started.elapsed().as_secs_f64());
+                }
+                synced
             } else {
                 Ok(())
             }

@@ -1,4 +1,6 @@
 //! Helpers shared by test binaries; each binary uses a part of them.
 #![allow(dead_code)]
 
+#[cfg(feature = "nats")]
 pub mod nats;
+pub mod prometheus;
