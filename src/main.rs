@@ -207,11 +207,17 @@ enum Command {
         /// The leader's stream.
         #[arg(long)]
         stream: String,
-        /// This follower's own journal (an empty one bootstraps from the stream).
+        /// This follower's own journal (an empty one starts from the newest
+        /// snapshot in the stream's object store bucket, else from the
+        /// stream's first frame).
         #[arg(long)]
         journal_dir: PathBuf,
         #[command(flatten)]
         retention: RetentionArgs,
+        /// Also store each snapshot taken in the object store bucket named
+        /// like the stream, for new followers to start from.
+        #[arg(long)]
+        store_snapshots: bool,
         /// Serve Prometheus metrics on GET /metrics at this address
         /// (host:port; port 0 picks a free one, printed on stderr).
         #[arg(long, value_name = "ADDR")]
@@ -272,8 +278,15 @@ fn main() -> ExitCode {
             stream,
             journal_dir,
             retention,
+            store_snapshots,
             metrics,
-        } => follow(&nats, &stream, &journal_dir, &retention, metrics.as_deref()),
+        } => follow(
+            &nats,
+            &stream,
+            &journal_dir,
+            (&retention, store_snapshots),
+            metrics.as_deref(),
+        ),
         Command::Verify { journal_dir, json } => verify(&journal_dir, json),
         Command::Inspect {
             journal_dir,
@@ -546,7 +559,7 @@ fn follow(
     nats: &str,
     stream: &str,
     journal_dir: &Path,
-    retention: &RetentionArgs,
+    (retention, store_snapshots): (&RetentionArgs, bool),
     metrics_addr: Option<&str>,
 ) -> ExitCode {
     use ringledger::replication::{Follower, ReplicationConfig};
@@ -573,6 +586,21 @@ fn follow(
     };
     if retention.snapshot_every > 0 {
         follower = follower.snapshot_every(retention.snapshot_every, retention.snapshots_kept);
+    }
+    if store_snapshots {
+        follower = match follower.store_snapshots() {
+            Ok(follower) => follower,
+            Err(e) => return fail(e),
+        };
+    }
+    if let Some(metrics) = &metrics {
+        follower.set_metrics(metrics.journal());
+    }
+    if let Some(head) = follower.bootstrapped_from() {
+        eprintln!(
+            "ringledger follow: started from the object store snapshot at seq {}, chain head {head}",
+            head.seq
+        );
     }
     eprintln!(
         "ringledger follow: stream {stream}, resuming after seq {}",

@@ -64,6 +64,7 @@
 
 mod error;
 pub(crate) mod format;
+mod frames;
 mod lock;
 mod meta;
 pub(crate) mod recover;
@@ -77,6 +78,7 @@ use std::str::FromStr;
 
 pub use self::error::JournalError;
 pub use self::format::{ChainHead, FORMAT_VERSION, FRAME_BODY_BYTES_MAX, GENESIS};
+pub use self::frames::{read_frames, RawFrame, RawFrames};
 pub use self::lock::{lock_dir, lock_dir_in, DirLock, LOCK_FILE};
 pub use self::meta::{
     check_meta, check_meta_in, read_meta, read_meta_in, read_scale, Meta, META_FILE,
@@ -89,7 +91,7 @@ pub use self::snapshot::{prune, prune_in, retain, retain_in, write_snapshot, wri
 pub use self::verify::{verify, Verified};
 pub use self::writer::{JournalWriter, ASYNC_SYNC_INTERVAL, SEGMENT_BYTES_MIN};
 #[cfg(feature = "nats")]
-pub(crate) use self::{format::encode_frame, scan::decode_lone_frame};
+pub(crate) use self::{scan::decode_lone_frame, snapshot::check_snapshot};
 
 #[cfg(doc)]
 use crate::request::Stamped;

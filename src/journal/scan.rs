@@ -242,6 +242,12 @@ impl<S: Storage> Scanner<S> {
         &self.window[start - self.window_start..end - self.window_start]
     }
 
+    /// The whole frame `next_frame` returned last, header and padding
+    /// included: the bytes replication publishes.
+    pub fn frame_bytes(&self, frame: &Frame) -> &[u8] {
+        &self.window[frame.offset - self.window_start..frame.next - self.window_start]
+    }
+
     /// The file the last returned frame came from.
     pub fn path(&self) -> &Path {
         &self.segments[self.index].path
@@ -690,13 +696,14 @@ pub(crate) fn decode_frame(
 /// Decodes one frame that travelled alone (a replicated frame, see
 /// `crate::replication`): the same checks as a scan of a segment, plus that
 /// the bytes hold exactly one frame of records. `what` names its origin in
-/// errors (e.g. the stream and its sequence).
+/// errors (e.g. the stream and its sequence). Returns the frame's header
+/// fields, for the caller to check its parent against the chain it extends.
 #[cfg(feature = "nats")]
 pub(crate) fn decode_lone_frame(
     bytes: &[u8],
     what: &Path,
     out: &mut Vec<Stamped>,
-) -> Result<(), JournalError> {
+) -> Result<Frame, JournalError> {
     let frame = match parse_frame(bytes, 0) {
         Parsed::Frame(frame) => frame,
         Parsed::End => return Err(JournalError::corrupt(what, 0, "empty frame")),
@@ -714,7 +721,8 @@ pub(crate) fn decode_lone_frame(
             ),
         ));
     }
-    decode_frame(&bytes[frame.records.0..frame.records.1], &frame, what, out)
+    decode_frame(&bytes[frame.records.0..frame.records.1], &frame, what, out)?;
+    Ok(frame)
 }
 
 #[cfg(test)]

@@ -269,6 +269,20 @@ pub(crate) fn decode_snapshot(bytes: &[u8], name_seq: u64) -> Result<Ledger, Str
         })
 }
 
+/// A snapshot's bytes from elsewhere (a replication bootstrap fetches them
+/// from JetStream's object store), checked exactly as recovery checks a
+/// snapshot file named for `name_seq`: the Ledger and the chain head at its
+/// seq, or why they cannot be trusted.
+#[cfg(feature = "nats")]
+pub(crate) fn check_snapshot(bytes: &[u8], name_seq: u64) -> Result<(Ledger, ChainHead), String> {
+    decode(Path::new(&snapshot_name(name_seq)), bytes, name_seq).map_err(
+        |rejected| match rejected {
+            Rejected::Skip(at, why) => format!("at byte {at}: {why}"),
+            Rejected::Fatal(e) => e.to_string(),
+        },
+    )
+}
+
 /// The snapshot recovery starts from: its Ledger, the chain head it
 /// records, and its file (None: no snapshot, a fresh Ledger).
 pub(crate) type Start = (Ledger, ChainHead, Option<PathBuf>);

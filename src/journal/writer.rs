@@ -37,7 +37,8 @@ use parking_lot::{Condvar, Mutex};
 
 use super::error::JournalError;
 use super::format::{
-    encode_clean_shutdown, encode_frame, segment_header, ChainHead, SEGMENT_HEADER_BYTES,
+    encode_clean_shutdown, encode_frame, parse_frame, segment_header, ChainHead, Parsed,
+    SEGMENT_HEADER_BYTES,
 };
 use super::lock::DirLock;
 use super::scan::{list_segments, segment_name, Scanner};
@@ -407,6 +408,71 @@ impl<S: Storage> JournalWriter<S> {
         self.next_seq = Some(last + 1);
         if let Some(syncer) = &self.syncer {
             syncer.written(self.write_at, first + batch.len() as u64 - 1);
+        }
+        Ok(())
+    }
+
+    /// Writes `frame`, a frame another journal wrote (a leader's, received
+    /// through replication), as it is, holding `batch`: its checksum, durable
+    /// seq and parent included, so this journal's chain follows the other's
+    /// and has the same head at every seq. The frame must be a valid frame
+    /// of exactly `batch`'s records whose parent is this journal's head
+    /// ([`Self::chain_head`]): anything else is refused (`InvalidInput`) and
+    /// nothing is written.
+    ///
+    /// The frame's durable seq speaks of the other journal's disk; it becomes
+    /// true of this one first: if it is beyond what this writer knows
+    /// synced, everything written so far is fdatasynced before the frame is
+    /// written (recovery reads a durable seq as a promise about the frames
+    /// before it).
+    pub fn append_frame(&mut self, frame: &[u8], batch: &[Stamped]) -> io::Result<()> {
+        let Some(first) = batch.first().map(|s| s.stamp.seq) else {
+            return Ok(());
+        };
+        if self.config.durability == Durability::None {
+            return Ok(());
+        }
+        self.check_usable()?;
+        check_batch_seqs(batch, first, self.next_seq)?;
+        let invalid = |m: String| Err(io::Error::new(io::ErrorKind::InvalidInput, m));
+        let parsed = match parse_frame(frame, 0) {
+            Parsed::Frame(parsed) if parsed.next == frame.len() => parsed,
+            Parsed::Frame(_) => return invalid("the bytes hold more than one frame".into()),
+            Parsed::End => return invalid("the frame is empty".into()),
+            Parsed::Bad(why) => return invalid(format!("not a valid frame: {why}")),
+        };
+        let last = first + batch.len() as u64 - 1;
+        if parsed.is_mark() || parsed.first_seq != first || parsed.last_seq() != last {
+            return invalid(format!(
+                "the frame holds seqs {}..={} (count {}), the batch {first}..={last}",
+                parsed.first_seq,
+                parsed.last_seq(),
+                parsed.count
+            ));
+        }
+        if first != self.head.seq + 1 || parsed.parent != self.head.checksum {
+            return invalid(format!(
+                "the frame (seqs from {first}) names parent {:032x}, but this journal's chain head is {} at seq {}: \
+                 it does not extend this journal",
+                parsed.parent, self.head, self.head.seq
+            ));
+        }
+        if parsed.durable_seq > self.durable_seq() {
+            self.sync()?;
+            // Everything before the frame is durable now: synced just now,
+            // or recovered (made durable at open), or in a snapshot.
+            self.durable_seq = self.durable_seq.max(self.head.seq);
+        }
+        self.frame.clear();
+        self.frame.extend_from_slice(frame);
+        self.write_frame(first)?;
+        self.head = ChainHead {
+            seq: last,
+            checksum: parsed.checksum,
+        };
+        self.next_seq = Some(last + 1);
+        if let Some(syncer) = &self.syncer {
+            syncer.written(self.write_at, last);
         }
         Ok(())
     }

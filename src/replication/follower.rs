@@ -1,7 +1,14 @@
 //! The follower's side: consumes the stream in order, checks each frame
-//! (checksum, seqs following on from what it applied), applies it to its
-//! own Ledger and appends it to its own journal, with snapshots, so it can
-//! restart from its own disk and resume where it stopped.
+//! (checksum, seqs following on from what it applied, and its parent: the
+//! journal's hash chain), applies it to its own Ledger and appends it, as it
+//! is, to its own journal, with snapshots, so it can restart from its own
+//! disk and resume where it stopped. Its journal holds the leader's very
+//! frames, so at every seq its chain head is the leader's (`ringledger
+//! verify` prints the same head on both directories).
+//!
+//! A follower with an empty disk starts from the newest snapshot in the
+//! stream's object store bucket, if there is one (see
+//! [`super::snapshot_store`]), and reads the stream from there on.
 //!
 //! A follower has no business thread to protect: it runs on the caller's
 //! thread and waits for the network there.
@@ -17,12 +24,14 @@ use tokio::runtime::Runtime;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 
+use super::snapshot_store::{bucket_name, SnapshotStore};
 use super::{
     connect, leader_id, message_stamp, runtime, stream_meta, tail, unavailable, ReplicationConfig,
     ReplicationError, HEADER_LAST_SEQ, HEADER_LEADER,
 };
-use crate::journal::{self, Durability, JournalConfig, JournalError, JournalWriter};
+use crate::journal::{self, ChainHead, Durability, JournalConfig, JournalError, JournalWriter};
 use crate::ledger::Ledger;
+use crate::metrics::JournalMetrics;
 use crate::request::Stamped;
 
 /// How far a follower has come, reported after every frame and, while the
@@ -45,7 +54,14 @@ pub struct Follower {
     stream: Stream,
     ledger: Ledger,
     writer: JournalWriter,
+    /// The journal's hash chain at the last seq applied: the parent the
+    /// next frame must name.
+    head: ChainHead,
     dir: PathBuf,
+    /// Where snapshots are stored for new followers, if this one does.
+    snapshot_store: Option<SnapshotStore>,
+    /// The snapshot an empty disk started from (object store), if any.
+    bootstrapped: Option<ChainHead>,
     snapshot_every: Option<u64>,
     snapshots_kept: usize,
     last_snapshot_seq: u64,
@@ -56,8 +72,10 @@ pub struct Follower {
 impl Follower {
     /// Connects to the stream (which must exist: the leader creates it),
     /// takes the journal settings from it, and recovers the local journal in
-    /// `journal_dir` (created if missing: an empty disk bootstraps from the
-    /// stream's first frame).
+    /// `journal_dir` (created if missing). An empty disk starts from the
+    /// newest snapshot in the stream's object store bucket, checked, if
+    /// there is one ([`Self::bootstrapped_from`]), else from the stream's
+    /// first frame.
     pub fn open(
         config: &ReplicationConfig,
         journal_dir: impl AsRef<Path>,
@@ -86,6 +104,24 @@ impl Follower {
         for warning in &recovered.warnings {
             eprintln!("ringledger follow: journal recovery: {warning}");
         }
+        let (mut ledger, mut head) = (recovered.ledger, recovered.chain_head);
+        let mut bootstrapped = None;
+        if ledger.last_seq() == 0 {
+            let stored = rt.block_on(async {
+                let js = connect(config).await?;
+                match SnapshotStore::existing(&js, config).await? {
+                    Some(store) => store.newest(meta.ledger).await,
+                    None => Ok(None),
+                }
+            })?;
+            if let Some(snapshot) = stored {
+                journal::write_snapshot(&dir, &snapshot.ledger, snapshot.head).map_err(|e| {
+                    JournalError::io(&dir, "write the snapshot fetched from the object store", e)
+                })?;
+                (ledger, head) = (snapshot.ledger, snapshot.head);
+                bootstrapped = Some(head);
+            }
+        }
         let mut writer = JournalWriter::open_locked(
             lock,
             JournalConfig {
@@ -93,15 +129,18 @@ impl Follower {
                 ..JournalConfig::default()
             },
         )?;
-        writer.resume(recovered.chain_head)?;
-        let applied_seq = recovered.ledger.last_seq();
+        writer.resume(head)?;
+        let applied_seq = ledger.last_seq();
         Ok(Follower {
             config: config.clone(),
             rt,
             stream,
-            ledger: recovered.ledger,
+            ledger,
             writer,
+            head,
             dir,
+            snapshot_store: None,
+            bootstrapped,
             snapshot_every: None,
             snapshots_kept: crate::engine::SNAPSHOTS_KEPT_DEFAULT,
             last_snapshot_seq: applied_seq,
@@ -142,8 +181,11 @@ impl Follower {
             rt,
             stream,
             dir: writer.dir().to_path_buf(),
+            head: writer.chain_head(),
             ledger,
             writer,
+            snapshot_store: None,
+            bootstrapped: None,
             snapshot_every: None,
             snapshots_kept: crate::engine::SNAPSHOTS_KEPT_DEFAULT,
             last_snapshot_seq: applied_seq,
@@ -163,6 +205,36 @@ impl Follower {
         self
     }
 
+    /// Also stores every snapshot this follower takes in the stream's object
+    /// store bucket (created if missing), for new followers to start from.
+    /// A snapshot that cannot be stored is reported on stderr and the
+    /// follower goes on: the next one is tried again.
+    pub fn store_snapshots(mut self) -> Result<Follower, ReplicationError> {
+        let store = self.rt.block_on(async {
+            let js = connect(&self.config).await?;
+            SnapshotStore::open(&js, &self.config).await
+        })?;
+        self.snapshot_store = Some(store);
+        Ok(self)
+    }
+
+    /// Counts the bytes this follower journals and times its fdatasyncs.
+    pub fn set_metrics(&mut self, metrics: JournalMetrics) {
+        self.writer.set_metrics(metrics);
+    }
+
+    /// The chain head of the object store snapshot this follower's empty
+    /// disk started from (None: it started from its own disk or the stream's
+    /// first frame).
+    pub fn bootstrapped_from(&self) -> Option<ChainHead> {
+        self.bootstrapped
+    }
+
+    /// The journal's hash chain at the last seq applied.
+    pub fn chain_head(&self) -> ChainHead {
+        self.head
+    }
+
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
@@ -174,9 +246,11 @@ impl Follower {
     /// Applies frames as the stream delivers them, calling `keep_going`
     /// after each frame and once per `tick` while none arrives; returns when
     /// it says false. A lost connection is retried (the client reconnects;
-    /// the consumer is made again from what was applied); a damaged frame or
-    /// a gap in the seqs stops the follower with an error, changing nothing
-    /// more on disk.
+    /// the consumer is made again from what was applied); a damaged frame, a
+    /// gap in the seqs or a frame that does not extend the chain (its parent
+    /// is not this journal's head: forged, spliced in from another journal,
+    /// or re-encoded) stops the follower with an error before the frame is
+    /// journaled or applied.
     pub fn run(
         &mut self,
         tick: Duration,
@@ -303,13 +377,38 @@ impl Follower {
             self.config.stream
         ));
         self.batch.clear();
-        journal::decode_lone_frame(payload, &origin, &mut self.batch)?;
+        let frame = journal::decode_lone_frame(payload, &origin, &mut self.batch)?;
         let (first, last) = match (self.batch.first(), self.batch.last()) {
             (Some(first), Some(last)) => (first.stamp.seq, last.stamp.seq),
             _ => return Ok(()),
         };
         if last <= applied {
             return Ok(());
+        }
+        if first > applied + 1 && last_seq == Some(last) {
+            let remedy = if applied == 0 {
+                format!(
+                    "a new follower needs a snapshot in object store bucket {} (stored by \
+                     `ringledger follow --store-snapshots`), and there is none",
+                    bucket_name(&self.config)
+                )
+            } else {
+                format!(
+                    "this follower fell behind what the stream keeps; start it on an empty journal \
+                     directory to begin from the newest snapshot in object store bucket {}",
+                    bucket_name(&self.config)
+                )
+            };
+            return Err(JournalError::corrupt(
+                origin,
+                0,
+                format!(
+                    "the stream no longer holds seqs {}..={} (dropped by its limits or purged): {remedy}",
+                    applied + 1,
+                    first - 1
+                ),
+            )
+            .into());
         }
         if first != applied + 1 || last_seq != Some(last) {
             return Err(JournalError::corrupt(
@@ -322,10 +421,33 @@ impl Follower {
             )
             .into());
         }
+        if frame.parent != self.head.checksum {
+            return Err(JournalError::corrupt(
+                origin,
+                48,
+                format!(
+                    "chain broken: the frame holding seqs {first}..={last} names parent {:032x}, but \
+                     this follower's chain head at seq {} is {}: it is not the frame the leader \
+                     journaled after it (forged, spliced in from another journal, or re-encoded); \
+                     refused, nothing of it journaled or applied",
+                    frame.parent, self.head.seq, self.head
+                ),
+            )
+            .into());
+        }
         self.writer
-            .append(&self.batch)
+            .append_frame(payload, &self.batch)
             .map_err(|e| JournalError::io(&self.dir, "append to the follower's journal", e))?;
+        if self.writer.durability() == Durability::Sync {
+            self.writer
+                .sync()
+                .map_err(|e| JournalError::io(&self.dir, "fdatasync the follower's journal", e))?;
+        }
         self.ledger.apply_batch(&self.batch, |_, _| {});
+        self.head = ChainHead {
+            seq: last,
+            checksum: frame.checksum,
+        };
         self.progress.applied_seq = last;
         if self
             .snapshot_every
@@ -341,8 +463,21 @@ impl Follower {
         self.writer
             .sync()
             .map_err(|e| JournalError::io(&self.dir, "fdatasync the follower's journal", e))?;
-        journal::write_snapshot(&self.dir, &self.ledger, self.writer.chain_head())
+        let path = journal::write_snapshot(&self.dir, &self.ledger, self.head)
             .map_err(|e| JournalError::io(&self.dir, "write a snapshot", e))?;
+        if let Some(store) = &self.snapshot_store {
+            let stored = std::fs::read(&path)
+                .map_err(|e| unavailable(&format!("cannot read {}", path.display()), e))
+                .and_then(|bytes| self.rt.block_on(store.put(self.head, &bytes)));
+            if let Err(e) = stored {
+                eprintln!(
+                    "ringledger follow: the snapshot at seq {} is not in object store bucket {}: \
+                     {e}; the next snapshot is stored again",
+                    self.head.seq,
+                    store.bucket()
+                );
+            }
+        }
         journal::retain(&self.dir, self.snapshots_kept)?;
         self.last_snapshot_seq = self.ledger.last_seq();
         Ok(())

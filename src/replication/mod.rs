@@ -8,6 +8,8 @@
 //!                                                (own tokio runtime,    (R replicas, acks
 //!                                                 many frames in flight) once a quorum stored)
 //! follower: stream ─▶ verify checksum ─▶ apply to its Ledger ─▶ its own journal + snapshots
+//!                     and chain (parent)                      (the leader's frames, as they are)
+//!   new follower, empty disk: newest snapshot from the object store ─▶ stream after it
 //! ```
 //!
 //! One writer extends the stream: every publish carries JetStream's
@@ -34,6 +36,7 @@
 
 mod follower;
 mod publisher;
+pub mod snapshot_store;
 
 use std::fmt;
 use std::path::Path;

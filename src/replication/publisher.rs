@@ -39,16 +39,11 @@ use super::{
     ReplicationError, Takeover, HEADER_LAST_SEQ, HEADER_LEADER,
 };
 use crate::journal::{self, Meta};
-use crate::request::Stamped;
 
 /// Frames published and not yet acknowledged, at most: enough to keep the
 /// stream busy across a round trip at full speed (a frame is a whole batch),
 /// few enough that a failure has little to publish again.
 pub const FRAMES_IN_FLIGHT_MAX: usize = 256;
-
-/// Records per frame when frames are made again from the local journal
-/// (records it holds that the stream lacks after a crash).
-const CATCH_UP_FRAME_RECORDS_MAX: usize = 4096;
 
 /// The longest pause between attempts to reach an unavailable stream.
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -399,32 +394,33 @@ impl<R: Release> Leader<R> {
                 self.config.stream
             ))
         })?;
-        let mut records = journal::read_records(dir, stream_last + 1)?;
-        let mut batch: Vec<Stamped> = Vec::with_capacity(CATCH_UP_FRAME_RECORDS_MAX);
-        let mut frame = Vec::new();
-        loop {
-            batch.clear();
-            for record in records.by_ref().take(CATCH_UP_FRAME_RECORDS_MAX) {
-                batch.push(record?);
-            }
-            let Some(last) = batch.last().map(|s| s.stamp.seq) else {
-                break;
-            };
-            if batch[0].stamp.seq != stream_last + 1 && self.unconfirmed.is_empty() {
+        // The frames as the journal holds them, byte for byte: followers
+        // check each one's parent against their chain and journal it as it
+        // is, so their heads stay the leader's.
+        for frame in journal::read_frames(dir, stream_last + 1)? {
+            let frame = frame?;
+            let expected_first = self
+                .unconfirmed
+                .back()
+                .map_or(stream_last + 1, |o| o.last_seq + 1);
+            if frame.first_seq != expected_first {
                 return Err(ReplicationError::Config(format!(
-                    "stream {} stops at seq {stream_last} but the local journal resumes at seq {}: \
-                     the records between are in neither",
-                    self.config.stream, batch[0].stamp.seq
+                    "stream {} stops at seq {stream_last} but the local journal's next frame holds seqs \
+                     {}..={}: {}",
+                    self.config.stream,
+                    frame.first_seq,
+                    frame.last_seq,
+                    if frame.first_seq > expected_first {
+                        "the records between are in neither"
+                    } else {
+                        "the stream ends inside one of this journal's frames, so it was not written \
+                         from this journal"
+                    }
                 )));
             }
-            // Records travel in frames checked one by one (a follower
-            // journals them under its own chain), so a re-encoded frame
-            // names the genesis value as its parent.
-            journal::encode_frame(&batch, 0, journal::GENESIS, &mut frame)
-                .map_err(|e| ReplicationError::Config(format!("cannot re-encode frame: {e}")))?;
             self.unconfirmed.push_back(Outgoing {
-                frame: Bytes::copy_from_slice(&frame),
-                last_seq: last,
+                frame: Bytes::from(frame.bytes),
+                last_seq: frame.last_seq,
                 item: None,
             });
         }

@@ -2,5 +2,7 @@
 #![allow(dead_code)]
 
 #[cfg(feature = "nats")]
+pub mod leader;
+#[cfg(feature = "nats")]
 pub mod nats;
 pub mod prometheus;
