@@ -62,8 +62,8 @@ impl Encode for Ledger {
 
 impl<Context> Decode<Context> for Ledger {
     fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        let config = Decode::decode(decoder)?;
-        let mut accounts: Accounts = Decode::decode(decoder)?;
+        let config: super::LedgerConfig = Decode::decode(decoder)?;
+        let mut accounts = Accounts::decode(decoder, config.history_per_account_max)?;
         let instrument_index = Decode::decode(decoder)?;
         let instruments = Decode::decode(decoder)?;
         let reservations = Decode::decode(decoder)?;

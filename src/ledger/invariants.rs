@@ -255,14 +255,15 @@ impl Ledger {
         put(self.now_ms);
         put(self.accounts.len() as u64);
         let accounts = &self.accounts;
-        for (&id, line) in accounts.ids.iter().zip(&accounts.lines) {
-            let (cash, history) = (&line.cash, &line.history);
+        for (slot, (&id, line)) in accounts.ids.iter().zip(&accounts.lines).enumerate() {
+            let cash = &line.cash;
+            let (history_len, dropped) = accounts.history_len(slot);
             put(id);
             put(cash.balance as u64);
             put(cash.held as u64);
-            put(history.len() as u64);
-            put(u64::from(history.dropped()));
-            for e in history.newest(id) {
+            put(history_len as u64);
+            put(u64::from(dropped));
+            for e in accounts.history_newest(slot) {
                 put(e.seq);
                 put(e.time_ms);
                 put(e.kind as u64);

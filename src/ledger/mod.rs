@@ -340,7 +340,7 @@ impl Ledger {
             for (j, ahead) in batch.iter().enumerate().take(PREFETCH_AHEAD) {
                 for id in self.accounts_ahead(first, ahead, j) {
                     self.accounts
-                        .prefetch_history_slot(id, self.config.history_per_account_max as usize);
+                        .prefetch_history_slot(id, self.config.history_per_account_max);
                 }
             }
         }
@@ -356,7 +356,7 @@ impl Ledger {
             if let Some(ahead) = batch.get(i + PREFETCH_AHEAD) {
                 for id in self.accounts_ahead(stamped, ahead, PREFETCH_AHEAD) {
                     self.accounts
-                        .prefetch_history_slot(id, self.config.history_per_account_max as usize);
+                        .prefetch_history_slot(id, self.config.history_per_account_max);
                 }
             }
             each(i, self.apply(stamped));
@@ -587,7 +587,7 @@ impl Ledger {
         amount: Units,
         balance: Units,
     ) {
-        let history_max = self.config.history_per_account_max as usize;
+        let history_max = self.config.history_per_account_max;
         self.accounts.lines[index].cash.balance = balance;
         let entry = Entry {
             seq: stamp.seq,
@@ -598,7 +598,7 @@ impl Ledger {
             balance,
             trade: None,
         };
-        self.accounts.lines[index].history.push(&entry, history_max);
+        self.accounts.push_history(index, &entry, history_max);
     }
 
     fn balance(&self, account: AccountId) -> Outcome {
@@ -611,10 +611,15 @@ impl Ledger {
     }
 
     fn history(&self, account: AccountId, limit: u32) -> Outcome {
-        let history = &self.accounts.lines[self.index_of(account)?].history;
-        let entries: Vec<Entry> = history.newest(account).take(limit as usize).collect();
+        let index = self.index_of(account)?;
+        let entries: Vec<Entry> = self
+            .accounts
+            .history_newest(index)
+            .take(limit as usize)
+            .collect();
+        let (_, dropped) = self.accounts.history_len(index);
         Ok(Reply::History {
-            truncated: history.dropped() && entries.len() < limit as usize,
+            truncated: dropped && entries.len() < limit as usize,
             entries,
         })
     }

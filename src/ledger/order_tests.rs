@@ -318,16 +318,18 @@ fn a_full_match_settles_both_sides_at_the_makers_price() {
     );
     assert_eq!(m.shares(1, ACME), (SHARES - 10, 0));
     assert_eq!(m.shares(2, ACME), (SHARES + 10, 0));
-    let kinds: Vec<_> = m.ledger.accounts.lines[1]
-        .history
-        .newest(2)
+    let kinds: Vec<_> = m
+        .ledger
+        .accounts
+        .history_newest(1)
         .map(|e| (e.kind, e.amount))
         .take(1)
         .collect();
     assert_eq!(kinds, vec![(EntryKind::Buy, 1000)]);
-    let kinds: Vec<_> = m.ledger.accounts.lines[0]
-        .history
-        .newest(1)
+    let kinds: Vec<_> = m
+        .ledger
+        .accounts
+        .history_newest(0)
         .map(|e| (e.kind, e.amount))
         .take(1)
         .collect();

@@ -273,7 +273,7 @@ impl Ledger {
         amount: Units,
         balance: Units,
     ) {
-        let history_max = self.config.history_per_account_max as usize;
+        let history_max = self.config.history_per_account_max;
         self.accounts.lines[index].cash.balance = balance;
         let entry = Entry {
             seq: stamp.seq,
@@ -284,7 +284,7 @@ impl Ledger {
             balance,
             trade: Some(trade),
         };
-        self.accounts.lines[index].history.push(&entry, history_max);
+        self.accounts.push_history(index, &entry, history_max);
     }
 
     /// Releases the hold of an order leaving the book untraded.
