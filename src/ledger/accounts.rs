@@ -476,7 +476,11 @@ pub(super) struct HistoryPool {
 impl HistoryPool {
     /// A new empty chunk; panics only past 2^32 - 1 chunks (512 GiB).
     fn take(&mut self) -> u32 {
-        if self.pages.last().is_none_or(|page| page.len() == PAGE_CHUNKS) {
+        if self
+            .pages
+            .last()
+            .is_none_or(|page| page.len() == PAGE_CHUNKS)
+        {
             self.pages.push(Vec::with_capacity(PAGE_CHUNKS));
         }
         let page = self.pages.len() - 1;
@@ -561,7 +565,7 @@ impl History {
                 return;
             }
             let oldest = self.oldest;
-            self.oldest = (oldest + 1) % max;
+            self.oldest = if oldest + 1 == max { 0 } else { oldest + 1 };
             oldest
         };
         let chunk = pool.chunk_mut(self.next_chunk);
@@ -683,7 +687,11 @@ impl History {
         let next = self.next_position(max);
         // The chunk for the next position is taken as soon as the previous
         // one is full, before the ring is.
-        let positions = if next == self.len { self.len + 1 } else { self.len };
+        let positions = if next == self.len {
+            self.len + 1
+        } else {
+            self.len
+        };
         let expected = positions.div_ceil(CHUNK_RECORDS) as usize;
         let mut next_chunk = None;
         let mut used = 0;

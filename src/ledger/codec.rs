@@ -13,6 +13,7 @@ use bincode::error::{DecodeError, EncodeError};
 use bincode::{Decode, Encode};
 
 use super::accounts::Accounts;
+use super::expiries::Expiries;
 use super::Ledger;
 use crate::request::{AccountId, InstrumentId};
 
@@ -45,7 +46,9 @@ impl Encode for Ledger {
         instruments.encode(encoder)?;
         reservations.encode(encoder)?;
         closed_reservations.encode(encoder)?;
-        expiries.encode(encoder)?;
+        // The live entries, as the `BTreeSet` the index once was.
+        let _ = expiries;
+        self.timed_reservations().encode(encoder)?;
         accounts.holdings_sorted().encode(encoder)?;
         share_held.encode(encoder)?;
         books.encode(encoder)?;
@@ -68,7 +71,7 @@ impl<Context> Decode<Context> for Ledger {
         let instruments = Decode::decode(decoder)?;
         let reservations = Decode::decode(decoder)?;
         let closed_reservations = Decode::decode(decoder)?;
-        let expiries = Decode::decode(decoder)?;
+        let expiries = Expiries::from_live(Decode::decode(decoder)?);
         let sorted: BTreeMap<(AccountId, InstrumentId), u64> = Decode::decode(decoder)?;
         accounts
             .restore_holdings(sorted)

@@ -86,23 +86,15 @@ impl Ledger {
             }
         }
         let mut reserved = vec![0u128; self.instruments.len()];
-        let mut timed = 0usize;
-        for (&id, r) in &self.reservations {
+        for r in self.reservations.values() {
             held[r.account_index as usize] += i128::from(r.cost);
             reserved[r.instrument.0 as usize] += u128::from(r.qty);
-            if let Some(at) = r.expires_at_ms {
-                timed += 1;
-                if !self.expiries.contains(&(at.get(), id)) {
-                    return Err(format!("reservation {id} is missing from the expiry index"));
-                }
-            }
         }
-        if timed != self.expiries.len() {
-            return Err(format!(
-                "expiry index has {} entries for {timed} timed reservations",
-                self.expiries.len()
-            ));
-        }
+        let reservations = &self.reservations;
+        self.expiries
+            .check_structure(&self.timed_reservations(), |at, id| {
+                super::expires_at(reservations, at, id)
+            })?;
         let mut cash = 0i128;
         for (i, (line, id)) in self
             .accounts

@@ -24,6 +24,7 @@
 mod accounts;
 mod closed_reservations;
 mod codec;
+mod expiries;
 mod holdings;
 mod invariants;
 #[cfg(test)]
@@ -34,6 +35,7 @@ mod sessions;
 #[cfg(test)]
 mod tests;
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::BTreeSet;
 use std::num::NonZeroU64;
 
@@ -42,6 +44,7 @@ use rustc_hash::FxHashMap;
 
 use self::accounts::Accounts;
 use self::closed_reservations::ClosedReservations;
+use self::expiries::Expiries;
 pub use self::orders::NewOrder;
 pub use self::orders::BOOK_DEPTH_MAX;
 pub use self::rebates::UnpaidRebate;
@@ -152,8 +155,9 @@ pub struct Ledger {
     /// Ids of recently closed reservations, so a reused id is refused and a
     /// late confirm learns what happened (a bounded window).
     closed_reservations: ClosedReservations,
-    /// (expiry time, reservation) for every open reservation with a TTL.
-    expiries: BTreeSet<(u64, ReservationId)>,
+    /// (expiry time, reservation) for every open reservation with a TTL
+    /// (and stale entries of ones closed early, see `expiries`).
+    expiries: Expiries,
     /// Shares held by resting sells per (account, instrument); never above
     /// the shares owned. A hash map (the digest sorts it): every sell,
     /// move and fill of a sell reads and writes it, and a `BTreeMap` there
@@ -192,7 +196,7 @@ impl Ledger {
             instruments: Vec::new(),
             reservations: FxHashMap::default(),
             closed_reservations: ClosedReservations::default(),
-            expiries: BTreeSet::new(),
+            expiries: Expiries::default(),
             share_held: FxHashMap::default(),
             books: Vec::new(),
             order_instruments: FxHashMap::default(),
@@ -273,6 +277,15 @@ impl Ledger {
     /// Closed reservations remembered now (at most `closed_reservations_max`).
     pub fn closed_reservations_len(&self) -> usize {
         self.closed_reservations.len()
+    }
+
+    /// (expiry time, reservation) for every open reservation with a TTL, in
+    /// expiry order: the expiry index's live entries.
+    fn timed_reservations(&self) -> BTreeSet<(u64, ReservationId)> {
+        self.reservations
+            .iter()
+            .filter_map(|(&id, r)| Some((r.expires_at_ms?.get(), id)))
+            .collect()
     }
 
     /// Applies one stamped request. Reservations due at the stamp's time
@@ -736,7 +749,7 @@ impl Ledger {
             },
         );
         if let Some(at) = expires_at_ms {
-            self.expiries.insert((at.get(), reservation));
+            self.expiries.insert(at.get(), reservation);
         }
         Ok(Reply::Reserved { qty: taken })
     }
@@ -752,8 +765,10 @@ impl Ledger {
                 },
             });
         };
-        if let Some(at) = open.expires_at_ms {
-            self.expiries.remove(&(at.get(), reservation));
+        if open.expires_at_ms.is_some() {
+            let reservations = &self.reservations;
+            self.expiries
+                .closed(|at, id| expires_at(reservations, at, id));
         }
         Ok(open)
     }
@@ -803,14 +818,20 @@ impl Ledger {
 
     /// Expires every reservation due at `now_ms`, earliest first.
     fn expire_due(&mut self) {
-        while let Some(&(at, reservation)) = self.expiries.first() {
-            if at > self.now_ms {
-                break;
-            }
-            self.expiries.pop_first();
-            if let Some(open) = self.reservations.remove(&reservation) {
-                self.release(reservation, open, Closure::Expired);
-            }
+        while let Some((at, reservation)) = self.expiries.pop_due(self.now_ms) {
+            // A stale entry (its reservation closed early) expires nothing.
+            let open = match self.reservations.entry(reservation) {
+                MapEntry::Occupied(open)
+                    if open.get().expires_at_ms.map(NonZeroU64::get) == Some(at) =>
+                {
+                    open.remove()
+                }
+                _ => continue,
+            };
+            let reservations = &self.reservations;
+            self.expiries
+                .expired(|at, id| expires_at(reservations, at, id));
+            self.release(reservation, open, Closure::Expired);
         }
     }
 
@@ -862,6 +883,18 @@ impl Ledger {
         }
         Ok(Reply::RebateCredited { credited: true })
     }
+}
+
+/// Whether `reservation` is open and expires at `at_ms`: whether an
+/// expiry entry is live.
+fn expires_at(
+    reservations: &FxHashMap<ReservationId, Reservation>,
+    at_ms: u64,
+    reservation: ReservationId,
+) -> bool {
+    reservations
+        .get(&reservation)
+        .is_some_and(|r| r.expires_at_ms.map(NonZeroU64::get) == Some(at_ms))
 }
 
 fn positive(amount: Units) -> Result<(), Reject> {
