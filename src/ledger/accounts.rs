@@ -573,7 +573,7 @@ impl History {
         let next = self.next_position(max);
         if next == 0 {
             self.next_chunk = self.first;
-        } else if next % CHUNK_RECORDS == 0 {
+        } else if next.is_multiple_of(CHUNK_RECORDS) {
             self.next_chunk = match chunk.next {
                 // Growing: the ring takes its next chunk.
                 NO_CHUNK => {
@@ -646,7 +646,7 @@ impl History {
         }
         if h.len > 0 {
             let next = h.next_position(max);
-            h.next_chunk = if next == h.len && next % CHUNK_RECORDS == 0 {
+            h.next_chunk = if next == h.len && next.is_multiple_of(CHUNK_RECORDS) {
                 let taken = pool.take();
                 pool.chunk_mut(last).next = taken;
                 taken
