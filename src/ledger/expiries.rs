@@ -202,6 +202,31 @@ mod tests {
         );
     }
 
+    /// Reservations closed long before they expire (the usual case): their
+    /// stale entries never outnumber the live ones by more than the slack.
+    #[test]
+    fn reservations_closed_early_leave_a_bounded_number_of_stale_entries() {
+        let mut index = Expiries::default();
+        let mut open = BTreeMap::new();
+        for id in 0..10_000u64 {
+            index.insert(1_000_000 + id, id);
+            open.insert(id, 1_000_000 + id);
+            if id % 10 != 0 {
+                open.remove(&id);
+                index.closed(|at, id| open.get(&id) == Some(&at));
+            }
+            assert!(
+                index.len() <= 2 * index.live_len() + COMPACT_SLACK,
+                "id {id}"
+            );
+        }
+        assert_eq!(index.live_len(), 1_000);
+        let timed: BTreeSet<_> = open.iter().map(|(&id, &at)| (at, id)).collect();
+        index
+            .check_structure(&timed, |at, id| open.get(&id) == Some(&at))
+            .unwrap();
+    }
+
     #[test]
     fn a_missing_or_miscounted_entry_is_reported() {
         let mut index = Expiries::default();
