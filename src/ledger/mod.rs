@@ -12,8 +12,9 @@
 //! account holding what a request changes (cash, history header, shares
 //! owned, one of them inline: see `holdings`), apart from the ids (76 heap
 //! bytes per account before history); balances are `i64` minor units with
-//! checked arithmetic; history rings hold 40-byte records; expiries are a
-//! `BTreeSet` ordered by time so expiring k reservations costs O(k log n);
+//! checked arithmetic; history rings hold 40-byte records in chunks of a
+//! shared paged pool (see `accounts`); expiries are a min-heap ordered by
+//! time, so expiring k reservations costs O(k log n) (see `expiries`);
 //! owed rebates form a queue in deposit order (see `rebates`); closed
 //! reservations are remembered for a bounded window (see
 //! `closed_reservations`). A batch
