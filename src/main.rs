@@ -73,7 +73,8 @@ impl FromStr for DurabilityArg {
     }
 }
 
-/// Where `--durability replicated` publishes the journal.
+/// Where `--durability replicated` publishes the journal (and, for
+/// `serve`, where requests come in).
 #[cfg(feature = "nats")]
 #[derive(clap::Args)]
 struct ReplicationArgs {
@@ -152,6 +153,44 @@ enum Command {
         #[command(flatten)]
         retention: RetentionArgs,
         #[cfg(feature = "nats")]
+        #[command(flatten)]
+        replication: ReplicationArgs,
+        /// Serve Prometheus metrics on GET /metrics at this address
+        /// (host:port; port 0 picks a free one, printed on stderr).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
+    },
+    /// Answer the `run` JSON contract over NATS request-reply: one request
+    /// object per message on ringledger.<stream>.requests, one answer per
+    /// reply; a request may carry "session" beside "req". Only a leader
+    /// subscribes; a fenced one unsubscribes and exits non-zero. Stops
+    /// cleanly (answering what it took in) on SIGINT or SIGTERM.
+    #[cfg(feature = "nats")]
+    Serve {
+        /// Where inputs are journaled; an existing journal there is recovered first.
+        #[arg(long, default_value = "journal")]
+        journal_dir: PathBuf,
+        /// replicated (the default: each outcome waits for the stream's ack),
+        /// or none, async or sync (NATS intake only: nothing is published).
+        #[arg(long, default_value = "replicated")]
+        durability: DurabilityArg,
+        /// Decimal places of money.
+        #[arg(long, default_value_t = 2)]
+        scale: u32,
+        /// History entries kept per account for `history`.
+        #[arg(long, default_value_t = LedgerConfig::default().history_per_account_max)]
+        history: u32,
+        /// Rebate credited on every deposit, as a fraction (0.01 = 1%).
+        #[arg(long, default_value = "0.01")]
+        rebate_rate: String,
+        /// How idle threads wait: spin, yield or block.
+        #[arg(long, default_value = "block")]
+        wait: WaitStrategy,
+        /// Gateway threads parsing requests and answering them.
+        #[arg(long, default_value_t = ringledger::cli::serve::GATEWAYS_DEFAULT)]
+        gateways: usize,
+        #[command(flatten)]
+        retention: RetentionArgs,
         #[command(flatten)]
         replication: ReplicationArgs,
         /// Serve Prometheus metrics on GET /metrics at this address
@@ -267,6 +306,28 @@ fn main() -> ExitCode {
                 metrics.as_deref(),
             )
         }
+        #[cfg(feature = "nats")]
+        Command::Serve {
+            journal_dir,
+            durability,
+            scale,
+            history,
+            rebate_rate,
+            wait,
+            gateways,
+            retention,
+            replication,
+            metrics,
+        } => serve(
+            &journal_dir,
+            durability,
+            replication,
+            (scale, history),
+            &rebate_rate,
+            (wait, retention),
+            gateways,
+            metrics.as_deref(),
+        ),
         Command::Replay {
             journal_dir,
             from_snapshot,
@@ -545,7 +606,8 @@ fn replay_bar(dir: &Path) -> ProgressBar {
     ProgressBar::new(0).with_style(style)
 }
 
-/// Set by SIGINT or SIGTERM: `follow` stops at the next frame or tick.
+/// Set by SIGINT or SIGTERM: `follow` stops at the next frame or tick,
+/// `serve` once it answered what it took in.
 #[cfg(feature = "nats")]
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -723,32 +785,21 @@ fn durability_builder(
     }
 }
 
-fn run(
-    builder: ringledger::EngineBuilder,
-    clock: ClockArg,
+/// The engine `run` and `serve` start: the journal (and replication) from
+/// `builder`, the rest from their shared flags; with `metrics_addr`, the
+/// metrics endpoint is listening too.
+fn start_engine(
+    mut builder: ringledger::EngineBuilder,
+    engine_clock: Arc<dyn Clock>,
     (scale, history): (u32, u32),
     rebate_rate: &str,
-    (wait, journal_thread, retention): (WaitStrategy, JournalThread, RetentionArgs),
-    session: &str,
+    (wait, journal_thread, retention): (WaitStrategy, JournalThread, &RetentionArgs),
     metrics_addr: Option<&str>,
-) -> ExitCode {
-    let scale = match Scale::new(scale) {
-        Ok(scale) => scale,
-        Err(e) => return fail(e),
-    };
-    let policy = match Decimal::from_str(rebate_rate)
+) -> Result<(Engine, Option<Arc<Metrics>>), String> {
+    let scale = Scale::new(scale)?;
+    let policy = Decimal::from_str(rebate_rate)
         .map_err(|e| format!("--rebate-rate {rebate_rate:?}: {e}"))
-        .and_then(RateRebate::new)
-    {
-        Ok(policy) => policy,
-        Err(e) => return fail(e),
-    };
-    let manual = Arc::new(ManualClock::new(0));
-    let engine_clock: Arc<dyn Clock> = match clock {
-        ClockArg::Wall => Arc::new(WallClock),
-        ClockArg::Manual => Arc::clone(&manual) as Arc<dyn Clock>,
-    };
-    let mut builder = builder;
+        .and_then(RateRebate::new)?;
     let metrics = metrics_addr.map(|_| Arc::new(Metrics::new(Role::Leader)));
     if let Some(metrics) = &metrics {
         builder = builder.metrics(metrics.engine());
@@ -756,7 +807,7 @@ fn run(
     if retention.snapshot_every > 0 {
         builder = builder.snapshot_every(retention.snapshot_every);
     }
-    let engine = match builder
+    let engine = builder
         .snapshots_kept(retention.snapshots_kept)
         .segment_bytes(retention.segment_bytes)
         .scale(scale)
@@ -766,15 +817,38 @@ fn run(
         .wait(wait)
         .journal_thread(journal_thread)
         .start()
-    {
-        Ok(engine) => engine,
+        .map_err(|e| e.to_string())?;
+    if let (Some(addr), Some(metrics)) = (metrics_addr, &metrics) {
+        serve_metrics(addr, Arc::clone(metrics), Some(engine.gauges()))?;
+    }
+    Ok((engine, metrics))
+}
+
+fn run(
+    builder: ringledger::EngineBuilder,
+    clock: ClockArg,
+    scale_history: (u32, u32),
+    rebate_rate: &str,
+    (wait, journal_thread, retention): (WaitStrategy, JournalThread, RetentionArgs),
+    session: &str,
+    metrics_addr: Option<&str>,
+) -> ExitCode {
+    let manual = Arc::new(ManualClock::new(0));
+    let engine_clock: Arc<dyn Clock> = match clock {
+        ClockArg::Wall => Arc::new(WallClock),
+        ClockArg::Manual => Arc::clone(&manual) as Arc<dyn Clock>,
+    };
+    let (engine, metrics) = match start_engine(
+        builder,
+        engine_clock,
+        scale_history,
+        rebate_rate,
+        (wait, journal_thread, &retention),
+        metrics_addr,
+    ) {
+        Ok(started) => started,
         Err(e) => return fail(e),
     };
-    if let (Some(addr), Some(metrics)) = (metrics_addr, &metrics) {
-        if let Err(e) = serve_metrics(addr, Arc::clone(metrics), Some(engine.gauges())) {
-            return fail(e);
-        }
-    }
     let mut client = match engine.session(session) {
         Ok(client) => client,
         // Only a refused name is cured by another one; a full disk is not.
@@ -799,5 +873,67 @@ fn run(
         (Err(e), _) => fail(e),
         (Ok(()), Err(e)) => fail(e),
         (Ok(()), Ok(_)) => ExitCode::SUCCESS,
+    }
+}
+
+/// `serve`: the engine `--durability` asks for, then NATS intake until a
+/// signal or until the engine is fenced or fails.
+#[cfg(feature = "nats")]
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    journal_dir: &Path,
+    durability: DurabilityArg,
+    replication: ReplicationArgs,
+    scale_history: (u32, u32),
+    rebate_rate: &str,
+    (wait, retention): (WaitStrategy, RetentionArgs),
+    gateways: usize,
+    metrics_addr: Option<&str>,
+) -> ExitCode {
+    use ringledger::cli::serve::Stopped;
+    use ringledger::replication::ReplicationConfig;
+
+    let (Some(url), Some(stream)) = (replication.nats.clone(), replication.stream.clone()) else {
+        return fail("serve needs --nats URL and --stream NAME");
+    };
+    let config = ReplicationConfig::new(url, stream).replicas(replication.replicas);
+    let builder = match durability {
+        DurabilityArg::Replicated => durability_builder(journal_dir, durability, replication),
+        DurabilityArg::Journal(durability) if !replication.takeover => {
+            Ok(Engine::builder().journal(journal_dir, durability))
+        }
+        DurabilityArg::Journal(_) => Err("--takeover goes with --durability replicated".into()),
+    };
+    let builder = match builder {
+        Ok(builder) => builder,
+        Err(e) => return fail(e),
+    };
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe; it is a plain `extern "C" fn` that lives for
+        // the whole process.
+        unsafe {
+            libc::signal(signal, request_stop as *const () as libc::sighandler_t);
+        }
+    }
+    let (engine, metrics) = match start_engine(
+        builder,
+        Arc::new(WallClock),
+        scale_history,
+        rebate_rate,
+        (wait, JournalThread::Business, &retention),
+        metrics_addr,
+    ) {
+        Ok(started) => started,
+        Err(e) => return fail(e),
+    };
+    let served =
+        ringledger::cli::serve::serve(&engine, &config, gateways, metrics.as_deref(), &STOP);
+    let stopped = engine.shutdown();
+    match (served, stopped) {
+        (Err(e), _) => fail(e),
+        (Ok(Stopped::Engine(e)), _) => fail(e),
+        (Ok(Stopped::Asked), Err(e)) => fail(e),
+        (Ok(Stopped::Asked), Ok(_)) => ExitCode::SUCCESS,
     }
 }

@@ -4,4 +4,6 @@
 pub mod inspect;
 pub mod orders;
 pub mod run;
+#[cfg(feature = "nats")]
+pub mod serve;
 mod strict_json;

@@ -10,6 +10,7 @@
 //! the refusal goes through the engine as [`Request::Rejected`], sequenced
 //! and journaled, so its retry is a `duplicate` that names the original code.
 
+use std::borrow::BorrowMut;
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
 
@@ -82,15 +83,7 @@ pub fn serve(
     input: impl Read,
     mut output: impl Write,
 ) -> io::Result<()> {
-    let mut session = Session {
-        client,
-        manual_clock,
-        metrics,
-        op_counted: false,
-        pending: VecDeque::with_capacity(WINDOW),
-        listings_in_flight: 0,
-        unavailable: None,
-    };
+    let mut session = Session::new(client, manual_clock, metrics);
     let mut input = BufReader::with_capacity(INPUT_BUFFER_BYTES, input);
     let mut bytes = Vec::new();
     loop {
@@ -102,37 +95,14 @@ pub fn serve(
         if input.read_until(b'\n', &mut bytes)? == 0 {
             session.answer_all(&mut output)?;
             output.flush()?;
-            return match session.unavailable.take() {
+            return match session.take_unavailable() {
                 Some(e) => Err(io::Error::other(e)),
                 None => Ok(()),
             };
         }
         let line = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        session.op_counted = false;
-        let pending = match std::str::from_utf8(line) {
-            Err(_) => Pending::Answered(failure_json(&malformed("the line is not valid UTF-8"))),
-            Ok(text) => match session.take(text, &mut output) {
-                Ok(pending) => pending,
-                Err(Fatal::Line(failure)) => Pending::Answered(failure_json(&failure)),
-                Err(Fatal::Engine(e)) => {
-                    session.answer_all(&mut output)?;
-                    if let (Some(metrics), false) = (metrics, session.op_counted) {
-                        metrics.invalid_request();
-                    }
-                    session.engine_error(e, &mut output)?;
-                    continue;
-                }
-                Err(Fatal::Stopped(e)) => return Err(e),
-            },
-        };
-        if let (Some(metrics), false) = (metrics, session.op_counted) {
-            metrics.invalid_request();
-        }
-        session.pending.push_back(pending);
-        if session.pending.len() >= WINDOW {
-            session.answer_oldest(&mut output)?;
-        }
+        session.take_line(line, &mut output)?;
     }
 }
 
@@ -190,9 +160,10 @@ fn write_plain(output: &mut impl Write, scale: Scale, outcome: &Outcome) -> io::
     Ok(true)
 }
 
-/// Answers a line with the engine's failure and stops serving.
-fn fail(e: EngineError, output: &mut impl Write) -> io::Result<()> {
-    let answer = match &e {
+/// The answer to a line the engine could not take because it failed or
+/// was fenced (`not_leader`).
+pub fn engine_failure_json(e: &EngineError) -> Value {
+    match e {
         // Fenced by a newer leader: the engine stopped, and says why.
         EngineError::NotLeader(_) => {
             json!({"ok": false, "error": ErrorCode::NotLeader.as_str(), "message": e.to_string()})
@@ -201,10 +172,24 @@ fn fail(e: EngineError, output: &mut impl Write) -> io::Result<()> {
             let message = format!("the engine failed: {e}");
             json!({"ok": false, "error": "engine_failed", "message": message})
         }
-    };
-    write_line(output, &answer)?;
+    }
+}
+
+/// Answers a line with the engine's failure and stops serving.
+fn fail(e: EngineError, output: &mut impl Write) -> io::Result<()> {
+    write_line(output, &engine_failure_json(&e))?;
     output.flush()?;
     Err(io::Error::other(e))
+}
+
+/// A line refused with `code` at some other edge than this one (`serve`'s
+/// checks of a NATS message), in the same form as this edge's refusals.
+pub fn refusal_json(code: ErrorCode, message: impl Into<String>) -> Value {
+    failure_json(&Failure {
+        code,
+        message: message.into(),
+        original: None,
+    })
 }
 
 /// An answer's outcome code: `ok`, or its `error`.
@@ -223,8 +208,11 @@ fn failure_json(f: &Failure) -> Value {
     answer
 }
 
-struct Session<'a> {
-    client: &'a mut Client,
+/// One client's lines, answered in the order they were taken in: the
+/// contract [`serve`] keeps over stdin, and `serve` over NATS keeps per
+/// session (see `cli::serve`). `C` is the engine client, owned or borrowed.
+pub struct Session<'a, C: BorrowMut<Client> = &'a mut Client> {
+    client: C,
     manual_clock: Option<&'a ManualClock>,
     metrics: Option<&'a Metrics>,
     /// Whether the line being taken in was counted by its op yet.
@@ -299,7 +287,69 @@ impl From<AmountError> for Failure {
     }
 }
 
-impl Session<'_> {
+impl<'a, C: BorrowMut<Client>> Session<'a, C> {
+    pub fn new(
+        client: C,
+        manual_clock: Option<&'a ManualClock>,
+        metrics: Option<&'a Metrics>,
+    ) -> Self {
+        Session {
+            client,
+            manual_clock,
+            metrics,
+            op_counted: false,
+            pending: VecDeque::with_capacity(WINDOW),
+            listings_in_flight: 0,
+            unavailable: None,
+        }
+    }
+
+    fn client(&mut self) -> &mut Client {
+        self.client.borrow_mut()
+    }
+
+    /// Lines taken in whose answers are not written yet.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Why the engine became unavailable, if it did since the last call.
+    pub fn take_unavailable(&mut self) -> Option<EngineError> {
+        self.unavailable.take()
+    }
+
+    /// Takes one line in (without its line ending): answers it at this
+    /// edge or sends it to the engine, and writes the oldest answer once a
+    /// window of lines (1,024) wait for theirs. An error means serving stops: the
+    /// engine failed (the line was answered with the failure) or `output`
+    /// failed.
+    pub fn take_line(&mut self, line: &[u8], output: &mut impl Write) -> io::Result<()> {
+        self.op_counted = false;
+        let pending = match std::str::from_utf8(line) {
+            Err(_) => Pending::Answered(failure_json(&malformed("the line is not valid UTF-8"))),
+            Ok(text) => match self.take(text, output) {
+                Ok(pending) => pending,
+                Err(Fatal::Line(failure)) => Pending::Answered(failure_json(&failure)),
+                Err(Fatal::Engine(e)) => {
+                    self.answer_all(output)?;
+                    if let (Some(metrics), false) = (self.metrics, self.op_counted) {
+                        metrics.invalid_request();
+                    }
+                    return self.engine_error(e, output);
+                }
+                Err(Fatal::Stopped(e)) => return Err(e),
+            },
+        };
+        if let (Some(metrics), false) = (self.metrics, self.op_counted) {
+            metrics.invalid_request();
+        }
+        self.pending.push_back(pending);
+        if self.pending.len() >= WINDOW {
+            self.answer_oldest(output)?;
+        }
+        Ok(())
+    }
+
     /// Takes one line in: answers it at this edge, or sends it to the engine
     /// (first waiting for the earlier lines it depends on, see [`serve`]).
     fn take(&mut self, line: &str, output: &mut impl Write) -> Result<Pending, Fatal> {
@@ -316,12 +366,13 @@ impl Session<'_> {
             self.answer_all(output).map_err(Fatal::Stopped)?;
         }
         if op == "barrier" {
-            self.client.barrier().map_err(Fatal::Engine)?;
+            self.client().barrier().map_err(Fatal::Engine)?;
             return Ok(Pending::Answered(success_json(Map::new())));
         }
+        let client: &Client = self.client.borrow();
         let edge = Edge {
-            scale: self.client.scale(),
-            instruments: &|symbol| self.client.instrument_id(symbol),
+            scale: client.scale(),
+            instruments: &|symbol| client.instrument_id(symbol),
             manual_clock: self.manual_clock,
         };
         let request = match edge.request(op, &f) {
@@ -337,9 +388,9 @@ impl Session<'_> {
         match req {
             Some(req) if request.is_numbered() => {
                 self.require_session()?;
-                self.client.send_numbered(request, req)
+                self.client().send_numbered(request, req)
             }
-            _ => self.client.send(request),
+            _ => self.client().send(request),
         }
         .map_err(Fatal::Engine)?;
         if listing {
@@ -352,8 +403,9 @@ impl Session<'_> {
         })
     }
 
-    /// Writes the answers of every line read so far.
-    fn answer_all(&mut self, output: &mut impl Write) -> io::Result<()> {
+    /// Writes the answers of every line taken in so far, waiting for the
+    /// engine's outcomes.
+    pub fn answer_all(&mut self, output: &mut impl Write) -> io::Result<()> {
         while !self.pending.is_empty() {
             self.answer_oldest(output)?;
         }
@@ -375,11 +427,9 @@ impl Session<'_> {
                 if listing {
                     self.listings_in_flight -= 1;
                 }
-                match self.client.recv() {
-                    Ok(outcome)
-                        if refused.is_none()
-                            && write_plain(output, self.client.scale(), &outcome)? =>
-                    {
+                let scale = self.client().scale();
+                match self.client().recv() {
+                    Ok(outcome) if refused.is_none() && write_plain(output, scale, &outcome)? => {
                         if let Some(metrics) = self.metrics {
                             metrics.answer("ok");
                         }
@@ -431,7 +481,7 @@ impl Session<'_> {
         match (refused, outcome) {
             // The number was used up with the refusal: the refusal answers.
             (Some(refused), Err(Reject::AtEdge(_))) => failure_json(&refused),
-            (_, outcome) => match render(self.client.scale(), fields, outcome) {
+            (_, outcome) => match render(self.client.borrow().scale(), fields, outcome) {
                 Ok(fields) => success_json(fields),
                 Err(failure) => failure_json(&failure),
             },
@@ -440,7 +490,7 @@ impl Session<'_> {
 
     /// Numbered lines need the session `run` opened at start.
     fn require_session(&self) -> Result<(), Failure> {
-        match self.client.session() {
+        match self.client.borrow().session() {
             Some(_) => Ok(()),
             None => Err(Failure {
                 code: ErrorCode::SessionExpired,
@@ -462,7 +512,7 @@ impl Session<'_> {
         fields: Map<String, Value>,
     ) -> Result<Pending, Fatal> {
         self.require_session()?;
-        self.client
+        self.client()
             .send_numbered(Request::Rejected { code: refused.code }, req)
             .map_err(Fatal::Engine)?;
         Ok(Pending::Sent {

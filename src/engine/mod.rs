@@ -772,6 +772,16 @@ impl Engine {
         self.shared.scale
     }
 
+    /// Why the engine stopped working on its own (fenced by a newer leader,
+    /// its journal unwritable, a thread panicked), once it has: a front end
+    /// that serves many clients stops taking requests then.
+    pub fn failure(&self) -> Option<EngineError> {
+        self.shared
+            .failed
+            .load(Ordering::Acquire)
+            .then(|| self.shared.error())
+    }
+
     /// A handle for a monitoring thread to read the engine's gauges at
     /// scrape time, so the hot path pays nothing for them.
     pub fn gauges(&self) -> EngineGauges {

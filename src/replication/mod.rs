@@ -98,7 +98,7 @@ impl ReplicationConfig {
         format!("ringledger.{}.frames", self.stream)
     }
 
-    fn check(&self) -> Result<Vec<ServerAddr>, ReplicationError> {
+    pub(crate) fn check(&self) -> Result<Vec<ServerAddr>, ReplicationError> {
         let name_ok = !self.stream.is_empty()
             && self
                 .stream
