@@ -174,12 +174,20 @@ fn requests_are_answered_as_run_answers_them_pipelined_and_in_order() {
         let answers: Vec<Value> = answers.into_iter().map(Option::unwrap).collect();
         // Answered in the order sent: each balance is above the one before
         // by the deposit (and by any rebate credited in between).
-        let mut last = 0.0;
+        let mut last_cents = 0;
         for answer in &answers {
             assert_eq!(answer["ok"], true, "{answer}");
-            let balance: f64 = answer["balance"].as_str().unwrap().parse().unwrap();
-            assert!(balance >= last + 1.0, "{answer} after {last}");
-            last = balance;
+            let cents: u64 = answer["balance"]
+                .as_str()
+                .unwrap()
+                .replace('.', "")
+                .parse()
+                .unwrap();
+            assert!(
+                cents >= last_cents + 100,
+                "{answer} after {last_cents} cents"
+            );
+            last_cents = cents;
         }
         let retry = call(
             &nats,
