@@ -467,15 +467,13 @@ fn after_the_leader_is_killed_a_standby_takes_over_and_clients_carry_on_applied_
     assert!(b.stop());
 }
 
-// Ignored: it finds a split brain in the publisher (src/replication/
-// publisher.rs): pipelined frames expect `confirmed + k` as the stream's
-// last sequence, so when a rival wrote exactly one message (the takeover
-// marker) the old leader's second frame in flight expects that marker's
-// sequence and lands after it; the new leader is then fenced too and the
-// stream holds a frame the new leader never applied. Run it with
-// `--ignored` once frames also expect the previous frame's message id.
+// This found a split brain in the pipelined publisher: a frame behind
+// another in flight expected only `confirmed + k` as the stream's last
+// sequence, so when the new leader had stored exactly one message (its
+// takeover marker), the old leader's second frame matched it and landed; the
+// new leader was fenced too. Frames now also expect the previous frame's
+// message id.
 #[test]
-#[ignore = "finds the pipelined-publish split brain described above"]
 fn a_paused_leader_resumed_after_a_takeover_is_fenced_unsubscribes_and_exits() {
     const DEPOSITS: u64 = 40;
     let cluster = Cluster::start(3);

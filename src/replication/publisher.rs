@@ -522,11 +522,28 @@ impl<R: Release> Leader<R> {
     async fn send_unsent(&mut self) -> Result<(), ReplicationError> {
         while self.sent < self.unconfirmed.len() && self.acks.len() < FRAMES_IN_FLIGHT_MAX {
             let outgoing = &self.unconfirmed[self.sent];
+            let expected_last = self.confirmed + self.sent as u64;
             let mut headers = HeaderMap::new();
             headers.insert(
                 async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
-                (self.confirmed + self.sent as u64).to_string().as_str(),
+                expected_last.to_string().as_str(),
             );
+            // The expected sequence alone does not fence a frame behind
+            // another in flight: had a rival stored exactly as many
+            // messages as this leader has frames ahead of it, the sequence
+            // would match. So each message is named by this leader's id and
+            // the sequence it is meant to take, and a frame behind another
+            // also expects that one's name as the stream's last message id.
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                message_id(&self.id, expected_last + 1).as_str(),
+            );
+            if self.sent > 0 {
+                headers.insert(
+                    async_nats::header::NATS_EXPECTED_LAST_MESSAGE_ID,
+                    message_id(&self.id, expected_last).as_str(),
+                );
+            }
             headers.insert(HEADER_LEADER, self.id.as_str());
             headers.insert(HEADER_LAST_SEQ, outgoing.last_seq.to_string().as_str());
             let ack = self
@@ -666,4 +683,10 @@ fn unavailable_publish(config: &ReplicationConfig, e: PublishError) -> Replicati
         "publishing to stream {} failed: {e}",
         config.stream
     ))
+}
+
+/// The `Nats-Msg-Id` of the message leader `id` publishes to take stream
+/// sequence `stream_seq`.
+fn message_id(id: &str, stream_seq: u64) -> String {
+    format!("{id}:{stream_seq}")
 }
