@@ -113,20 +113,26 @@ const CLOSED: u64 = 1 << 63;
 /// `close_seq` before any close; no drain position can equal it.
 const NOT_CLOSED: u64 = u64::MAX;
 
-/// Busy-wait rounds before yielding. Short: on a 2-core machine the thread
-/// we wait for often needs our core. Loom would explore every interleaving
-/// of each round, so the models skip straight to parking, the path whose
-/// lost wake-ups they exist to rule out.
+/// Busy-wait rounds before `Yield` starts yielding. Short: on a 2-core
+/// machine the thread we wait for often needs our core. Loom would explore
+/// every interleaving of each round, so the models skip straight to
+/// parking, the path whose lost wake-ups they exist to rule out.
 #[cfg(not(loom))]
 const SPIN_ROUNDS: u32 = 64;
 #[cfg(loom)]
 const SPIN_ROUNDS: u32 = 0;
 
-/// Yields before a `Block` waiter parks.
-#[cfg(not(loom))]
-const YIELD_ROUNDS: u32 = 16;
+/// How long a `Block` waiter on a ring made by [`channel_spinning`] spins
+/// before it parks is up to its maker (other rings: `SPIN_ROUNDS` only).
+/// Waking a parked thread costs its waker a system call and the sleeper tens
+/// of microseconds on a virtual machine (the idle vCPU has to be woken by the
+/// host), so a wait that ends within the budget is answered from the spin;
+/// a longer one parks and costs no CPU. No yields in between: a thread that
+/// yields while another is runnable gives its core away for a whole time
+/// slice (milliseconds), and three yielding threads on two cores never park
+/// at all, which is the worst of both. Loom models park at once.
 #[cfg(loom)]
-const YIELD_ROUNDS: u32 = 0;
+const LOOM_SPIN_BUDGET: Duration = Duration::ZERO;
 
 /// One round of waiting, producer or consumer alike.
 enum Pause {
@@ -135,16 +141,49 @@ enum Pause {
     Park,
 }
 
-/// What the `round`-th consecutive wait does under `wait`.
-// Under loom the spin and yield phases are empty on purpose (see SPIN_ROUNDS).
-#[cfg_attr(loom, allow(clippy::absurd_extreme_comparisons))]
-fn pause(wait: WaitStrategy, round: u32) -> Pause {
-    match wait {
-        WaitStrategy::Spin => Pause::Spin,
-        _ if round < SPIN_ROUNDS => Pause::Spin,
-        WaitStrategy::Yield => Pause::Yield,
-        WaitStrategy::Block if round < SPIN_ROUNDS + YIELD_ROUNDS => Pause::Yield,
-        WaitStrategy::Block => Pause::Park,
+/// Consecutive rounds of one wait: what each next round does under the
+/// wait strategy.
+struct Backoff {
+    wait: WaitStrategy,
+    /// How long `Block` spins (after the first rounds) before parking.
+    budget: Duration,
+    round: u32,
+    /// When a `Block` waiter's spin budget runs out (read once the first
+    /// rounds are spent, so a short wait never reads the clock).
+    spin_until: Option<Instant>,
+}
+
+impl Backoff {
+    fn new(wait: WaitStrategy, budget: Duration) -> Backoff {
+        #[cfg(loom)]
+        let budget = budget.min(LOOM_SPIN_BUDGET);
+        Backoff {
+            wait,
+            budget,
+            round: 0,
+            spin_until: None,
+        }
+    }
+
+    // Under loom the spin phase is empty on purpose (see SPIN_ROUNDS).
+    #[cfg_attr(loom, allow(clippy::absurd_extreme_comparisons))]
+    fn next(&mut self) -> Pause {
+        self.round = self.round.saturating_add(1);
+        match self.wait {
+            WaitStrategy::Spin => Pause::Spin,
+            _ if self.round <= SPIN_ROUNDS => Pause::Spin,
+            WaitStrategy::Yield => Pause::Yield,
+            WaitStrategy::Block if self.budget.is_zero() => Pause::Park,
+            WaitStrategy::Block => {
+                let now = Instant::now();
+                let until = *self.spin_until.get_or_insert(now + self.budget);
+                if now < until {
+                    Pause::Spin
+                } else {
+                    Pause::Park
+                }
+            }
+        }
     }
 }
 
@@ -157,10 +196,10 @@ pub enum WaitStrategy {
     /// Spins briefly, then gives the core away on every round; low latency
     /// when threads outnumber cores, but the waiter still shows as busy.
     Yield,
-    /// Spins, yields a little, then parks: the consumer until the next push,
-    /// a producer waiting for space until the consumer frees a batch. Idle
-    /// costs nothing; while nobody sleeps, a push costs one fence plus one
-    /// load and a drained batch the same.
+    /// Spins for a few tens of microseconds (never yielding), then parks:
+    /// the consumer until the next push, a producer waiting for space until
+    /// the consumer frees a batch. Idle costs nothing; while nobody sleeps,
+    /// a push costs one fence plus one load and a drained batch the same.
     #[default]
     Block,
 }
@@ -278,6 +317,8 @@ struct Shared<T> {
     slots: Box<[Slot<T>]>,
     mask: u64,
     wait: WaitStrategy,
+    /// See [`channel_spinning`].
+    spin_budget: Duration,
 }
 
 // `Shared` hands values of `T` from producer threads to the consumer thread.
@@ -436,6 +477,18 @@ impl<T> Drop for Shared<T> {
 /// # Panics
 /// If the rounded capacity does not fit in `usize`.
 pub fn channel<T: Send>(capacity: usize, wait: WaitStrategy) -> (Producer<T>, Consumer<T>) {
+    channel_spinning(capacity, wait, Duration::ZERO)
+}
+
+/// [`channel`] whose `Block` waiters spin for up to `spin_budget` before
+/// they park: for a thread that has a core to itself and whose next item
+/// usually arrives within the budget (the business thread under a steady
+/// stream of requests), where parking would add a wake-up to every item.
+pub fn channel_spinning<T: Send>(
+    capacity: usize,
+    wait: WaitStrategy,
+    spin_budget: Duration,
+) -> (Producer<T>, Consumer<T>) {
     let capacity = capacity
         .max(2)
         .checked_next_power_of_two()
@@ -459,6 +512,7 @@ pub fn channel<T: Send>(capacity: usize, wait: WaitStrategy) -> (Producer<T>, Co
         slots,
         mask: capacity as u64 - 1,
         wait,
+        spin_budget,
     });
     let producer = Producer {
         shared: Arc::clone(&shared),
@@ -548,7 +602,7 @@ impl<T: Send> Producer<T> {
     /// Returns `false` if the consumer is gone: the claim will never be read.
     fn wait_for_space(&self, seq: u64) -> bool {
         let shared = &*self.shared;
-        let mut round = 0u32;
+        let mut backoff = Backoff::new(shared.wait, shared.spin_budget);
         loop {
             let consumed = shared.consumed.load(Ordering::Acquire);
             self.consumed_seen.set(consumed);
@@ -561,12 +615,11 @@ impl<T: Send> Producer<T> {
             if seq < consumed + shared.capacity() {
                 return true;
             }
-            match pause(shared.wait, round) {
+            match backoff.next() {
                 Pause::Spin => sync::spin_loop(),
                 Pause::Yield => sync::thread::yield_now(),
                 Pause::Park => shared.park_for_space(seq),
             }
-            round = round.saturating_add(1);
         }
     }
 }
@@ -738,14 +791,13 @@ impl<T: Send> Consumer<T> {
     /// `wake` is never missed. `ready` typically checks [`Consumer::ready`]
     /// of this ring and of the other one.
     pub fn wait_until(&self, mut ready: impl FnMut() -> bool) {
-        let mut round = 0u32;
+        let mut backoff = Backoff::new(self.shared.wait, self.shared.spin_budget);
         while !ready() {
-            match pause(self.shared.wait, round) {
+            match backoff.next() {
                 Pause::Spin => sync::spin_loop(),
                 Pause::Yield => sync::thread::yield_now(),
                 Pause::Park => self.shared.park_consumer_unless(None, &mut ready),
             }
-            round = round.saturating_add(1);
         }
     }
 
@@ -756,7 +808,7 @@ impl<T: Send> Consumer<T> {
         mut f: impl FnMut(T),
     ) -> Result<usize, Disconnected> {
         assert!(max > 0, "wait_drain needs max >= 1 to make progress");
-        let mut round = 0u32;
+        let mut backoff = Backoff::new(self.shared.wait, self.shared.spin_budget);
         loop {
             let count = self.drain(max, &mut f);
             if count > 0 {
@@ -768,12 +820,11 @@ impl<T: Send> Consumer<T> {
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Ok(0);
             }
-            match pause(self.shared.wait, round) {
+            match backoff.next() {
                 Pause::Spin => sync::spin_loop(),
                 Pause::Yield => sync::thread::yield_now(),
                 Pause::Park => self.shared.park_consumer(self.next, deadline),
             }
-            round = round.saturating_add(1);
         }
     }
 }
@@ -818,6 +869,40 @@ mod tests {
             let (producer, consumer) = channel::<u8>(asked, WaitStrategy::Spin);
             assert_eq!((producer.capacity(), consumer.capacity()), (got, got));
         }
+    }
+
+    /// `Block` never yields: a yield hands the core to another runnable
+    /// thread for a whole time slice, and threads that yield to each other
+    /// on two cores never park (issue 10: every request then paid a
+    /// scheduler slice now and then, and idle threads burned CPU).
+    #[test]
+    fn block_spins_then_parks_and_never_yields() {
+        let mut backoff = Backoff::new(WaitStrategy::Block, Duration::ZERO);
+        let rounds: Vec<_> = (0..SPIN_ROUNDS + 8).map(|_| backoff.next()).collect();
+        assert!(rounds[..SPIN_ROUNDS as usize]
+            .iter()
+            .all(|p| matches!(p, Pause::Spin)));
+        assert!(rounds[SPIN_ROUNDS as usize..]
+            .iter()
+            .all(|p| matches!(p, Pause::Park)));
+
+        // With a budget it keeps spinning until the budget is spent, then
+        // parks, still without a yield.
+        let budget = Duration::from_millis(20);
+        let mut backoff = Backoff::new(WaitStrategy::Block, budget);
+        let started = Instant::now();
+        loop {
+            match backoff.next() {
+                Pause::Spin => std::hint::spin_loop(),
+                Pause::Yield => panic!("Block yielded"),
+                Pause::Park => break,
+            }
+        }
+        assert!(started.elapsed() >= budget);
+
+        let mut backoff = Backoff::new(WaitStrategy::Yield, budget);
+        let rounds: Vec<_> = (0..SPIN_ROUNDS + 8).map(|_| backoff.next()).collect();
+        assert!(matches!(rounds[SPIN_ROUNDS as usize], Pause::Yield));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::load::LATENCY_NS_MAX;
+use super::load::{self, LATENCY_NS_MAX};
 
 /// How long the meter sleeps between samples.
 pub const RESOLUTION: Duration = Duration::from_millis(1);
@@ -35,6 +35,10 @@ impl HiccupMeter {
         let thread = thread::Builder::new()
             .name("bench-hiccups".into())
             .spawn(move || {
+                // The same timer slack as an open-loop client (see
+                // `load::TIMER_SLACK_NS`), so the meter measures the
+                // machine's lateness and not Linux's default 50 µs slack.
+                load::narrow_timer_slack();
                 let mut hiccups =
                     Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("the bounds are valid");
                 let resolution_ns = RESOLUTION.as_nanos() as u64;

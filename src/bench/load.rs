@@ -28,6 +28,17 @@ const PROGRESS_EVERY: u64 = 4_096;
 /// overshoot by 50 µs by default, which would count as latency.
 const TIMER_SLACK_NS: libc::c_ulong = 1_000;
 
+/// Narrows the calling thread's timer slack to `TIMER_SLACK_NS` (Linux
+/// only; where it fails, sleeps merely overshoot and the lateness counts).
+pub(super) fn narrow_timer_slack() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and changes only
+    // the calling thread's timer slack.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, TIMER_SLACK_NS);
+    }
+}
+
 /// When requests go out.
 #[derive(Clone, Copy, Debug)]
 pub enum Pace {
@@ -97,7 +108,21 @@ pub struct Gateway<'a> {
     pub progress: &'a AtomicU64,
     /// The share-sale instrument.
     pub instrument: InstrumentId,
+    /// Whether this open-loop client has a core to itself (the clients and
+    /// the engine's business thread fit on the machine's cores): it then
+    /// sleeps only until shortly before each send time and spins the rest,
+    /// and spins while answers are due, so a send leaves on time and an
+    /// answer is counted when it arrives rather than when a parked thread is
+    /// woken (tens of microseconds on a virtual machine, which would be the
+    /// harness's latency, not the engine's). Without a core of its own it
+    /// parks: spinning threads that outnumber the cores stall each other for
+    /// whole scheduler time slices.
+    pub spin: bool,
 }
+
+/// How long before a send time a spinning open-loop client stops sleeping:
+/// more than a timer wake-up's usual lateness on a virtual machine.
+const SEND_SPIN_NS: u64 = 50_000;
 
 impl Gateway<'_> {
     fn now_ns(&self) -> u64 {
@@ -112,14 +137,20 @@ impl Gateway<'_> {
         }
     }
 
-    /// Waits until `due_ns`, asleep.
+    /// Waits until `due_ns`: asleep, or (`spin`) asleep until shortly
+    /// before it and spinning the rest.
     fn wait_until(&self, due_ns: u64) {
+        let margin = if self.spin { SEND_SPIN_NS } else { 0 };
         loop {
             let now = self.now_ns();
             if now >= due_ns {
                 return;
             }
-            std::thread::sleep(Duration::from_nanos(due_ns - now));
+            if due_ns - now > margin {
+                std::thread::sleep(Duration::from_nanos(due_ns - now - margin));
+            } else {
+                std::hint::spin_loop();
+            }
         }
     }
 
@@ -128,12 +159,7 @@ impl Gateway<'_> {
     /// it fails, sleeps merely overshoot and the lateness is counted).
     fn sleep_precisely(&self) {
         if matches!(self.pace, Pace::Open { .. }) {
-            #[cfg(target_os = "linux")]
-            // SAFETY: PR_SET_TIMERSLACK takes one integer argument and
-            // changes only the calling thread's timer slack.
-            unsafe {
-                libc::prctl(libc::PR_SET_TIMERSLACK, TIMER_SLACK_NS);
-            }
+            narrow_timer_slack();
         }
     }
 
@@ -187,8 +213,9 @@ impl Gateway<'_> {
                 None => self.now_ns(),
                 Some(due_ns) => {
                     // Collect answers while waiting for the send time, parked
-                    // (never spinning or yielding); a full window makes the
-                    // request late, and the lateness counts.
+                    // (or spinning, with a core to itself: see `spin`); a
+                    // full window makes the request late, and the lateness
+                    // counts.
                     loop {
                         while let Some(outcome) = client.try_recv()? {
                             receive(&mut tally, &mut in_flight, flow, outcome);
@@ -201,6 +228,8 @@ impl Gateway<'_> {
                             break;
                         } else if in_flight.is_empty() {
                             self.wait_until(due_ns);
+                        } else if self.spin {
+                            std::hint::spin_loop();
                         } else if let Some(outcome) =
                             client.recv_timeout(Duration::from_nanos(due_ns - now_ns))?
                         {

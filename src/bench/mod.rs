@@ -1117,6 +1117,10 @@ fn drive<S: Send>(
     let barrier = Barrier::new(states.len() + 1);
     let threads = states.len();
     let pace = plan.pace();
+    // An open-loop client spins near its send times only with a core to
+    // itself: the clients and the business thread fit on the cores.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let spin = matches!(pace, load::Pace::Open { .. }) && threads < cores;
     // Each client says when it is done, so the main thread settles at once.
     let (finished_tx, finished) = std::sync::mpsc::channel::<()>();
     let meter = HiccupMeter::start();
@@ -1140,6 +1144,7 @@ fn drive<S: Send>(
                             base: *start.get().expect("set before the release"),
                             progress: done,
                             instrument,
+                            spin,
                         };
                         let tally = each(&gateway, &mut state);
                         let elapsed = gateway.base.elapsed();

@@ -129,6 +129,13 @@ impl Business {
                         // the engine), so no credit will make room again.
                         break;
                     }
+                    if room == 0 {
+                        // Credits are needed now: cut the rebate thread's
+                        // linger short.
+                        if let Some(rebater) = shared.rebater.get() {
+                            rebater.unpark();
+                        }
+                    }
                     let (ring, lane) = (&self.consumer, &self.credits);
                     ring.wait_until(|| lane.ready() || (room > 0 && ring.ready()));
                     continue;

@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use crossbeam::channel::Receiver;
 
@@ -26,6 +27,12 @@ use crate::ring::{Producer, Waker};
 /// Slots in the credit lane: enough to keep the business thread's batches
 /// full of credits when they pile up.
 pub(super) const LANE_CAPACITY: usize = 1024;
+
+/// How long the thread waits, without asking to be woken, for more jobs
+/// after a group: short against the settling of a deposit (a rebate is side
+/// work, credited "soon"), long against a deposit's time, so groups are large
+/// while deposits flow.
+const LINGER: Duration = Duration::from_micros(200);
 
 /// The session rebate credits are stamped with: none (0). Credits are
 /// unnumbered; the deposit's sequence number is their identity.
@@ -73,13 +80,24 @@ pub(super) fn spawn(
             };
             // Declared after the lane, so it marks the engine failed before
             // the lane closes.
+            let _ = shared.rebater.set(thread::current());
             let _guard = PanicGuard(shared);
             let Some(producer) = &lane.producer else {
                 return;
             };
             // Ends when the business thread drops its sender (shutdown) or
             // the lane refuses the credit (the business thread is gone).
-            for job in jobs.iter() {
+            //
+            // Jobs are taken in groups: after a group the thread lingers,
+            // parked for `LINGER` without asking to be woken, and takes
+            // whatever piled up meanwhile. So while deposits flow, neither
+            // side pays a wake-up per deposit (the business thread's sends
+            // find nobody waiting: no system call; its credits come back a
+            // group at a time: one wake-up). Only a linger that found
+            // nothing sends the thread back to a blocking receive, which the
+            // next job wakes. A business thread that needs credits now (the
+            // backlog at its limit) unparks it early (`Shared::rebater`).
+            let credit = |job: RebateJob| {
                 let amount = policy.rebate(&job);
                 // A policy must answer within 0..=deposit; anything else
                 // would mint or destroy money, so it becomes no rebate.
@@ -88,7 +106,7 @@ pub(super) fn spawn(
                 } else {
                     0
                 };
-                let credit = Envelope {
+                Envelope {
                     client: NO_CLIENT,
                     session: REBATE_SESSION,
                     req: 0,
@@ -96,13 +114,31 @@ pub(super) fn spawn(
                         deposit_seq: job.deposit_seq,
                         amount,
                     },
-                };
-                if producer.push_deferring_wake(credit).is_err() {
-                    return;
                 }
-                // The business thread parks on the gateways' ring (watching
-                // the lane too); wake it there.
-                lane.waker.wake();
+            };
+            'idle: while let Ok(first) = jobs.recv() {
+                let mut next = Some(first);
+                loop {
+                    let mut group = 0usize;
+                    while let Some(job) = next.take().or_else(|| jobs.try_recv().ok()) {
+                        if producer.push_deferring_wake(credit(job)).is_err() {
+                            return;
+                        }
+                        group += 1;
+                        // The lane is small: wake the business thread as it
+                        // fills, not only at the end of a long group.
+                        if group.is_multiple_of(LANE_CAPACITY / 2) {
+                            lane.waker.wake();
+                        }
+                    }
+                    if group == 0 {
+                        continue 'idle;
+                    }
+                    // The business thread parks on the gateways' ring
+                    // (watching the lane too); wake it there.
+                    lane.waker.wake();
+                    thread::park_timeout(LINGER);
+                }
             }
         })
         .map_err(EngineError::Io)
