@@ -147,7 +147,9 @@ impl Business {
                 // before the group is closed.
                 let deadline = *linger_until.get_or_insert_with(|| Instant::now() + SYNC_LINGER);
                 if Instant::now() < deadline {
-                    std::thread::yield_now();
+                    // Spin, never yield: a yield can hand the core to another
+                    // thread for a whole scheduler slice, far past the linger.
+                    std::hint::spin_loop();
                     continue;
                 }
                 linger_until = None;
