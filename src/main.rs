@@ -92,6 +92,16 @@ struct ReplicationArgs {
     /// fenced and answers not_leader from its next write on.
     #[arg(long)]
     takeover: bool,
+    /// Stand by, following the stream, and take over by itself once the
+    /// leader lease (JetStream key-value store) expires; the first process
+    /// to start leads at once. A leader that cannot renew its lease in time
+    /// stops acknowledging and exits with not_leader.
+    #[arg(long, conflicts_with = "takeover")]
+    auto_takeover: bool,
+    /// Time to live of the leader lease (with --auto-takeover), in ms: how
+    /// long a dead leader holds up failover.
+    #[arg(long, default_value_t = ringledger::replication::lease::LEASE_TTL_DEFAULT.as_millis() as u64)]
+    lease_ttl_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -746,14 +756,23 @@ fn durability_builder(
                 stream: Some(stream),
                 replicas,
                 takeover,
+                auto_takeover,
+                lease_ttl_ms,
             },
         ) => {
             let config =
                 ringledger::replication::ReplicationConfig::new(url, stream).replicas(replicas);
-            Ok(builder
+            let builder = builder
                 .journal(journal_dir, Durability::Async)
                 .replicated(config)
-                .takeover(takeover))
+                .takeover(takeover);
+            Ok(if auto_takeover {
+                builder.auto_takeover(ringledger::replication::LeaseConfig::new(
+                    std::time::Duration::from_millis(lease_ttl_ms),
+                ))
+            } else {
+                builder
+            })
         }
         (DurabilityArg::Replicated, _) => {
             Err("--durability replicated needs --nats URL and --stream NAME".into())
@@ -764,12 +783,15 @@ fn durability_builder(
                 nats,
                 stream,
                 takeover,
+                auto_takeover,
                 ..
             },
         ) => {
-            if nats.is_some() || stream.is_some() || takeover {
+            if nats.is_some() || stream.is_some() || takeover || auto_takeover {
                 return Err(
-                    "--nats, --stream and --takeover go with --durability replicated".into(),
+                    "--nats, --stream, --takeover and --auto-takeover go with --durability \
+                     replicated"
+                        .into(),
                 );
             }
             Ok(builder.journal(journal_dir, durability))

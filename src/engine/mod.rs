@@ -320,6 +320,8 @@ pub struct EngineBuilder {
     replication: Option<crate::replication::ReplicationConfig>,
     #[cfg(feature = "nats")]
     takeover: bool,
+    #[cfg(feature = "nats")]
+    auto_takeover: Option<crate::replication::LeaseConfig>,
 }
 
 impl Default for EngineBuilder {
@@ -347,6 +349,8 @@ impl Default for EngineBuilder {
             replication: None,
             #[cfg(feature = "nats")]
             takeover: false,
+            #[cfg(feature = "nats")]
+            auto_takeover: None,
         }
     }
 }
@@ -525,6 +529,23 @@ impl EngineBuilder {
         self
     }
 
+    /// With [`Self::replicated`]: automatic promotion under a leader lease
+    /// in JetStream's key-value store (see [`crate::replication::lease`]).
+    /// [`Self::start`] first stands by: it follows the stream into this
+    /// engine's journal until the lease is free (at once for the first
+    /// process; otherwise once the leader's lease expired), takes it, takes
+    /// over as [`Self::takeover`] does, and only then starts and returns.
+    /// While leading it renews the lease; if a renewal does not get through
+    /// before the lease could expire, it stops acknowledging at once and
+    /// stops ([`EngineError::NotLeader`]): a standby may be leading by then.
+    /// On a clean shutdown it releases the lease, so a standby takes over
+    /// without waiting for it to expire.
+    #[cfg(feature = "nats")]
+    pub fn auto_takeover(mut self, lease: crate::replication::LeaseConfig) -> Self {
+        self.auto_takeover = Some(lease);
+        self
+    }
+
     /// Starts the business and rebate threads.
     pub fn start(self) -> Result<Engine, EngineError> {
         if self.batch_max == 0 || self.ring_capacity < 2 || self.response_capacity < 2 {
@@ -605,7 +626,18 @@ impl EngineBuilder {
                     writer.set_metrics(metrics.journal.clone());
                 }
                 #[cfg(feature = "nats")]
-                if let (Some(replication), true) = (&self.replication, self.takeover) {
+                if let (Some(replication), Some(lease)) = (&self.replication, self.auto_takeover) {
+                    let (ledger, writer, won) = crate::replication::stand_by(
+                        replication,
+                        lease,
+                        meta,
+                        (recovered.ledger, writer),
+                        |_| {},
+                    )
+                    .map_err(replicate::engine_error)?;
+                    takeover = Some(won);
+                    (ledger, Some((dir.clone(), writer)))
+                } else if let (Some(replication), true) = (&self.replication, self.takeover) {
                     let (ledger, writer, won) =
                         crate::replication::take_over(replication, meta, recovered.ledger, writer)
                             .map_err(replicate::engine_error)?;

@@ -78,6 +78,11 @@ impl Replicate {
         takeover: Option<Takeover>,
         shared: Arc<Shared>,
     ) -> Result<Replicate, EngineError> {
+        // A lost lease stops the engine even while nothing is in flight.
+        if let Some(lease) = takeover.as_ref().and_then(Takeover::lease) {
+            let shared = Arc::clone(&shared);
+            lease.on_lost(move |why| shared.fail_fenced(why));
+        }
         let answering = Answering {
             shared,
             responses: Responses::new(),

@@ -14,7 +14,7 @@
 //! thread and waits for the network there.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use async_nats::jetstream::stream::Stream;
@@ -24,10 +24,11 @@ use tokio::runtime::Runtime;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 
+use super::lease::{self, Lease, LeaseBucket, LeaseConfig};
 use super::snapshot_store::{bucket_name, SnapshotStore};
 use super::{
-    connect, leader_id, message_stamp, runtime, stream_meta, tail, unavailable, ReplicationConfig,
-    ReplicationError, HEADER_LAST_SEQ, HEADER_LEADER,
+    connect, leader_id, leader_stream, message_stamp, runtime, stream_meta, tail, unavailable,
+    ReplicationConfig, ReplicationError, HEADER_LAST_SEQ, HEADER_LEADER,
 };
 use crate::journal::{self, ChainHead, Durability, JournalConfig, JournalError, JournalWriter};
 use crate::ledger::Ledger;
@@ -68,6 +69,60 @@ pub struct Follower {
     progress: FollowProgress,
     batch: Vec<Stamped>,
 }
+
+/// Connects to the stream (with a runtime of its own) and checks it was
+/// made for `meta`; with `create`, the stream is made if it does not exist
+/// yet.
+fn open_stream(
+    config: &ReplicationConfig,
+    meta: crate::journal::Meta,
+    create: bool,
+) -> Result<(Runtime, Stream), ReplicationError> {
+    let rt = runtime()?;
+    let stream = rt.block_on(async {
+        let js = connect(config).await?;
+        if create {
+            return leader_stream(&js, config, meta).await;
+        }
+        let stream = js.get_stream(&config.stream).await.map_err(|e| {
+            unavailable(
+                &format!("cannot open stream {} to take over", config.stream),
+                e,
+            )
+        })?;
+        let found = stream_meta(config, &stream)?;
+        if found != meta {
+            return Err(ReplicationError::Config(format!(
+                "stream {} holds a journal written with {found:?}, this engine runs with {meta:?}",
+                config.stream
+            )));
+        }
+        Ok(stream)
+    })?;
+    Ok((rt, stream))
+}
+
+/// Retries `open` while the stream or bucket is unavailable (a busy
+/// cluster, an election), up to [`STANDBY_OPEN_WAIT`].
+fn retry_unavailable<T>(
+    what: &str,
+    mut open: impl FnMut() -> Result<T, ReplicationError>,
+) -> Result<T, ReplicationError> {
+    let deadline = Instant::now() + STANDBY_OPEN_WAIT;
+    loop {
+        match open() {
+            Err(ReplicationError::Unavailable(why)) if Instant::now() < deadline => {
+                eprintln!("ringledger: {what}: {why}; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            opened => return opened,
+        }
+    }
+}
+
+/// How long a standby keeps trying to reach the stream and the lease bucket
+/// when it starts.
+const STANDBY_OPEN_WAIT: Duration = Duration::from_secs(60);
 
 impl Follower {
     /// Connects to the stream (which must exist: the leader creates it),
@@ -153,30 +208,15 @@ impl Follower {
     }
 
     /// A follower over a Ledger and journal writer its caller recovered
-    /// (an engine about to take over), checked against the stream's meta.
+    /// (an engine about to take over), on a stream [`open_stream`] opened.
     fn from_parts(
         config: &ReplicationConfig,
-        meta: crate::journal::Meta,
+        (rt, stream): (Runtime, Stream),
         ledger: Ledger,
         writer: JournalWriter,
-    ) -> Result<Follower, ReplicationError> {
-        let rt = runtime()?;
-        let stream = rt.block_on(async {
-            let js = connect(config).await?;
-            let stream = js.get_stream(&config.stream).await.map_err(|e| {
-                unavailable(&format!("cannot open stream {} to take over", config.stream), e)
-            })?;
-            let found = stream_meta(config, &stream)?;
-            if found != meta {
-                return Err(ReplicationError::Config(format!(
-                    "stream {} holds a journal written with {found:?}, this engine runs with {meta:?}",
-                    config.stream
-                )));
-            }
-            Ok(stream)
-        })?;
+    ) -> Follower {
         let applied_seq = ledger.last_seq();
-        Ok(Follower {
+        Follower {
             config: config.clone(),
             rt,
             stream,
@@ -194,7 +234,7 @@ impl Follower {
                 ..FollowProgress::default()
             },
             batch: Vec::new(),
-        })
+        }
     }
 
     /// Writes a snapshot after every `records` applied (and at close),
@@ -501,11 +541,21 @@ impl Follower {
 const TAKEOVER_ATTEMPTS_MAX: usize = 20;
 
 /// A takeover this process won: its leader id and the stream sequence of
-/// its marker, for the [`super::Publisher`] that leads from there.
+/// its marker, for the [`super::Publisher`] that leads from there, and the
+/// lease it holds (automatic promotion): the publisher acknowledges nothing
+/// once that lease is lost.
 #[derive(Clone, Debug)]
 pub struct Takeover {
     pub(super) id: String,
     pub(super) stream_seq: u64,
+    pub(super) lease: Option<Lease>,
+}
+
+impl Takeover {
+    /// The leader lease held (automatic promotion), if any.
+    pub fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
+    }
 }
 
 /// Applies the stream to `ledger` (appending to its journal `writer`) up to
@@ -520,67 +570,171 @@ pub fn take_over(
     ledger: Ledger,
     writer: JournalWriter,
 ) -> Result<(Ledger, JournalWriter, Takeover), ReplicationError> {
-    let mut follower = Follower::from_parts(config, meta, ledger, writer)?;
+    let opened = open_stream(config, meta, false)?;
+    Follower::from_parts(config, opened, ledger, writer).take_over(leader_id(), None)
+}
+
+/// Automatic promotion: follows the stream (applying it to `ledger` and its
+/// journal `writer`, as a follower would) until the leader lease in
+/// JetStream's key-value store is free (its holder died or stopped renewing
+/// and the key expired, or it released it), takes the lease, and then takes
+/// over as [`take_over`] does, holding the lease (renewed on a thread of its
+/// own) in the returned [`Takeover`]. `progress` is called after each frame
+/// and once per tick while the stream is quiet. Creates the stream and the
+/// lease bucket if they do not exist yet (the first process to start leads).
+pub fn stand_by(
+    config: &ReplicationConfig,
+    lease: LeaseConfig,
+    meta: crate::journal::Meta,
+    (ledger, writer): (Ledger, JournalWriter),
+    mut progress: impl FnMut(&FollowProgress),
+) -> Result<(Ledger, JournalWriter, Takeover), ReplicationError> {
+    let bucket = retry_unavailable("standby: opening the lease bucket", || {
+        LeaseBucket::open(config, lease)
+    })?;
+    let opened = retry_unavailable("standby: opening the stream", || {
+        open_stream(config, meta, true)
+    })?;
+    let mut follower = Follower::from_parts(config, opened, ledger, writer);
     let id = leader_id();
-    for _ in 0..TAKEOVER_ATTEMPTS_MAX {
-        let end = follower.rt.block_on(tail(config, &follower.stream))?;
-        let applied = follower.ledger.last_seq();
-        if end.record_seq < applied {
-            return Err(ReplicationError::Config(format!(
-                "this journal holds seqs up to {applied}, beyond the stream's {}: they never \
-                 reached the stream (a deposed leader's?), so it cannot take over; start from \
-                 an empty journal directory",
-                end.record_seq
-            )));
-        }
-        if end.record_seq > applied {
-            let deadline = std::time::Instant::now() + super::REQUEST_TIMEOUT * 20;
-            follower.run(Duration::from_millis(50), |progress, _| {
-                progress.applied_seq < end.record_seq && std::time::Instant::now() < deadline
-            })?;
-            if follower.ledger.last_seq() < end.record_seq {
-                return Err(ReplicationError::Unavailable(format!(
-                    "catching up with stream {} stalled at seq {}",
-                    config.stream,
-                    follower.ledger.last_seq()
-                )));
+    let mut taken = retry_unavailable("standby: reading the lease", || bucket.try_take(&id))?;
+    if taken.is_none() {
+        eprintln!(
+            "ringledger: standby for stream {}: following it from seq {}; promotes itself once \
+             the leader lease (bucket {}, {:?}) expires",
+            config.stream,
+            follower.ledger.last_seq(),
+            lease::bucket_name(config),
+            bucket.ttl()
+        );
+        let mut next_poll = Instant::now() + bucket.poll_every();
+        let mut failed = None;
+        follower.run(STANDBY_TICK, |done, _| {
+            progress(done);
+            if Instant::now() < next_poll {
+                return true;
             }
-        }
-        let marker = follower.rt.block_on(async {
-            let js = connect(config).await?;
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(
-                async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
-                end.stream_seq.to_string().as_str(),
-            );
-            headers.insert(HEADER_LEADER, id.as_str());
-            headers.insert(HEADER_LAST_SEQ, end.record_seq.to_string().as_str());
-            let published = js
-                .send_publish(
-                    config.subject(),
-                    PublishMessage::build()
-                        .payload(Default::default())
-                        .headers(headers),
-                )
-                .await;
-            let ack = match published {
-                Ok(ack) => ack.await,
-                Err(e) => Err(e),
-            };
-            match ack {
-                Ok(ack) => Ok(Some(ack.sequence)),
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
-                Err(e) => Err(unavailable("publishing the takeover marker failed", e)),
+            next_poll = Instant::now() + bucket.poll_every();
+            match bucket.try_take(&id) {
+                Ok(None) => true,
+                Ok(Some(won)) => {
+                    taken = Some(won);
+                    false
+                }
+                // The bucket cannot be read now (no quorum): keep
+                // following, look again later.
+                Err(ReplicationError::Unavailable(why)) => {
+                    eprintln!("ringledger: standby: {why}");
+                    true
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
             }
         })?;
-        if let Some(stream_seq) = marker {
-            let Follower { ledger, writer, .. } = follower;
-            return Ok((ledger, writer, Takeover { id, stream_seq }));
+        if let Some(e) = failed {
+            return Err(e);
         }
     }
-    Err(ReplicationError::Unavailable(format!(
-        "the old leader kept extending stream {} during {TAKEOVER_ATTEMPTS_MAX} takeover \
-         attempts: stop or pause it first",
-        config.stream
-    )))
+    let Some(taken) = taken else {
+        return Err(ReplicationError::Unavailable(
+            "the standby stopped before it took the lease".into(),
+        ));
+    };
+    eprintln!(
+        "ringledger: took the leader lease of stream {} at seq {}; taking over",
+        config.stream,
+        follower.ledger.last_seq()
+    );
+    let lease = bucket.keep(id.clone(), taken)?;
+    follower.take_over(id, Some(lease))
+}
+
+/// How often a standby's follower reports while the stream is quiet.
+const STANDBY_TICK: Duration = Duration::from_millis(50);
+
+impl Follower {
+    /// Catches up to the end of the stream and stores the takeover marker
+    /// (see [`take_over`]), under `lease` if there is one: it must hold
+    /// before each attempt.
+    fn take_over(
+        mut self,
+        id: String,
+        lease: Option<Lease>,
+    ) -> Result<(Ledger, JournalWriter, Takeover), ReplicationError> {
+        let config = self.config.clone();
+        for _ in 0..TAKEOVER_ATTEMPTS_MAX {
+            let end = self.rt.block_on(tail(&config, &self.stream))?;
+            let applied = self.ledger.last_seq();
+            if end.record_seq < applied {
+                return Err(ReplicationError::Config(format!(
+                    "this journal holds seqs up to {applied}, beyond the stream's {}: they never \
+                     reached the stream (a deposed leader's?), so it cannot take over; start from \
+                     an empty journal directory",
+                    end.record_seq
+                )));
+            }
+            if end.record_seq > applied {
+                let deadline = std::time::Instant::now() + super::REQUEST_TIMEOUT * 20;
+                self.run(Duration::from_millis(50), |progress, _| {
+                    progress.applied_seq < end.record_seq && std::time::Instant::now() < deadline
+                })?;
+                if self.ledger.last_seq() < end.record_seq {
+                    return Err(ReplicationError::Unavailable(format!(
+                        "catching up with stream {} stalled at seq {}",
+                        config.stream,
+                        self.ledger.last_seq()
+                    )));
+                }
+            }
+            if let Some(lease) = &lease {
+                lease.holds().map_err(ReplicationError::NotLeader)?;
+            }
+            let marker = self.rt.block_on(async {
+                let js = connect(&config).await?;
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(
+                    async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+                    end.stream_seq.to_string().as_str(),
+                );
+                headers.insert(HEADER_LEADER, id.as_str());
+                headers.insert(HEADER_LAST_SEQ, end.record_seq.to_string().as_str());
+                let published = js
+                    .send_publish(
+                        config.subject(),
+                        PublishMessage::build()
+                            .payload(Default::default())
+                            .headers(headers),
+                    )
+                    .await;
+                let ack = match published {
+                    Ok(ack) => ack.await,
+                    Err(e) => Err(e),
+                };
+                match ack {
+                    Ok(ack) => Ok(Some(ack.sequence)),
+                    Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
+                    Err(e) => Err(unavailable("publishing the takeover marker failed", e)),
+                }
+            })?;
+            if let Some(stream_seq) = marker {
+                let Follower { ledger, writer, .. } = self;
+                return Ok((
+                    ledger,
+                    writer,
+                    Takeover {
+                        id,
+                        stream_seq,
+                        lease,
+                    },
+                ));
+            }
+        }
+        Err(ReplicationError::Unavailable(format!(
+            "the old leader kept extending stream {} during {TAKEOVER_ATTEMPTS_MAX} takeover \
+             attempts: stop or pause it first",
+            config.stream
+        )))
+    }
 }

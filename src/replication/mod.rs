@@ -35,6 +35,7 @@
 //! Ledger limits), so a follower rebuilds the same state with no flags.
 
 mod follower;
+pub mod lease;
 mod publisher;
 pub mod snapshot_store;
 
@@ -45,7 +46,8 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream::Stream, Context};
 use async_nats::ServerAddr;
 
-pub use self::follower::{take_over, FollowProgress, Follower, Takeover};
+pub use self::follower::{stand_by, take_over, FollowProgress, Follower, Takeover};
+pub use self::lease::{Lease, LeaseConfig};
 pub use self::publisher::{Publisher, Release, Status};
 use crate::journal::{JournalError, Meta};
 

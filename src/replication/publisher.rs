@@ -34,6 +34,7 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::mpsc;
 
+use super::lease::Lease;
 use super::{
     connect, leader_id, leader_stream, message_stamp, runtime, tail, ReplicationConfig,
     ReplicationError, Takeover, HEADER_LAST_SEQ, HEADER_LEADER,
@@ -292,6 +293,9 @@ struct Leader<R: Release> {
     js: Context,
     stream: Stream,
     id: String,
+    /// The leader lease this run holds (automatic promotion): nothing is
+    /// published or released once it is lost.
+    lease: Option<Lease>,
     /// Stream sequence of the last message this run knows stored in order.
     confirmed: u64,
     /// Frames not yet confirmed, oldest first; the first `sent` of them are
@@ -358,8 +362,13 @@ impl<R: Release> Leader<R> {
                 release,
             ));
         }
+        let (id, lease) = match takeover {
+            Some(won) => (won.id, won.lease),
+            None => (leader_id(), None),
+        };
         let mut leader = Leader {
-            id: takeover.map_or_else(leader_id, |won| won.id),
+            id,
+            lease,
             confirmed: tail.stream_seq,
             config,
             js,
@@ -520,6 +529,9 @@ impl<R: Release> Leader<R> {
     /// Publishes the unconfirmed frames not in flight yet, as many as the
     /// in-flight limit allows.
     async fn send_unsent(&mut self) -> Result<(), ReplicationError> {
+        if self.sent < self.unconfirmed.len() && !self.lease_holds() {
+            return Ok(());
+        }
         while self.sent < self.unconfirmed.len() && self.acks.len() < FRAMES_IN_FLIGHT_MAX {
             let outgoing = &self.unconfirmed[self.sent];
             let expected_last = self.confirmed + self.sent as u64;
@@ -571,7 +583,40 @@ impl<R: Release> Leader<R> {
         self.confirmed = stream_seq;
         self.watch.stored(outgoing.last_seq);
         if let Some(item) = outgoing.item {
-            self.release.stored(item);
+            // Fail closed: stored, but acknowledged only under a lease that
+            // still holds (a standby may lead once it expired). The item is
+            // refused instead; a retry with the same req finds it applied.
+            if self.lease_holds() {
+                self.release.stored(item);
+            } else {
+                self.refuse(
+                    Outgoing {
+                        frame: Bytes::new(),
+                        last_seq: outgoing.last_seq,
+                        item: Some(item),
+                    },
+                    false,
+                );
+            }
+        }
+    }
+
+    /// Whether this run may still publish and acknowledge: always without a
+    /// lease; with one, while it holds. A lost lease fences this run for
+    /// good.
+    fn lease_holds(&mut self) -> bool {
+        let Some(lease) = &self.lease else {
+            return true;
+        };
+        match lease.holds() {
+            Ok(()) => true,
+            Err(why) => {
+                self.watch.set(Status::Fenced(format!(
+                    "this process no longer leads stream {}: {why}",
+                    self.config.stream
+                )));
+                false
+            }
         }
     }
 

@@ -6,3 +6,5 @@ pub mod leader;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod prometheus;
+#[cfg(feature = "nats")]
+pub mod run;
