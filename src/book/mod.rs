@@ -794,14 +794,35 @@ impl Book {
 
     /// Adds a new order at the back of its price level.
     fn rest(&mut self, order: &Incoming, price: Price, qty: u64, filled: u64) {
-        let side = order.side;
+        let slot = self.new_slot();
+        *self.node_mut(slot) = Node {
+            id: order.id,
+            owner: order.owner,
+            qty,
+            filled,
+            prev: NIL,
+            next: NIL,
+            level: NIL,
+            post_only: order.post_only,
+            stp: order.stp,
+        };
+        self.append(slot, order.side, price);
+        let pages = &self.pages;
+        self.index.insert_unique(hash(order.id), slot, |&s| {
+            hash(pages[(s >> PAGE_BITS) as usize][s as usize & (PAGE - 1)].id)
+        });
+    }
+
+    /// Links the order in `slot` (in no level) at the back of the level of
+    /// `price` on `side`, making the level if there is none.
+    fn append(&mut self, slot: u32, side: Side, price: Price) {
         let k = key(side, price);
         let mut level = self.ladder(side).find(k);
         if level == NIL {
             level = self.new_level(side, price);
             self.ladder_mut(side).insert(k, level);
         }
-        let slot = self.new_slot();
+        let qty = self.node(slot).qty;
         let tail = {
             let l = &mut self.levels[level as usize];
             let tail = l.tail;
@@ -813,24 +834,13 @@ impl Book {
             l.orders += 1;
             tail
         };
-        *self.node_mut(slot) = Node {
-            id: order.id,
-            owner: order.owner,
-            qty,
-            filled,
-            prev: tail,
-            next: NIL,
-            level,
-            post_only: order.post_only,
-            stp: order.stp,
-        };
+        let node = self.node_mut(slot);
+        node.prev = tail;
+        node.next = NIL;
+        node.level = level;
         if tail != NIL {
             self.node_mut(tail).next = slot;
         }
-        let pages = &self.pages;
-        self.index.insert_unique(hash(order.id), slot, |&s| {
-            hash(pages[(s >> PAGE_BITS) as usize][s as usize & (PAGE - 1)].id)
-        });
     }
 
     fn new_slot(&mut self) -> u32 {
@@ -871,6 +881,23 @@ impl Book {
     /// Takes the order in `slot` off the book: out of its level (dropping
     /// the level when it empties), out of the index, into the free list.
     fn unlink(&mut self, slot: u32) {
+        let id = self.node(slot).id;
+        self.detach(slot);
+        self.index
+            .find_entry(hash(id), |&s| s == slot)
+            .expect("a resting order is indexed")
+            .remove();
+        let free = self.free;
+        *self.node_mut(slot) = Node {
+            next: free,
+            ..EMPTY_NODE
+        };
+        self.free = slot;
+    }
+
+    /// Takes the order in `slot` out of its level, dropping the level when
+    /// it empties; the order keeps its slot and index entry.
+    fn detach(&mut self, slot: u32) {
         let n = *self.node(slot);
         let l = &mut self.levels[n.level as usize];
         l.qty -= n.qty;
@@ -894,16 +921,6 @@ impl Book {
                 self.node_mut(n.next).prev = n.prev;
             }
         }
-        self.index
-            .find_entry(hash(n.id), |&s| s == slot)
-            .expect("a resting order is indexed")
-            .remove();
-        let free = self.free;
-        *self.node_mut(slot) = Node {
-            next: free,
-            ..EMPTY_NODE
-        };
-        self.free = slot;
     }
 
     /// Takes resting order `id` off the book.
@@ -976,6 +993,20 @@ impl Book {
             filled_before: v.filled,
         };
         self.check_post_only(&order)?;
+        let opposite = self.best(v.side.opposite());
+        if opposite.is_none_or(|best| !v.side.crosses(new_price, best)) {
+            // Nothing to trade with (the common move): the order goes to
+            // the back of its new level in place, keeping its slot and
+            // index entry, as unlinking and resting it again would leave it.
+            self.detach(slot);
+            self.node_mut(slot).qty = new_qty;
+            self.append(slot, v.side, new_price);
+            return Ok(Placed {
+                status: Status::Resting,
+                filled: 0,
+                resting: new_qty,
+            });
+        }
         self.unlink(slot);
         Ok(self.place_unchecked(order, events))
     }
