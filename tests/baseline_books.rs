@@ -3,15 +3,19 @@
 //! self-trade modes, amends of qty and price, cancels, refusals for cash,
 //! shares, unknown and duplicate ids) through both, one request at a time.
 //! Every answer must agree (status, qty traded, qty resting, or the error
-//! code), and every 100 requests every wallet's cash and shares must too.
+//! code), and every 100 requests every wallet's cash, shares and trade
+//! history (trade numbers, amounts, balances after) must too.
 //! Then many threads trade on the baseline at once and its invariants must
 //! hold at the end, and its journal, replayed through the Ledger, must be
 //! accepted record by record and end in the same cash and shares (the file
 //! order is a valid serialization with the Ledger's semantics).
 
-use ringledger::baseline::{Bank, BankConfig, BaselineJournal, Exchange, MutexBank, NewOrder};
+use ringledger::baseline::{
+    Bank, BankConfig, BaselineJournal, Exchange, MutexBank, NewOrder, TradeEntry, TRADE_HISTORY_MAX,
+};
 use ringledger::book::{Side, Status, Stp, Tif};
 use ringledger::journal::Durability;
+use ringledger::outcome::EntryKind;
 use ringledger::{
     InstrumentId, Ledger, LedgerConfig, Outcome, Reject, Reply, Request, Stamp, Stamped, Symbol,
 };
@@ -100,8 +104,46 @@ impl Pair {
         self.ledger(request).expect("set-up succeeds")
     }
 
-    fn assert_same_wallets(&mut self, step: usize) {
+    /// Every wallet's cash, shares and trade history agree; `numbers`:
+    /// trade numbers too (one request at a time; with threads the bank
+    /// numbers each book's trades in its own order, while the journal
+    /// interleaves the books as their wallets' locks did).
+    fn assert_same_wallets(&mut self, step: usize, numbers: bool) {
         for account in 0..ACCOUNTS {
+            let Reply::History { entries, .. } = self.ledger_ok(Request::History {
+                account,
+                limit: TRADE_HISTORY_MAX as u32,
+            }) else {
+                panic!("a history answer")
+            };
+            let ledger: Vec<TradeEntry> = entries
+                .iter()
+                .filter(|e| matches!(e.kind, EntryKind::Buy | EntryKind::Sell))
+                .map(|e| TradeEntry {
+                    trade: e.trade.expect("a trade entry has its number"),
+                    kind: e.kind,
+                    amount: e.amount,
+                    balance: e.balance,
+                })
+                .collect();
+            let mut bank = self.bank.trade_history(account).unwrap();
+            // The Ledger's history also holds the set-up's entries; the
+            // bank's holds trades only, so it may reach further back.
+            bank.truncate(ledger.len());
+            let unnumbered = |all: &[TradeEntry]| {
+                all.iter()
+                    .map(|e| TradeEntry { trade: 0, ..*e })
+                    .collect::<Vec<_>>()
+            };
+            if numbers {
+                assert_eq!(bank, ledger, "trades of {account} after step {step}");
+            } else {
+                assert_eq!(
+                    unnumbered(&bank),
+                    unnumbered(&ledger),
+                    "trades of {account} after step {step}"
+                );
+            }
             let Reply::Balance { balance, held, .. } = self.ledger_ok(Request::Balance { account })
             else {
                 panic!("a balance answer")
@@ -260,10 +302,10 @@ fn the_mutex_baseline_matches_and_settles_like_the_ledger() {
                 trades += u64::from(filled > 0);
             }
             if step % 100 == 99 {
-                pair.assert_same_wallets(step);
+                pair.assert_same_wallets(step, true);
             }
         }
-        pair.assert_same_wallets(5_000);
+        pair.assert_same_wallets(5_000, true);
         pair.bank.check_invariants().unwrap();
         pair.ledger.check_invariants().unwrap();
         assert!(trades > 200, "seed {seed}: only {trades} requests traded");
@@ -311,7 +353,7 @@ fn threads_trading_at_once_keep_the_baseline_s_invariants_and_journal_a_serializ
     }
     assert!(orders > 10_000, "only {orders} order records");
     replayed.ledger.check_invariants().unwrap();
-    replayed.assert_same_wallets(records.len());
+    replayed.assert_same_wallets(records.len(), false);
 }
 
 #[test]
@@ -320,4 +362,12 @@ fn an_order_on_a_bank_without_books_is_not_offered() {
     assert!(bank.as_exchange().is_none());
     let mutex = MutexBank::new(BankConfig::default(), None);
     assert!(mutex.as_exchange().is_some());
+}
+
+#[test]
+fn the_baseline_keeps_as_many_trade_entries_as_the_ledger_keeps_history() {
+    assert_eq!(
+        TRADE_HISTORY_MAX,
+        LedgerConfig::default().history_per_account_max as usize
+    );
 }

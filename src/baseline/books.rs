@@ -17,17 +17,27 @@
 //! that order. A move that does not cross (the common request) walks
 //! nothing and locks one wallet.
 //!
-//! **Where it differs from the Ledger, and why.** No trade numbers or
-//! history entries (the baseline keeps no history; a global counter would
-//! be a contention point the design under test does not have). The
-//! overflow guard is per request: an order is refused (`overflow`) when a
-//! wallet it could touch would pass `i64::MAX` if it received the most the
-//! order could move; the Ledger refuses orders once the cash it holds in
-//! all could overflow a balance. Both refuse rather than wrap; they differ
-//! only for balances within one order's value of `i64::MAX`. An order id
-//! is claimed before its book is locked, so a concurrent place of the same
-//! id on another book is refused (`order_exists`) while the first is being
-//! matched, even if that one then does not rest.
+//! **The same work per trade as the Ledger.** Each fill gets the next trade
+//! number from one counter for all books (an atomic add, under the book's
+//! lock, so a book's trades are numbered in its order), and both wallets
+//! get a history entry with it (`buy` for the buyer, `sell` for the seller:
+//! amount, balance after, trade number) in a ring as long as the Ledger's
+//! default `history_per_account_max`. The backing check on arrival and on
+//! amend is the Ledger's own [`check_backing`].
+//!
+//! **Where it differs from the Ledger, and why.** The history holds trades
+//! only (the baseline keeps no history of deposits and the like) and has
+//! no seq or time (it has no sequencer). The overflow guard is per request:
+//! an order is refused (`overflow`) when a wallet it could touch would pass
+//! `i64::MAX` if it received the most the order could move; the Ledger
+//! refuses orders once the cash it holds in all could overflow a balance.
+//! Both refuse rather than wrap; they differ only for balances within one
+//! order's value of `i64::MAX`. An order id is claimed before its book is
+//! locked, so a concurrent place of the same id on another book is refused
+//! (`order_exists`) while the first is being matched, even if that one
+//! then does not rest.
+
+use std::sync::atomic::Ordering;
 
 use crossbeam::utils::CachePadded;
 use parking_lot::{Mutex, MutexGuard};
@@ -36,11 +46,29 @@ use rustc_hash::FxHashMap;
 use super::mutex::{MutexBank, Shares, Wallet};
 use super::Bank;
 use crate::book::{Book, Events, Incoming, OrderId, Placed, Price, Side, Status};
+use crate::ledger::check_backing;
 use crate::money::Units;
-use crate::outcome::Reject;
+use crate::outcome::{EntryKind, Reject};
 use crate::request::{AccountId, InstrumentId, Request};
 
 pub use crate::ledger::NewOrder;
+
+/// Trade entries kept per wallet: the Ledger's default
+/// `history_per_account_max`.
+pub const TRADE_HISTORY_MAX: usize = 32;
+
+/// One side of a trade in a wallet's history: what the Ledger's `buy` and
+/// `sell` entries hold, less the sequencer's seq and time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TradeEntry {
+    pub trade: u64,
+    /// `Buy` or `Sell`.
+    pub kind: EntryKind,
+    /// The trade's value, always positive.
+    pub amount: Units,
+    /// The wallet's balance right after the trade.
+    pub balance: Units,
+}
 
 /// A bank that also runs order books (only the mutex baseline does; see
 /// [`Bank::as_exchange`]). Shares reach accounts through the sale
@@ -58,6 +86,9 @@ pub trait Exchange: Bank {
     fn cancel_order(&self, order: OrderId) -> Result<u64, Reject>;
     /// `(owned, held)` shares of `instrument` in `account`'s wallet.
     fn shares(&self, account: AccountId, instrument: InstrumentId) -> Result<(u64, u64), Reject>;
+    /// `account`'s sides of its newest trades, newest first (at most
+    /// [`TRADE_HISTORY_MAX`]).
+    fn trade_history(&self, account: AccountId) -> Result<Vec<TradeEntry>, Reject>;
 }
 
 /// One instrument's book and its reusable event buffer, under one lock.
@@ -168,11 +199,12 @@ impl Locked<'_> {
     }
 }
 
-fn cost(qty: u64, price: Units) -> Result<Units, Reject> {
-    i64::try_from(qty)
-        .ok()
-        .and_then(|q| q.checked_mul(price))
-        .ok_or(Reject::Overflow("the order's value"))
+/// Shares of `instrument` in `wallet` that no resting sell holds.
+fn free_shares(wallet: &Wallet, instrument: InstrumentId) -> u64 {
+    wallet
+        .shares
+        .get(&instrument)
+        .map_or(0, |s| s.owned - s.held)
 }
 
 fn crosses(side: Side, limit: Option<Price>, resting: Price) -> bool {
@@ -209,6 +241,23 @@ fn walk(
 
 fn shares(wallet: &mut Wallet, instrument: InstrumentId) -> &mut Shares {
     wallet.shares.entry(instrument).or_default()
+}
+
+/// Moves a trade's value into or out of `wallet` and records it.
+fn trade_entry(wallet: &mut Wallet, trade: u64, kind: EntryKind, value: Units) {
+    wallet.balance += match kind {
+        EntryKind::Sell => value,
+        _ => -value,
+    };
+    if wallet.trades.len() == TRADE_HISTORY_MAX {
+        wallet.trades.pop_front();
+    }
+    wallet.trades.push_back(TradeEntry {
+        trade,
+        kind,
+        amount: value,
+        balance: wallet.balance,
+    });
 }
 
 /// Releases the hold of an order leaving the book untraded.
@@ -282,12 +331,13 @@ impl MutexBank {
                 Side::Buy => shares(maker, instrument).held -= f.qty,
                 Side::Sell => maker.held -= value,
             }
-            let s = wallets.get(seller);
-            shares(s, instrument).owned -= f.qty;
-            s.balance += value;
+            let trade = self.trades.fetch_add(1, Ordering::Relaxed) + 1;
             let b = wallets.get(buyer);
             shares(b, instrument).owned += f.qty;
-            b.balance -= value;
+            trade_entry(b, trade, EntryKind::Buy, value);
+            let s = wallets.get(seller);
+            shares(s, instrument).owned -= f.qty;
+            trade_entry(s, trade, EntryKind::Sell, value);
             if f.maker_left == 0 {
                 self.orders.forget(f.maker);
             }
@@ -313,30 +363,13 @@ impl MutexBank {
             let mut wallets = self.lock_parties((o.account, slot), makers)?;
             let taker = wallets.get(o.account);
             let available = taker.available();
-            match o.side {
-                Side::Buy if !o.market => {
-                    let needed = cost(o.qty, o.price)?;
-                    if needed > available {
-                        return Err(Reject::InsufficientFunds {
-                            account: o.account,
-                            available,
-                            requested: needed,
-                        });
-                    }
-                }
-                Side::Buy => {}
-                Side::Sell => {
-                    let s = shares(taker, o.instrument);
-                    let free = s.owned - s.held;
-                    if o.qty > free {
-                        return Err(Reject::InsufficientShares {
-                            instrument: o.instrument,
-                            available: free,
-                            requested: o.qty,
-                        });
-                    }
-                }
-            }
+            check_backing(
+                (o.account, o.instrument, o.side),
+                o.qty,
+                limit,
+                || available,
+                || free_shares(taker, o.instrument),
+            )?;
             Self::cannot_overflow(&wallets, value_max)?;
             events.clear();
             let incoming = Incoming {
@@ -442,30 +475,14 @@ impl Exchange for MutexBank {
             let slot = self.directory.slot(account)?;
             let mut wallets = self.lock_parties((account, slot), makers)?;
             let wallet = wallets.get(account);
-            match now.side {
-                Side::Buy => {
-                    let needed = cost(new_qty, new_price)?;
-                    let backing = wallet.available() + now.price * now.qty as i64;
-                    if needed > backing {
-                        return Err(Reject::InsufficientFunds {
-                            account,
-                            available: backing,
-                            requested: needed,
-                        });
-                    }
-                }
-                Side::Sell => {
-                    let s = shares(wallet, instrument);
-                    let backing = s.owned - s.held + now.qty;
-                    if new_qty > backing {
-                        return Err(Reject::InsufficientShares {
-                            instrument,
-                            available: backing,
-                            requested: new_qty,
-                        });
-                    }
-                }
-            }
+            // What the order holds now backs it too.
+            check_backing(
+                (account, instrument, now.side),
+                new_qty,
+                Some(new_price),
+                || wallet.available() + now.price * now.qty as i64,
+                || free_shares(wallet, instrument) + now.qty,
+            )?;
             Self::cannot_overflow(&wallets, value_max)?;
             events.clear();
             let placed = book
@@ -526,5 +543,10 @@ impl Exchange for MutexBank {
         let wallet = self.wallets[self.directory.slot(account)?].lock();
         let s = wallet.shares.get(&instrument).copied().unwrap_or_default();
         Ok((s.owned, s.held))
+    }
+
+    fn trade_history(&self, account: AccountId) -> Result<Vec<TradeEntry>, Reject> {
+        let wallet = self.wallets[self.directory.slot(account)?].lock();
+        Ok(wallet.trades.iter().rev().copied().collect())
     }
 }

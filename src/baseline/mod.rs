@@ -110,7 +110,7 @@ mod reservations;
 
 use std::ops::Range;
 
-pub use self::books::{Exchange, NewOrder};
+pub use self::books::{Exchange, NewOrder, TradeEntry, TRADE_HISTORY_MAX};
 pub use self::journal::BaselineJournal;
 pub use self::mutex::MutexBank;
 pub use self::optimistic::OptimisticBank;

@@ -9,13 +9,15 @@
 //! (opening accounts, listing instruments) come before all of these and are
 //! never taken while a business lock is held.
 
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
-use super::books::{BookSlot, Exchange, OrderIndex};
+use super::books::{BookSlot, Exchange, OrderIndex, TradeEntry};
 use super::directory::{Catalog, Directory};
 use super::journal::BaselineJournal;
 use super::rebates::{Job, RebateCounts, RebateDesk};
@@ -37,6 +39,9 @@ pub(super) struct Wallet {
     net: i64,
     /// Shares owned per instrument (bought in the sale or on a book).
     pub shares: FxHashMap<InstrumentId, Shares>,
+    /// This wallet's sides of its newest trades, oldest first, as many as
+    /// the Ledger keeps history entries per account (see `books.rs`).
+    pub trades: VecDeque<TradeEntry>,
 }
 
 /// One wallet's shares of one instrument.
@@ -82,6 +87,8 @@ pub struct MutexBank {
     pub(super) books: Box<[CachePadded<Mutex<BookSlot>>]>,
     /// Where each resting order is.
     pub(super) orders: OrderIndex,
+    /// Trades numbered so far, on every book (the Ledger's trade numbers).
+    pub(super) trades: CachePadded<AtomicU64>,
     /// By instrument id.
     stocks: Box<[CachePadded<Mutex<Stock>>]>,
     reservations: Reservations,
@@ -128,6 +135,7 @@ impl MutexBank {
                 .map(|_| CachePadded::new(Mutex::new(BookSlot::default())))
                 .collect(),
             orders: OrderIndex::new(config.reservation_shards),
+            trades: CachePadded::new(AtomicU64::new(0)),
             stocks: (0..config.instruments_max)
                 .map(|_| CachePadded::new(Mutex::new(Stock::default())))
                 .collect(),

@@ -73,6 +73,45 @@ fn cost(qty: u64, price: Units) -> Result<Units, Reject> {
         .ok_or(Reject::Overflow("the order's value"))
 }
 
+/// Refuses `qty` on `side` that `account` cannot back (the place and amend
+/// rule, shared with the mutex baseline's books): a limit buy needs
+/// `qty × limit` within `cash()`, a sell `qty` within `shares()`; each is
+/// asked only for its side. A market buy (`limit: None`) needs no cash: its
+/// budget, the available cash, stops its fills.
+pub fn check_backing(
+    (account, instrument, side): (AccountId, InstrumentId, Side),
+    qty: u64,
+    limit: Option<Units>,
+    cash: impl FnOnce() -> Units,
+    shares: impl FnOnce() -> u64,
+) -> Result<(), Reject> {
+    match (side, limit) {
+        (Side::Buy, Some(limit)) => {
+            let needed = cost(qty, limit)?;
+            let cash = cash();
+            if needed > cash {
+                return Err(Reject::InsufficientFunds {
+                    account,
+                    available: cash,
+                    requested: needed,
+                });
+            }
+        }
+        (Side::Buy, None) => {}
+        (Side::Sell, _) => {
+            let shares = shares();
+            if qty > shares {
+                return Err(Reject::InsufficientShares {
+                    instrument,
+                    available: shares,
+                    requested: qty,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Ledger {
     /// A trade only moves cash between accounts, so no balance can pass
     /// `i64::MAX` while all the cash that ever entered the ledger
@@ -122,29 +161,13 @@ impl Ledger {
             return Err(Reject::OrderExists(o.order));
         }
         let available = self.accounts.lines[index].cash.available();
-        match o.side {
-            Side::Buy if !o.market => {
-                let needed = cost(o.qty, o.price)?;
-                if needed > available {
-                    return Err(Reject::InsufficientFunds {
-                        account: o.account,
-                        available,
-                        requested: needed,
-                    });
-                }
-            }
-            Side::Buy => {}
-            Side::Sell => {
-                let shares = self.shares_available(o.account, o.instrument);
-                if o.qty > shares {
-                    return Err(Reject::InsufficientShares {
-                        instrument: o.instrument,
-                        available: shares,
-                        requested: o.qty,
-                    });
-                }
-            }
-        }
+        check_backing(
+            (o.account, o.instrument, o.side),
+            o.qty,
+            (!o.market).then_some(o.price),
+            || available,
+            || self.shares_available(o.account, o.instrument),
+        )?;
         let incoming = Incoming {
             id: o.order,
             owner: o.account,
@@ -337,30 +360,14 @@ impl Ledger {
         let new_price = price.unwrap_or(now.price);
         let account = now.owner;
         let index = self.index_of(account).expect("a resting order's account");
-        match now.side {
-            Side::Buy => {
-                let needed = cost(new_qty, new_price)?;
-                let backing =
-                    self.accounts.lines[index].cash.available() + now.price * now.qty as i64;
-                if needed > backing {
-                    return Err(Reject::InsufficientFunds {
-                        account,
-                        available: backing,
-                        requested: needed,
-                    });
-                }
-            }
-            Side::Sell => {
-                let backing = self.shares_available(account, instrument) + now.qty;
-                if new_qty > backing {
-                    return Err(Reject::InsufficientShares {
-                        instrument,
-                        available: backing,
-                        requested: new_qty,
-                    });
-                }
-            }
-        }
+        // What the order holds now backs it too.
+        check_backing(
+            (account, instrument, now.side),
+            new_qty,
+            Some(new_price),
+            || self.accounts.lines[index].cash.available() + now.price * now.qty as i64,
+            || self.shares_available(account, instrument) + now.qty,
+        )?;
         let mut events = std::mem::take(&mut self.events);
         events.clear();
         let amended = self.books[instrument.0 as usize].amend_at(slot, qty, price, &mut events);
