@@ -373,6 +373,33 @@ impl Ledger {
         let amended = self.books[instrument.0 as usize].amend_at(slot, qty, price, &mut events);
         let outcome = match amended {
             Err(_) => Err(Reject::WouldCross(order)),
+            // Moved or resized without meeting any order (the common
+            // move): the hold changes by the difference only, with the
+            // answer `settle` would give.
+            Ok(placed)
+                if placed.status == Status::Resting
+                    && events.fills.is_empty()
+                    && events.stp_cancelled.is_empty() =>
+            {
+                match now.side {
+                    Side::Buy => {
+                        self.accounts.lines[index].cash.held +=
+                            new_price * placed.resting as i64 - now.price * now.qty as i64;
+                    }
+                    Side::Sell if placed.resting != now.qty => self.hold_shares(
+                        account,
+                        instrument,
+                        i128::from(placed.resting) - i128::from(now.qty),
+                    ),
+                    Side::Sell => {}
+                }
+                Ok(Reply::Placed {
+                    status: placed.status,
+                    filled: 0,
+                    resting: placed.resting,
+                    events: Box::default(),
+                })
+            }
             Ok(placed) => {
                 self.release_order(instrument, account, now.side, now.price, now.qty);
                 // Still resting (the common move): its index entry stays.
