@@ -149,11 +149,18 @@ fn clock() -> Duration {
 
 fn orderbook(c: &mut Criterion) {
     let mut b = Bench::new();
-    // Heap per resting order: grow a second book to 100k resting orders.
+    // Heap per resting order: grow a second book by 100k resting orders,
+    // and on until the Ledger's order index holds 114,688. Hash tables
+    // double when 7/8 full, so the bytes per order swing with the count:
+    // they are also shown just after the index doubled (57,345 indexed:
+    // its worst) and just before it doubles again (114,688: its best).
     let before = HEAP_BYTES.load(Ordering::Relaxed);
     let mut ledger = b.ledger.clone();
     let base = HEAP_BYTES.load(Ordering::Relaxed);
-    let orders = 100_000u64;
+    let indexed = b.flow.resting() as u64;
+    let checkpoints = [57_345 - indexed, 100_000, 114_688 - indexed];
+    let orders = 114_688 - indexed;
+    let mut figures = Vec::new();
     for i in 0..orders {
         let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
         // 750 levels a side.
@@ -169,7 +176,7 @@ fn orderbook(c: &mut Criterion) {
             req: 0,
         };
         let request = Request::Place {
-            order: 1 << 40 | i,
+            order: 1 << 60 | i,
             account: i % TRADERS,
             instrument: ACME,
             side,
@@ -180,11 +187,30 @@ fn orderbook(c: &mut Criterion) {
             qty: 5,
             price,
         };
-        std::hint::black_box(ledger.apply(&Stamped::new(stamp, request)));
+        let outcome = ledger.apply(&Stamped::new(stamp, request)).outcome;
+        assert!(
+            matches!(
+                outcome,
+                Ok(Reply::Placed {
+                    filled: 0,
+                    resting: 5,
+                    ..
+                })
+            ),
+            "every order of the memory count rests whole: {outcome:?}"
+        );
+        let added = i + 1;
+        if checkpoints.contains(&added) {
+            let per_order = (HEAP_BYTES.load(Ordering::Relaxed) - base) as f64 / added as f64;
+            figures.push(format!(
+                "{per_order:.1} bytes over {added} orders added ({} indexed)",
+                indexed + added
+            ));
+        }
     }
-    let per_order = (HEAP_BYTES.load(Ordering::Relaxed) - base) as f64 / orders as f64;
     println!(
-        "heap per resting order at {orders} orders: {per_order:.1} bytes (the clone of the bench ledger took {} bytes)",
+        "heap per resting order: {} (the clone of the bench ledger took {} bytes)",
+        figures.join(", "),
         base - before
     );
     drop(ledger);

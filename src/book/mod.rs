@@ -12,9 +12,15 @@
 //!   through a free list, with intrusive `prev`/`next` slot links forming
 //!   each level's FIFO queue. A node names its level, not its price, so
 //!   taking an order off the book finds its level without a search.
-//! - The id → slot index is a hash table of bare slot numbers (4 bytes a
-//!   bucket, compared through the node's id) instead of a map of (id, slot)
-//!   pairs (16 bytes a bucket with padding).
+//! - [`SlotBook`] has no id index: its caller finds orders by [`Slot`] and
+//!   keeps the id → slot index itself, from the slots each request reports
+//!   ([`Events::left`], [`Events::rested`]). The Ledger keeps one index over
+//!   all its books (an order is found by id alone, and one index is a third
+//!   of the memory of an index per book plus an id → book map); [`Book`] is
+//!   a book with its own index, for callers with one book per lock. Either
+//!   index is a hash table of bare 4-byte slot numbers, compared through the
+//!   node's id, instead of a map of (id, slot) pairs (16 bytes a bucket with
+//!   padding).
 //! - Each side's levels are found by price through a *ladder*: a window of
 //!   ticks (one slot per price, a power of two wide, placed around the
 //!   prices in use) with an occupancy bitset, so adding or finding a level
@@ -133,16 +139,26 @@ pub struct Removed {
 
 /// Where matching reports what it did; the caller owns it and clears it
 /// when it has read it, so its capacity is reused from request to request.
-#[derive(Clone, Debug, Default, Encode, Decode)]
+#[derive(Clone, Debug, Default)]
 pub struct Events {
     pub fills: Vec<Fill>,
     pub stp_cancelled: Vec<Removed>,
+    /// Every order that left the book, with the slot it had: makers filled
+    /// in full, self-trade cancellations, and an amended order that moved
+    /// (it rests again at [`Events::rested`] if anything of it rests). What
+    /// an id index kept outside the book removes.
+    pub left: Vec<(OrderId, Slot)>,
+    /// Where the last place or amend rested its order: `None` when nothing
+    /// rested, or an amend kept the order where it was.
+    pub rested: Option<Slot>,
 }
 
 impl Events {
     pub fn clear(&mut self) {
         self.fills.clear();
         self.stp_cancelled.clear();
+        self.left.clear();
+        self.rested = None;
     }
 }
 
@@ -450,15 +466,33 @@ impl Ladder {
     }
 }
 
-/// Where a resting order is in its book, from [`Book::find`], so that a
-/// caller that reads an order and then changes it looks it up once. Valid
-/// only until the book next changes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where a resting order is in its book's arena. A resting order keeps
+/// its slot until it leaves the book (or an amend moves it): see
+/// [`Events::left`] and [`Events::rested`]. Slots are numbered from 0 and
+/// handed out page by page ([`SLOTS_PER_PAGE`] a page), so a caller may
+/// pack them into its own index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Slot(u32);
 
-/// One instrument's book.
+impl Slot {
+    /// The slot numbered `n`. Handing a book a slot that holds no resting
+    /// order of it is a caller's bug (the book panics or answers nonsense).
+    pub fn new(n: u32) -> Slot {
+        Slot(n)
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// Slots per page of a book's arena: slot `n` is on page `n / SLOTS_PER_PAGE`.
+pub const SLOTS_PER_PAGE: u32 = PAGE as u32;
+
+/// One instrument's book, without an id index: orders are found by
+/// [`Slot`], and the caller keeps the id → slot index (see the module docs).
 #[derive(Clone, Debug)]
-pub struct Book {
+pub struct SlotBook {
     /// The arena: pages of `PAGE` nodes.
     pages: Vec<Box<[Node]>>,
     /// Slots handed out so far (free or in use); the rest of the last page
@@ -466,8 +500,8 @@ pub struct Book {
     slots: u32,
     /// Head of the free list of slots, threaded through `Node::next`.
     free: u32,
-    /// Slot of every resting order, hashed by its id.
-    index: HashTable<u32>,
+    /// Resting orders.
+    resting: u32,
     /// Levels of both sides, reused through a free list threaded through
     /// `Level::head`.
     levels: Vec<Level>,
@@ -476,26 +510,26 @@ pub struct Book {
     asks: Ladder,
 }
 
-impl Default for Book {
-    fn default() -> Book {
-        Book::new()
+impl Default for SlotBook {
+    fn default() -> SlotBook {
+        SlotBook::new()
     }
 }
 
-impl Book {
-    pub fn new() -> Book {
-        Book::with_capacity(0)
+impl SlotBook {
+    pub fn new() -> SlotBook {
+        SlotBook::with_capacity(0)
     }
 
     /// A book with room for `orders` resting orders before it allocates.
-    pub fn with_capacity(orders: usize) -> Book {
-        Book {
+    pub fn with_capacity(orders: usize) -> SlotBook {
+        SlotBook {
             pages: (0..orders.div_ceil(PAGE))
                 .map(|_| vec![EMPTY_NODE; PAGE].into_boxed_slice())
                 .collect(),
             slots: 0,
             free: NIL,
-            index: HashTable::with_capacity(orders),
+            resting: 0,
             levels: Vec::new(),
             free_level: NIL,
             bids: Ladder::default(),
@@ -505,11 +539,18 @@ impl Book {
 
     /// Resting orders.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.resting as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.resting == 0
+    }
+
+    /// The id of the order resting at `slot`, for an index kept outside the
+    /// book (it compares ids through the slots it holds).
+    #[inline]
+    pub fn id_at(&self, slot: Slot) -> OrderId {
+        self.node(slot.0).id
     }
 
     #[inline]
@@ -536,29 +577,10 @@ impl Book {
         }
     }
 
-    fn slot_of(&self, id: OrderId) -> Option<u32> {
-        let pages = &self.pages;
-        self.index
-            .find(hash(id), |&slot| {
-                pages[(slot >> PAGE_BITS) as usize][slot as usize & (PAGE - 1)].id == id
-            })
-            .copied()
-    }
-
     /// The best price on `side`.
     pub fn best(&self, side: Side) -> Option<Price> {
         let level = self.ladder(side).best();
         (level != NIL).then(|| self.levels[level as usize].price)
-    }
-
-    /// The resting order `id`.
-    pub fn order(&self, id: OrderId) -> Option<OrderView> {
-        Some(self.view(self.slot_of(id)?))
-    }
-
-    /// Where the resting order `id` is.
-    pub fn find(&self, id: OrderId) -> Option<Slot> {
-        self.slot_of(id).map(Slot)
     }
 
     /// The resting order at `slot`.
@@ -596,6 +618,17 @@ impl Book {
     /// Every resting order of `side` in priority order (best price first,
     /// earliest first at a price).
     pub fn orders(&self, side: Side) -> impl Iterator<Item = OrderView> + '_ {
+        self.side_slots(side).map(|slot| self.view(slot.0))
+    }
+
+    /// The slot of every resting order: bids, then asks, each in priority
+    /// order.
+    pub fn slots(&self) -> impl Iterator<Item = Slot> + '_ {
+        self.side_slots(Side::Buy)
+            .chain(self.side_slots(Side::Sell))
+    }
+
+    fn side_slots(&self, side: Side) -> impl Iterator<Item = Slot> + '_ {
         self.ladder(side).levels().flat_map(move |l| {
             let mut slot = self.levels[l as usize].head;
             std::iter::from_fn(move || {
@@ -604,7 +637,7 @@ impl Book {
                 }
                 let here = slot;
                 slot = self.node(here).next;
-                Some(self.view(here))
+                Some(Slot(here))
             })
         })
     }
@@ -623,15 +656,13 @@ impl Book {
         h.digest()
     }
 
-    /// Places `order`: matches it against the other side, then rests what a
-    /// gtc limit order has left. Fills and self-trade cancellations are
-    /// appended to `events` in the order they happened. Refused (changing
-    /// nothing) when the id is resting already or a post-only order would
-    /// trade.
+    /// Places `order`, whose id the caller checked is not resting: matches
+    /// it against the other side, then rests what a gtc limit order has
+    /// left. Fills, self-trade cancellations and the orders that left are
+    /// appended to `events` in the order they happened, and
+    /// `events.rested` says where the order rests. Refused (changing
+    /// nothing) when a post-only order would trade.
     pub fn place(&mut self, order: Incoming, events: &mut Events) -> Result<Placed, Refusal> {
-        if self.slot_of(order.id).is_some() {
-            return Err(Refusal::OrderExists);
-        }
         self.check_post_only(&order)?;
         Ok(self.place_unchecked(order, events))
     }
@@ -648,6 +679,7 @@ impl Book {
     }
 
     fn place_unchecked(&mut self, order: Incoming, events: &mut Events) -> Placed {
+        events.rested = None;
         if order.tif == Tif::Fok && self.fillable(&order) < order.qty {
             return Placed {
                 status: Status::Cancelled,
@@ -666,7 +698,8 @@ impl Book {
         }
         match order.price {
             Some(price) if order.tif == Tif::Gtc && !stopped => {
-                self.rest(&order, price, left, order.filled_before + filled);
+                let slot = self.rest(&order, price, left, order.filled_before + filled);
+                events.rested = Some(Slot(slot));
                 Placed {
                     status: Status::Resting,
                     filled,
@@ -753,6 +786,7 @@ impl Book {
                             qty: n.qty,
                             filled: n.filled,
                         });
+                        events.left.push((n.id, Slot(slot)));
                         self.unlink(slot);
                         continue;
                     }
@@ -777,6 +811,7 @@ impl Book {
                 });
                 filled += take;
                 if left == 0 {
+                    events.left.push((n.id, Slot(slot)));
                     self.unlink(slot);
                 } else {
                     let node = self.node_mut(slot);
@@ -792,8 +827,8 @@ impl Book {
         (filled, false)
     }
 
-    /// Adds a new order at the back of its price level.
-    fn rest(&mut self, order: &Incoming, price: Price, qty: u64, filled: u64) {
+    /// Adds a new order at the back of its price level; returns its slot.
+    fn rest(&mut self, order: &Incoming, price: Price, qty: u64, filled: u64) -> u32 {
         let slot = self.new_slot();
         *self.node_mut(slot) = Node {
             id: order.id,
@@ -807,10 +842,8 @@ impl Book {
             stp: order.stp,
         };
         self.append(slot, order.side, price);
-        let pages = &self.pages;
-        self.index.insert_unique(hash(order.id), slot, |&s| {
-            hash(pages[(s >> PAGE_BITS) as usize][s as usize & (PAGE - 1)].id)
-        });
+        self.resting += 1;
+        slot
     }
 
     /// Links the order in `slot` (in no level) at the back of the level of
@@ -879,14 +912,10 @@ impl Book {
     }
 
     /// Takes the order in `slot` off the book: out of its level (dropping
-    /// the level when it empties), out of the index, into the free list.
+    /// the level when it empties), into the free list.
     fn unlink(&mut self, slot: u32) {
-        let id = self.node(slot).id;
         self.detach(slot);
-        self.index
-            .find_entry(hash(id), |&s| s == slot)
-            .expect("a resting order is indexed")
-            .remove();
+        self.resting -= 1;
         let free = self.free;
         *self.node_mut(slot) = Node {
             next: free,
@@ -896,7 +925,7 @@ impl Book {
     }
 
     /// Takes the order in `slot` out of its level, dropping the level when
-    /// it empties; the order keeps its slot and index entry.
+    /// it empties; the order keeps its slot.
     fn detach(&mut self, slot: u32) {
         let n = *self.node(slot);
         let l = &mut self.levels[n.level as usize];
@@ -923,40 +952,28 @@ impl Book {
         }
     }
 
-    /// Takes resting order `id` off the book.
-    pub fn cancel(&mut self, id: OrderId) -> Result<Removed, Refusal> {
-        let slot = self.slot_of(id).ok_or(Refusal::UnknownOrder)?;
-        let v = self.view(slot);
-        self.unlink(slot);
-        Ok(Removed {
-            id,
+    /// Takes the order at `slot` off the book.
+    pub fn cancel_at(&mut self, slot: Slot) -> Removed {
+        let v = self.view(slot.0);
+        self.unlink(slot.0);
+        Removed {
+            id: v.id,
             owner: v.owner,
             side: v.side,
             price: v.price,
             qty: v.qty,
             filled: v.filled,
-        })
+        }
     }
 
-    /// Changes resting order `id` to `qty` still resting (`None`: as now) at
-    /// `price` (`None`: as now). A smaller qty at the same price keeps the
-    /// order's place; a larger qty or a new price moves it to the back of
-    /// its (new) level, and a new price trades at once as an arriving gtc
-    /// order would, with the order's own post-only and self-trade settings.
-    /// Refused, changing nothing, for an unknown id or a post-only order
+    /// Changes the order at `slot` to `qty` still resting (`None`: as now)
+    /// at `price` (`None`: as now). A smaller qty at the same price keeps
+    /// the order's place (and slot); a larger qty or a new price moves it to
+    /// the back of its (new) level (it is in `events.left`, and in
+    /// `events.rested` if it rests again), and a new price trades at once as
+    /// an arriving gtc order would, with the order's own post-only and
+    /// self-trade settings. Refused, changing nothing, for a post-only order
     /// whose new price would trade. `qty` must be positive.
-    pub fn amend(
-        &mut self,
-        id: OrderId,
-        qty: Option<u64>,
-        price: Option<Price>,
-        events: &mut Events,
-    ) -> Result<Placed, Refusal> {
-        let slot = self.find(id).ok_or(Refusal::UnknownOrder)?;
-        self.amend_at(slot, qty, price, events)
-    }
-
-    /// [`Book::amend`] of the order at `slot`.
     pub fn amend_at(
         &mut self,
         slot: Slot,
@@ -964,6 +981,7 @@ impl Book {
         price: Option<Price>,
         events: &mut Events,
     ) -> Result<Placed, Refusal> {
+        events.rested = None;
         let slot = slot.0;
         let v = self.view(slot);
         let new_qty = qty.unwrap_or(v.qty);
@@ -996,8 +1014,9 @@ impl Book {
         let opposite = self.best(v.side.opposite());
         if opposite.is_none_or(|best| !v.side.crosses(new_price, best)) {
             // Nothing to trade with (the common move): the order goes to
-            // the back of its new level in place, keeping its slot and
-            // index entry, as unlinking and resting it again would leave it.
+            // the back of its new level in place, keeping its slot (so the
+            // Ledger's index entry stays right), as unlinking and resting it
+            // again would leave it.
             self.detach(slot);
             self.node_mut(slot).qty = new_qty;
             self.append(slot, v.side, new_price);
@@ -1007,8 +1026,132 @@ impl Book {
                 resting: new_qty,
             });
         }
+        events.left.push((v.id, Slot(slot)));
         self.unlink(slot);
         Ok(self.place_unchecked(order, events))
+    }
+}
+
+/// A book with its own id index: for a caller with one book per lock (the
+/// mutex baseline) or one book alone. The Ledger keeps one index over all
+/// its books and uses [`SlotBook`]s instead.
+#[derive(Clone, Debug, Default)]
+pub struct Book {
+    book: SlotBook,
+    /// Slot of every resting order, hashed by its id.
+    index: HashTable<u32>,
+}
+
+impl Book {
+    pub fn new() -> Book {
+        Book::with_capacity(0)
+    }
+
+    /// A book with room for `orders` resting orders before it allocates.
+    pub fn with_capacity(orders: usize) -> Book {
+        Book {
+            book: SlotBook::with_capacity(orders),
+            index: HashTable::with_capacity(orders),
+        }
+    }
+
+    /// Resting orders.
+    pub fn len(&self) -> usize {
+        self.book.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.book.is_empty()
+    }
+
+    /// The best price on `side`.
+    pub fn best(&self, side: Side) -> Option<Price> {
+        self.book.best(side)
+    }
+
+    /// Where the resting order `id` is.
+    pub fn find(&self, id: OrderId) -> Option<Slot> {
+        let book = &self.book;
+        self.index
+            .find(hash(id), |&slot| book.id_at(Slot(slot)) == id)
+            .map(|&slot| Slot(slot))
+    }
+
+    /// The resting order `id`.
+    pub fn order(&self, id: OrderId) -> Option<OrderView> {
+        Some(self.book.at(self.find(id)?))
+    }
+
+    /// The best `depth` levels of `side`, best first.
+    pub fn depth(&self, side: Side, depth: usize) -> impl Iterator<Item = LevelView> + '_ {
+        self.book.depth(side, depth)
+    }
+
+    /// Every resting order of `side` in priority order.
+    pub fn orders(&self, side: Side) -> impl Iterator<Item = OrderView> + '_ {
+        self.book.orders(side)
+    }
+
+    /// See [`SlotBook::digest`].
+    pub fn digest(&self) -> u64 {
+        self.book.digest()
+    }
+
+    /// [`SlotBook::place`], refused (changing nothing) as well when the id
+    /// is resting already.
+    pub fn place(&mut self, order: Incoming, events: &mut Events) -> Result<Placed, Refusal> {
+        if self.find(order.id).is_some() {
+            return Err(Refusal::OrderExists);
+        }
+        let from = events.left.len();
+        let placed = self.book.place(order, events)?;
+        self.reindex(events, from);
+        Ok(placed)
+    }
+
+    /// Takes resting order `id` off the book.
+    pub fn cancel(&mut self, id: OrderId) -> Result<Removed, Refusal> {
+        let slot = self.find(id).ok_or(Refusal::UnknownOrder)?;
+        self.unindex(id, slot);
+        Ok(self.book.cancel_at(slot))
+    }
+
+    /// [`SlotBook::amend_at`] of resting order `id`; refused as well for an
+    /// unknown id.
+    pub fn amend(
+        &mut self,
+        id: OrderId,
+        qty: Option<u64>,
+        price: Option<Price>,
+        events: &mut Events,
+    ) -> Result<Placed, Refusal> {
+        let slot = self.find(id).ok_or(Refusal::UnknownOrder)?;
+        let from = events.left.len();
+        let placed = self.book.amend_at(slot, qty, price, events)?;
+        self.reindex(events, from);
+        Ok(placed)
+    }
+
+    /// Drops the orders that left since `events.left[from]` from the index
+    /// and adds the one that rested.
+    fn reindex(&mut self, events: &Events, from: usize) {
+        for &(id, slot) in &events.left[from..] {
+            self.unindex(id, slot);
+        }
+        if let Some(slot) = events.rested {
+            let book = &self.book;
+            self.index
+                .insert_unique(hash(book.id_at(slot)), slot.0, |&s| {
+                    hash(book.id_at(Slot(s)))
+                });
+        }
+    }
+
+    fn unindex(&mut self, id: OrderId, slot: Slot) {
+        self.index
+            .find_entry(hash(id), |&s| s == slot.0)
+            .expect("a resting order is indexed")
+            .remove();
     }
 }
 
@@ -1027,7 +1170,7 @@ struct Saved {
     stp: Stp,
 }
 
-impl Encode for Book {
+impl Encode for SlotBook {
     fn encode<E: bincode::enc::Encoder>(
         &self,
         encoder: &mut E,
@@ -1052,13 +1195,15 @@ impl Encode for Book {
     }
 }
 
-impl<Context> Decode<Context> for Book {
+/// Decoding checks the saved orders' shape and priority order, not that
+/// their ids are distinct: that is the index keeper's check.
+impl<Context> Decode<Context> for SlotBook {
     fn decode<D: bincode::de::Decoder<Context = Context>>(
         decoder: &mut D,
-    ) -> Result<Book, bincode::error::DecodeError> {
+    ) -> Result<SlotBook, bincode::error::DecodeError> {
         let bad = |why: &'static str| bincode::error::DecodeError::Other(why);
         let len = u64::decode(decoder)?;
-        let mut book = Book::new();
+        let mut book = SlotBook::new();
         let mut last: Option<(u8, i64)> = None;
         for _ in 0..len {
             let o = Saved::decode(decoder)?;
@@ -1071,9 +1216,6 @@ impl<Context> Decode<Context> for Book {
                 return Err(bad("saved orders out of priority order"));
             }
             last = Some(here);
-            if book.slot_of(o.id).is_some() {
-                return Err(bad("a saved order id twice"));
-            }
             let order = Incoming {
                 id: o.id,
                 owner: o.owner,
@@ -1089,6 +1231,38 @@ impl<Context> Decode<Context> for Book {
             book.rest(&order, o.price, o.qty, o.filled);
         }
         Ok(book)
+    }
+}
+
+bincode::impl_borrow_decode!(SlotBook);
+
+/// The same bytes as its [`SlotBook`].
+impl Encode for Book {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.book.encode(encoder)
+    }
+}
+
+impl<Context> Decode<Context> for Book {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Book, bincode::error::DecodeError> {
+        let book = SlotBook::decode(decoder)?;
+        let mut index = HashTable::with_capacity(book.len());
+        for slot in book.slots() {
+            let id = book.id_at(slot);
+            if index
+                .find(hash(id), |&s| book.id_at(Slot(s)) == id)
+                .is_some()
+            {
+                return Err(bincode::error::DecodeError::Other("a saved order id twice"));
+            }
+            index.insert_unique(hash(id), slot.0, |&s| hash(book.id_at(Slot(s))));
+        }
+        Ok(Book { book, index })
     }
 }
 

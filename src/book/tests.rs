@@ -221,7 +221,7 @@ fn cancel_frees_the_slot_for_reuse_and_forgets_the_id() {
     assert_eq!((removed.qty, removed.price), (3, 12));
     assert_eq!(b.cancel(1), Err(Refusal::UnknownOrder));
     b.place(limit(1, 1, Side::Sell, 13, 1), &mut ev).unwrap();
-    assert_eq!(b.slots, 2, "the freed slot was reused");
+    assert_eq!(b.book.slots, 2, "the freed slot was reused");
     assert_eq!(levels(&b, Side::Sell), vec![(12, 4, 1), (13, 1, 1)]);
 }
 

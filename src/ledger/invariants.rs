@@ -40,33 +40,32 @@ impl Ledger {
         let mut resting = 0usize;
         for (b, book) in self.books.iter().enumerate() {
             let instrument = crate::InstrumentId(b as u32);
-            for side in [Side::Buy, Side::Sell] {
-                for o in book.orders(side) {
-                    resting += 1;
-                    if self.order_instruments.get(&o.id) != Some(&instrument) {
-                        return Err(format!("order {} is not indexed on its book", o.id));
+            for slot in book.slots() {
+                let o = book.at(slot);
+                resting += 1;
+                if self.orders.find(&self.books, o.id) != Some((instrument, slot)) {
+                    return Err(format!("order {} is not indexed where it rests", o.id));
+                }
+                match o.side {
+                    Side::Buy => {
+                        let i = self
+                            .index_of(o.owner)
+                            .map_err(|_| format!("order {}: no account {}", o.id, o.owner))?;
+                        held[i] += i128::from(o.price) * i128::from(o.qty);
                     }
-                    match side {
-                        Side::Buy => {
-                            let i = self
-                                .index_of(o.owner)
-                                .map_err(|_| format!("order {}: no account {}", o.id, o.owner))?;
-                            held[i] += i128::from(o.price) * i128::from(o.qty);
-                        }
-                        Side::Sell => {
-                            let shares = shares_held.entry((o.owner, instrument)).or_insert(0);
-                            *shares = shares.checked_add(o.qty).ok_or_else(|| {
-                                format!("account {}: shares held overflow", o.owner)
-                            })?;
-                        }
+                    Side::Sell => {
+                        let shares = shares_held.entry((o.owner, instrument)).or_insert(0);
+                        *shares = shares
+                            .checked_add(o.qty)
+                            .ok_or_else(|| format!("account {}: shares held overflow", o.owner))?;
                     }
                 }
             }
         }
-        if resting != self.order_instruments.len() {
+        if resting != self.orders.len() {
             return Err(format!(
                 "{} orders indexed but {resting} rest on the books",
-                self.order_instruments.len()
+                self.orders.len()
             ));
         }
         let share_held: std::collections::BTreeMap<_, _> =

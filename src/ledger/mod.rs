@@ -28,6 +28,7 @@ mod codec;
 mod expiries;
 mod holdings;
 mod invariants;
+mod order_index;
 #[cfg(test)]
 mod order_tests;
 mod orders;
@@ -46,13 +47,14 @@ use rustc_hash::FxHashMap;
 use self::accounts::Accounts;
 use self::closed_reservations::ClosedReservations;
 use self::expiries::Expiries;
+use self::order_index::OrderIndex;
 pub use self::orders::BOOK_DEPTH_MAX;
 pub use self::orders::{check_backing, NewOrder};
 pub use self::rebates::UnpaidRebate;
 use self::rebates::{Owed, Rebates};
 use self::sessions::Sessions;
 pub use self::sessions::{RETIRED_NAMES_BITS, RETIRED_NAME_HASHES, SESSION_ANSWERS_MAX};
-use crate::book::{Book, Events, OrderId};
+use crate::book::{Events, SlotBook};
 use crate::money::Units;
 use crate::outcome::{Answer, Closure, Entry, EntryKind, InstrumentView, Outcome, Reject, Reply};
 use crate::rebate::RebateJob;
@@ -172,10 +174,10 @@ pub struct Ledger {
     /// cost ~12% of the order-book mix.
     share_held: FxHashMap<(AccountId, InstrumentId), u64>,
     /// One book per listed instrument, by instrument id.
-    books: Vec<Book>,
-    /// Which book each resting order is on: order ids are unique over the
-    /// whole Ledger, and `cancel_order` names only the order.
-    order_instruments: FxHashMap<OrderId, InstrumentId>,
+    books: Vec<SlotBook>,
+    /// Where each resting order is, over all books: order ids are unique
+    /// over the whole Ledger, and `cancel_order` names only the order.
+    orders: OrderIndex,
     /// Trades so far: the last trade number.
     trades: u64,
     /// Scratch for the book's fills, reused from request to request; empty
@@ -207,7 +209,7 @@ impl Ledger {
             expiries: Expiries::default(),
             share_held: FxHashMap::default(),
             books: Vec::new(),
-            order_instruments: FxHashMap::default(),
+            orders: OrderIndex::default(),
             trades: 0,
             events: Events::default(),
             sessions: Sessions::default(),
@@ -677,7 +679,7 @@ impl Ledger {
             price,
             proceeds: 0,
         });
-        self.books.push(Book::new());
+        self.books.push(SlotBook::new());
         Ok(Reply::Listed { instrument: id })
     }
 

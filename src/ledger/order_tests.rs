@@ -976,3 +976,126 @@ fn orders_are_refused_while_a_trade_could_overflow_a_balance() {
     });
     assert_eq!(m.place(sell(2, 1, 1, 10)).status, Status::Resting);
 }
+
+// ---- the Ledger-wide order index ----
+
+#[test]
+fn orders_that_leave_the_book_are_forgotten_and_their_ids_free_on_any_book() {
+    let mut m = Market::new(3);
+    m.place(sell(1, 1, 5, 100));
+    m.place(sell(2, 1, 5, 101));
+    m.place(buy(3, 2, 5, 90));
+    m.place(buy(4, 2, 5, 89));
+    // Filled in full: maker 1 leaves, maker 2 stays with 2 left.
+    assert_eq!(
+        m.place(buy(5, 3, 8, 101).tif(Tif::Ioc)),
+        placed(Status::Filled, 8, 0, &[(1, 100, 5), (2, 101, 3)])
+    );
+    assert_eq!(m.order(1), None);
+    assert_eq!(m.order(2), Some((2, 3)));
+    // Cancelled.
+    assert_eq!(m.cancel(3), Ok(5));
+    assert_eq!(m.order(3), None);
+    assert_eq!(m.cancel(3), Err(ErrorCode::UnknownOrder));
+    // Cancelled by self-trade prevention: account 2's own buy 4 meets its sell.
+    let stp = m.place(sell(6, 2, 1, 80));
+    assert_eq!(stp.stp_cancelled, vec![4]);
+    assert_eq!(m.order(4), None);
+    assert_eq!(m.order(6), Some((1, 0)));
+    // An amend that moves the order keeps it findable; one that trades it
+    // away in full forgets it, and the makers it took.
+    m.amend(2, None, Some(102));
+    assert_eq!(m.order(2), Some((2, 3)));
+    m.place(buy(7, 3, 1, 50));
+    assert_eq!(
+        m.amend(7, Some(3), Some(102)),
+        placed(Status::Filled, 3, 0, &[(6, 80, 1), (2, 102, 2)])
+    );
+    for id in [7, 6, 2] {
+        assert_eq!(m.order(id), None, "order {id}");
+    }
+    // Every id that left is free again, on either book.
+    m.place(sell(1, 1, 1, 200).on(BETA));
+    m.place(sell(2, 1, 1, 200));
+    m.place(buy(3, 2, 1, 10).on(BETA));
+    m.place(buy(4, 2, 1, 10));
+    assert_eq!(m.place_code(buy(1, 2, 1, 10)), ErrorCode::OrderExists);
+    for id in [1, 2, 3, 4] {
+        assert!(m.order(id).is_some(), "order {id}");
+    }
+    assert_eq!(m.ledger.orders.len(), 4);
+}
+
+#[test]
+fn a_taker_that_rests_in_the_slot_its_maker_left_is_indexed_there() {
+    let mut m = Market::new(2);
+    m.place(sell(1, 1, 5, 100));
+    // Order 2 fills maker 1 in full, then rests in the slot 1 left.
+    assert_eq!(
+        m.place(buy(2, 2, 8, 100)),
+        placed(Status::Resting, 5, 3, &[(1, 100, 5)])
+    );
+    assert_eq!(m.order(1), None);
+    assert_eq!(m.order(2), Some((3, 5)));
+    assert_eq!(m.cancel(1), Err(ErrorCode::UnknownOrder));
+    assert_eq!(m.cancel(2), Ok(3));
+    assert_eq!(m.ledger.orders.len(), 0);
+}
+
+#[test]
+fn the_order_index_survives_a_snapshot_across_books_and_arena_pages() {
+    let mut m = Market::new(4);
+    // More than one arena page in a book, the books growing in turns so
+    // that their pages' Ledger-wide numbers interleave.
+    let orders = 2_500u64;
+    for id in 1..=orders {
+        let instrument = if id % 3 == 0 { BETA } else { ACME };
+        m.place(buy(id, 1 + id % 4, 1, 1 + (id % 40) as Units).on(instrument));
+    }
+    for id in (1..=orders).step_by(7) {
+        m.cancel(id).unwrap();
+    }
+    let config = bincode::config::standard();
+    let bytes = bincode::encode_to_vec(&m.ledger, config).unwrap();
+    let (copy, _): (Ledger, usize) = bincode::decode_from_slice(&bytes, config).unwrap();
+    copy.check_invariants().unwrap();
+    assert_eq!(copy.digest(), m.ledger.digest());
+    assert_eq!(copy.orders.len(), m.ledger.orders.len());
+    assert_eq!(
+        bincode::encode_to_vec(&copy, config).unwrap(),
+        bytes,
+        "the same state encodes to the same bytes"
+    );
+    let mut restored = Market {
+        ledger: copy,
+        seq: m.seq,
+    };
+    for id in 1..=orders {
+        assert_eq!(
+            restored.ledger.order_query(id),
+            m.ledger.order_query(id),
+            "order {id}"
+        );
+    }
+    // Both go on alike: cancels, moves and trades against the restored index.
+    for market in [&mut m, &mut restored] {
+        for id in (2..=orders).step_by(5) {
+            let _ = market.cancel(id);
+        }
+        for id in (3..=orders).step_by(11) {
+            if market.ledger.order_query(id).is_ok() {
+                market.amend(id, Some(2), None);
+            }
+        }
+        market.place(sell(orders + 1, 2, 50, 1).tif(Tif::Ioc));
+        market.place(sell(orders + 2, 3, 50, 1).on(BETA).tif(Tif::Ioc));
+    }
+    assert_eq!(restored.ledger.digest(), m.ledger.digest());
+    for id in 1..=orders {
+        assert_eq!(
+            restored.ledger.order_query(id),
+            m.ledger.order_query(id),
+            "order {id}"
+        );
+    }
+}

@@ -157,7 +157,7 @@ impl Ledger {
         let index = self.index_of(o.account)?;
         self.instrument_checked(o.instrument)?;
         self.trades_cannot_overflow()?;
-        if self.order_instruments.contains_key(&o.order) {
+        if self.orders.find(&self.books, o.order).is_some() {
             return Err(Reject::OrderExists(o.order));
         }
         let available = self.accounts.lines[index].cash.available();
@@ -185,19 +185,16 @@ impl Ledger {
         let placed = self.books[o.instrument.0 as usize].place(incoming, &mut events);
         let outcome = match placed {
             Err(Refusal::WouldCross) => Err(Reject::WouldCross(o.order)),
-            Err(_) => Err(Reject::OrderExists(o.order)),
-            Ok(placed) => {
-                if placed.status == Status::Resting {
-                    self.order_instruments.insert(o.order, o.instrument);
-                }
-                Ok(self.settle(
-                    stamp,
-                    o.instrument,
-                    (o.account, o.side, o.price),
-                    placed,
-                    &events,
-                ))
+            Err(refusal) => {
+                unreachable!("a book refuses a new order only for crossing: {refusal:?}")
             }
+            Ok(placed) => Ok(self.settle(
+                stamp,
+                o.instrument,
+                (o.account, o.side, o.price),
+                placed,
+                &events,
+            )),
         };
         self.events = events;
         outcome
@@ -205,7 +202,8 @@ impl Ledger {
 
     /// Settles what the book did for a taker of `account`: every fill moves cash
     /// and shares and gets a trade number, every self-trade cancellation
-    /// releases its hold, and what rests is held.
+    /// releases its hold, what rests is held, and the order index follows
+    /// the orders that left the book and the one that rested.
     fn settle(
         &mut self,
         stamp: &Stamp,
@@ -214,10 +212,17 @@ impl Ledger {
         placed: crate::book::Placed,
         events: &Events,
     ) -> Reply {
+        // Before the order that rested is indexed: it may rest in a slot
+        // that one of these left.
+        for &(id, slot) in &events.left {
+            self.orders.remove(id, instrument, slot);
+        }
+        if let Some(slot) = events.rested {
+            self.orders.insert(&self.books, instrument, slot);
+        }
         let mut answer = Vec::new();
         for c in &events.stp_cancelled {
             self.release_order(instrument, c.owner, c.side, c.price, c.qty);
-            self.order_instruments.remove(&c.id);
             answer.push(OrderEvent::StpCancelled(c.id));
         }
         for f in &events.fills {
@@ -258,9 +263,6 @@ impl Ledger {
                 value,
                 seller_balance,
             );
-            if f.maker_left == 0 {
-                self.order_instruments.remove(&f.maker);
-            }
             answer.push(OrderEvent::Trade {
                 trade,
                 maker: f.maker,
@@ -348,14 +350,12 @@ impl Ledger {
                 "a limit order needs a price above zero",
             ));
         }
-        let instrument = *self
-            .order_instruments
-            .get(&order)
+        let (instrument, slot) = self
+            .orders
+            .find(&self.books, order)
             .ok_or(Reject::UnknownOrder(order))?;
         self.trades_cannot_overflow()?;
-        let book = &self.books[instrument.0 as usize];
-        let slot = book.find(order).expect("indexed orders rest on their book");
-        let now = book.at(slot);
+        let now = self.books[instrument.0 as usize].at(slot);
         let new_qty = qty.unwrap_or(now.qty);
         let new_price = price.unwrap_or(now.price);
         let account = now.owner;
@@ -402,10 +402,6 @@ impl Ledger {
             }
             Ok(placed) => {
                 self.release_order(instrument, account, now.side, now.price, now.qty);
-                // Still resting (the common move): its index entry stays.
-                if placed.status != Status::Resting {
-                    self.order_instruments.remove(&order);
-                }
                 Ok(self.settle(
                     stamp,
                     instrument,
@@ -420,14 +416,12 @@ impl Ledger {
     }
 
     pub(super) fn cancel_order(&mut self, order: OrderId) -> Outcome {
-        let instrument = *self
-            .order_instruments
-            .get(&order)
+        let (instrument, slot) = self
+            .orders
+            .find(&self.books, order)
             .ok_or(Reject::UnknownOrder(order))?;
-        let removed = self.books[instrument.0 as usize]
-            .cancel(order)
-            .expect("indexed orders rest on their book");
-        self.order_instruments.remove(&order);
+        let removed = self.books[instrument.0 as usize].cancel_at(slot);
+        self.orders.remove(order, instrument, slot);
         self.release_order(
             instrument,
             removed.owner,
@@ -441,13 +435,11 @@ impl Ledger {
     }
 
     pub(super) fn order_query(&self, order: OrderId) -> Outcome {
-        let instrument = *self
-            .order_instruments
-            .get(&order)
+        let (instrument, slot) = self
+            .orders
+            .find(&self.books, order)
             .ok_or(Reject::UnknownOrder(order))?;
-        let o = self.books[instrument.0 as usize]
-            .order(order)
-            .expect("indexed orders rest on their book");
+        let o = self.books[instrument.0 as usize].at(slot);
         Ok(Reply::Order(Box::new(OrderInfo {
             account: o.owner,
             instrument,
