@@ -23,11 +23,14 @@ use ringledger::{InstrumentId, Ledger, LedgerConfig, Reply, Request, Stamp, Stam
 
 struct Counting;
 static HEAP_BYTES: AtomicIsize = AtomicIsize::new(0);
+/// Calls to `alloc` and `realloc`.
+static ALLOCATIONS: AtomicIsize = AtomicIsize::new(0);
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         HEAP_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: same contract as our caller's.
         unsafe { System.alloc(layout) }
     }
@@ -37,6 +40,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         HEAP_BYTES.fetch_add(
             new_size as isize - layout.size() as isize,
             Ordering::Relaxed,
@@ -262,6 +266,15 @@ fn orderbook(c: &mut Criterion) {
         })
     });
     g.finish();
+    // Allocations per request once warmed up (the benches above were the
+    // warm-up): the mix, places and fills included.
+    let requests = 200_000;
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    run(&mut b, requests, BookFlow::next_op);
+    println!(
+        "allocations in {requests} requests of the mix, warmed up: {}",
+        ALLOCATIONS.load(Ordering::Relaxed) - before
+    );
     if let Some(Reply::Book(depth)) = b.apply(Request::Book {
         instrument: ACME,
         depth: 1000,

@@ -93,7 +93,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 events,
             }) => {
                 println!("{order:?}\n  -> {status:?}: filled {filled}, resting {resting}");
-                for event in events.iter() {
+                for event in events.get().expect("a client's outcome carries its events") {
                     match *event {
                         OrderEvent::Trade {
                             trade,

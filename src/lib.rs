@@ -31,8 +31,8 @@ pub use engine::{Client, Engine, EngineBuilder, EngineError, EngineGauges, Journ
 pub use ledger::{Applied, Ledger, LedgerConfig};
 pub use money::{Scale, Units};
 pub use outcome::{
-    Answer, Depth, Entry, EntryKind, ErrorCode, InstrumentView, OrderEvent, OrderInfo, Outcome,
-    Reject, Reply,
+    Answer, Depth, Entry, EntryKind, ErrorCode, InstrumentView, OrderEvent, OrderEvents, OrderInfo,
+    Outcome, Reject, Reply,
 };
 pub use rebate::{RateRebate, RebateJob, RebatePolicy};
 pub use request::{

@@ -2,6 +2,7 @@
 //! of the error codes of the public contract and changed nothing.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bincode::{Decode, Encode};
 
@@ -395,6 +396,87 @@ pub enum OrderEvent {
     StpCancelled(OrderId),
 }
 
+/// What happened to a placed or amended order, in order: a range of the
+/// event buffer the Ledger fills during a batch, so that an outcome carries
+/// no allocation of its own however many makers an order meets.
+///
+/// A reply straight from [`crate::Ledger::apply`] holds only the range:
+/// read it with [`crate::Ledger::events`] before the next request. The
+/// engine hands each batch's buffer over to the outcomes it answers (a
+/// shared, pooled buffer: [`OrderEvents::get`] reads it on the client's
+/// thread), and reuses the buffer once every outcome holding it is dropped.
+#[derive(Clone, Debug, Default)]
+pub struct OrderEvents {
+    /// The batch's buffer, once the engine handed it over.
+    batch: Option<Arc<Vec<OrderEvent>>>,
+    start: u32,
+    len: u32,
+}
+
+impl OrderEvents {
+    /// The `len` events from `start` of the Ledger's current buffer.
+    pub(crate) fn new(start: usize, len: usize) -> OrderEvents {
+        let narrow = |n: usize| u32::try_from(n).expect("fewer than 2^32 events in one batch");
+        OrderEvents {
+            batch: None,
+            start: narrow(start),
+            len: narrow(len),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The events, when this outcome carries them: always for an outcome
+    /// from a [`crate::Client`]; for a reply straight from the Ledger, only
+    /// when there are none (use [`crate::Ledger::events`]).
+    pub fn get(&self) -> Option<&[OrderEvent]> {
+        match &self.batch {
+            _ if self.len == 0 => Some(&[]),
+            Some(batch) => Some(self.slice(batch)),
+            None => None,
+        }
+    }
+
+    /// The events, read from `buffer` (the Ledger's) unless this outcome
+    /// carries its own batch's.
+    pub(crate) fn read<'a>(&'a self, buffer: &'a [OrderEvent]) -> &'a [OrderEvent] {
+        match &self.batch {
+            Some(batch) => self.slice(batch),
+            None => self.slice(buffer),
+        }
+    }
+
+    fn slice<'a>(&self, buffer: &'a [OrderEvent]) -> &'a [OrderEvent] {
+        let start = self.start as usize;
+        &buffer[start..start + self.len as usize]
+    }
+
+    /// Hands over the buffer of the batch that made these events.
+    pub(crate) fn attach(&mut self, batch: &Arc<Vec<OrderEvent>>) {
+        self.batch = Some(Arc::clone(batch));
+    }
+}
+
+/// Equal when they list the same events; a range not yet handed its buffer
+/// equals only the same range.
+impl PartialEq for OrderEvents {
+    fn eq(&self, other: &OrderEvents) -> bool {
+        match (self.get(), other.get()) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => (self.start, self.len) == (other.start, other.len),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for OrderEvents {}
+
 /// A resting order, as the `order` query answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OrderInfo {
@@ -449,15 +531,14 @@ pub enum Reply {
     /// and shares held by resting sells.
     Holdings(Vec<(Symbol, u64, u64)>),
     /// A place or amend the book accepted: how it ended, the qty it traded
-    /// and the qty now resting. `events` lists its trades and the orders
-    /// self-trade prevention cancelled, in the order they happened; it is
-    /// empty (no allocation) for an order that neither traded nor met its
-    /// owner's orders.
+    /// and the qty now resting. `events` lists the orders self-trade
+    /// prevention cancelled, then its trades in the order they happened
+    /// (see [`OrderEvents`]: no allocation per request, no cap on fills).
     Placed {
         status: Status,
         filled: u64,
         resting: u64,
-        events: Box<[OrderEvent]>,
+        events: OrderEvents,
     },
     /// `cancel_order`: the qty taken off the book.
     OrderCancelled {

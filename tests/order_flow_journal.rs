@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ringledger::book::{Side, Stp, Tif};
 use ringledger::engine::{Clock, ManualClock};
 use ringledger::journal::{self, Durability};
-use ringledger::{Engine, InstrumentId, LedgerConfig, Reply, Request, Symbol};
+use ringledger::{Engine, InstrumentId, LedgerConfig, OrderEvent, Outcome, Reply, Request, Symbol};
 
 const ACCOUNTS: u64 = 30;
 
@@ -89,19 +89,39 @@ fn order_flow(seed: u64, client: &mut ringledger::Client) -> (u64, u64) {
         };
         client.send(request).unwrap();
         if client.in_flight() > 200 {
-            if let Ok(Reply::Placed { events, .. }) = client.recv().unwrap() {
-                trades += events.len() as u64;
-                ok += 1;
-            }
+            count(client.recv().unwrap(), &mut ok, &mut trades);
         }
     }
     while client.in_flight() > 0 {
-        if let Ok(Reply::Placed { events, .. }) = client.recv().unwrap() {
-            trades += events.len() as u64;
-            ok += 1;
-        }
+        count(client.recv().unwrap(), &mut ok, &mut trades);
     }
     (ok, trades)
+}
+
+/// Counts an accepted place or amend and its events. Only this client
+/// trades, and it reads its outcomes in order, so its trades must be
+/// numbered 1, 2, 3... with none missing or repeated: each outcome reads its
+/// own events from its batch's buffer while up to 200 requests (many
+/// batches, many buffers) are in flight.
+fn count(outcome: Outcome, ok: &mut u64, events_seen: &mut u64) {
+    if let Ok(Reply::Placed { events, .. }) = outcome {
+        let list = events.get().expect("a client's outcome carries its events");
+        assert_eq!(list.len(), events.len());
+        for event in list {
+            *events_seen += 1;
+            if let OrderEvent::Trade { trade, .. } = *event {
+                TRADES.with(|last| {
+                    assert_eq!(trade, last.get() + 1, "trades numbered in order");
+                    last.set(trade);
+                });
+            }
+        }
+        *ok += 1;
+    }
+}
+
+thread_local! {
+    static TRADES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 #[test]

@@ -94,7 +94,13 @@ pub fn inspect(
                         resting,
                         events,
                     } => {
-                        fields.extend(placed_fields(*status, *filled, *resting, events, scale));
+                        fields.extend(placed_fields(
+                            *status,
+                            *filled,
+                            *resting,
+                            ledger.events(events),
+                            scale,
+                        ));
                     }
                     Reply::OrderCancelled { cancelled } => {
                         fields.insert("cancelled".into(), json!(cancelled));

@@ -834,8 +834,9 @@ fn render(
             if let Some(order) = fields.get("order") {
                 answer.insert("order".into(), order.clone());
             }
+            let events = events.get().expect("a client's outcome carries its events");
             answer.extend(orders::placed_fields(
-                status, filled, resting, &events, scale,
+                status, filled, resting, events, scale,
             ));
             Value::Object(answer)
         }

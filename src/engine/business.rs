@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
 
+use super::events::EventBuffers;
 use super::stages::Stage;
 use super::{Clock, EngineError, Envelope, PanicGuard, Shared};
 use crate::journal;
@@ -85,6 +86,7 @@ impl Business {
         let mut answered = 0u64;
         let mut backlog_peak = shared.rebate_backlog_peak.load(Ordering::Relaxed);
         let mut linger_until: Option<Instant> = None;
+        let mut event_buffers = EventBuffers::default();
         // Declared after the response queues so that, unwinding, it marks
         // the engine failed before they close and wake their clients.
         let _guard = PanicGuard {
@@ -186,6 +188,7 @@ impl Business {
             // rebate credit is sequenced after its
             // deposit, so any journal prefix is consistent.
             let ledger = &mut self.ledger;
+            let first_held = held.len();
             ledger.apply_batch(&inputs[first..], |i, applied| {
                 if i < credits {
                     // Nobody waits for a credit's answer; the Ledger keeps
@@ -210,6 +213,7 @@ impl Business {
                 }
                 held.push((envelope.client, applied.outcome));
             });
+            event_buffers.hand_over(ledger, &mut held[first_held..]);
             if dispatched - answered > backlog_peak {
                 backlog_peak = dispatched - answered;
                 shared

@@ -20,6 +20,7 @@
 mod business;
 mod client;
 mod clock;
+mod events;
 mod flusher;
 mod outbox;
 mod rebater;

@@ -56,7 +56,10 @@ use self::sessions::Sessions;
 pub use self::sessions::{RETIRED_NAMES_BITS, RETIRED_NAME_HASHES, SESSION_ANSWERS_MAX};
 use crate::book::{Events, SlotBook};
 use crate::money::Units;
-use crate::outcome::{Answer, Closure, Entry, EntryKind, InstrumentView, Outcome, Reject, Reply};
+use crate::outcome::{
+    Answer, Closure, Entry, EntryKind, InstrumentView, OrderEvent, OrderEvents, Outcome, Reject,
+    Reply,
+};
 use crate::rebate::RebateJob;
 use crate::request::{
     AccountId, InstrumentId, Request, ReservationId, SessionId, SessionName, Stamp, Stamped, Symbol,
@@ -180,9 +183,12 @@ pub struct Ledger {
     orders: OrderIndex,
     /// Trades so far: the last trade number.
     trades: u64,
-    /// Scratch for the book's fills, reused from request to request; empty
-    /// between requests.
+    /// Scratch for the book's fills, reused from request to request.
     events: Events,
+    /// The events of this batch's places and amends, which their replies
+    /// name by range (see [`OrderEvents`]): cleared when a batch (or a lone
+    /// request) starts, handed to the engine when it ends. Not state.
+    order_events: Vec<OrderEvent>,
     /// Sessions by name and id, each with its window of answers (see `sessions`).
     sessions: Sessions,
     rebates: Rebates,
@@ -212,6 +218,7 @@ impl Ledger {
             orders: OrderIndex::default(),
             trades: 0,
             events: Events::default(),
+            order_events: Vec::new(),
             sessions: Sessions::default(),
             rebates: Rebates::default(),
             totals: Totals::default(),
@@ -301,8 +308,34 @@ impl Ledger {
     /// Applies one stamped request. Reservations due at the stamp's time
     /// expire and idle sessions retire first, then the request runs; a
     /// rejected request changes nothing beyond that and its session's record
-    /// of the answer.
+    /// of the answer. A place's or amend's events are readable with
+    /// [`Ledger::events`] until the next request.
     pub fn apply(&mut self, stamped: &Stamped) -> Applied {
+        self.order_events.clear();
+        self.apply_one(stamped)
+    }
+
+    /// The events a place or amend reply names: from the Ledger's buffer
+    /// (valid until the next request or batch starts), or from the batch
+    /// buffer the reply carries.
+    pub fn events<'a>(&'a self, events: &'a OrderEvents) -> &'a [OrderEvent] {
+        events.read(&self.order_events)
+    }
+
+    /// Swaps the events of the batch just applied with `spare` (an empty
+    /// buffer, whose capacity the Ledger reuses): the engine hands them to
+    /// the batch's outcomes this way without copying or allocating.
+    pub fn take_events(&mut self, spare: &mut Vec<OrderEvent>) {
+        debug_assert!(spare.is_empty());
+        std::mem::swap(&mut self.order_events, spare);
+    }
+
+    /// Whether the batch (or request) just applied left any events.
+    pub fn has_events(&self) -> bool {
+        !self.order_events.is_empty()
+    }
+
+    fn apply_one(&mut self, stamped: &Stamped) -> Applied {
         let Stamped { stamp, request } = *stamped;
         debug_assert!(
             stamp.seq > self.last_seq,
@@ -342,15 +375,18 @@ impl Ledger {
     }
 
     /// Applies a batch in order, exactly as calling [`Ledger::apply`] on each
-    /// would, handing each result to `each` with its index. While request `i`
+    /// would, handing each result to `each` with its index; the events of
+    /// all its places and amends stay readable until the next batch or
+    /// request (see [`Ledger::take_events`]). While request `i`
     /// runs, later requests' accounts are prefetched in three stages (index
     /// entry at `i + 12`, the account's line at `i + 8`, the history slot to
     /// be written at `i + 4`), so their cache misses overlap with useful work
     /// instead of following one another.
     pub fn apply_batch(&mut self, batch: &[Stamped], mut each: impl FnMut(usize, Applied)) {
+        self.order_events.clear();
         if self.accounts.len() < PREFETCH_ACCOUNTS_MIN {
             for (i, stamped) in batch.iter().enumerate() {
-                each(i, self.apply(stamped));
+                each(i, self.apply_one(stamped));
             }
             return;
         }
@@ -388,7 +424,7 @@ impl Ledger {
                         .prefetch_history_slot(id, self.config.history_per_account_max);
                 }
             }
-            each(i, self.apply(stamped));
+            each(i, self.apply_one(stamped));
         }
     }
 

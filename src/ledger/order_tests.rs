@@ -187,7 +187,22 @@ impl Market {
 
     fn place(&mut self, o: Order) -> Placed {
         let reply = self.ok(Market::request(o));
-        unpack(reply)
+        unpack(&self.ledger, reply)
+    }
+
+    /// The trade numbers of a place's fills.
+    fn trade_numbers(&mut self, o: Order) -> Vec<u64> {
+        let Reply::Placed { events, .. } = self.ok(Market::request(o)) else {
+            panic!("not placed")
+        };
+        self.ledger
+            .events(&events)
+            .iter()
+            .filter_map(|e| match e {
+                OrderEvent::Trade { trade, .. } => Some(*trade),
+                OrderEvent::StpCancelled(_) => None,
+            })
+            .collect()
     }
 
     fn place_code(&mut self, o: Order) -> ErrorCode {
@@ -195,7 +210,8 @@ impl Market {
     }
 
     fn amend(&mut self, order: u64, qty: Option<u64>, price: Option<Units>) -> Placed {
-        unpack(self.ok(Request::Amend { order, qty, price }))
+        let reply = self.ok(Request::Amend { order, qty, price });
+        unpack(&self.ledger, reply)
     }
 
     fn cancel(&mut self, order: u64) -> Result<u64, ErrorCode> {
@@ -250,7 +266,7 @@ impl Market {
     }
 }
 
-fn unpack(reply: Reply) -> Placed {
+fn unpack(ledger: &Ledger, reply: Reply) -> Placed {
     let Reply::Placed {
         status,
         filled,
@@ -262,7 +278,7 @@ fn unpack(reply: Reply) -> Placed {
     };
     let mut fills = vec![];
     let mut stp_cancelled = vec![];
-    for e in events.iter() {
+    for e in ledger.events(&events) {
         match *e {
             OrderEvent::Trade {
                 maker, price, qty, ..
@@ -835,22 +851,8 @@ fn trade_numbers_count_over_the_whole_ledger() {
     let mut m = Market::new(2);
     m.place(sell(1, 1, 5, 100));
     m.place(sell(2, 1, 5, 100).on(BETA));
-    let Reply::Placed { events, .. } = m.ok(Market::request(buy(3, 2, 2, 100))) else {
-        panic!()
-    };
-    let Reply::Placed { events: more, .. } = m.ok(Market::request(buy(4, 2, 4, 100).on(BETA)))
-    else {
-        panic!()
-    };
-    let numbers: Vec<u64> = events
-        .iter()
-        .chain(more.iter())
-        .map(|e| match e {
-            OrderEvent::Trade { trade, .. } => *trade,
-            OrderEvent::StpCancelled(_) => 0,
-        })
-        .collect();
-    assert_eq!(numbers, vec![1, 2]);
+    assert_eq!(m.trade_numbers(buy(3, 2, 2, 100)), vec![1]);
+    assert_eq!(m.trade_numbers(buy(4, 2, 4, 100).on(BETA)), vec![2]);
 }
 
 /// The newest `n` history entries of `account`: (kind, amount, trade).
@@ -869,17 +871,7 @@ fn history_entries_of_a_trade_carry_its_number() {
     let mut m = Market::new(3);
     m.place(sell(1, 1, 5, 100));
     m.place(sell(2, 3, 5, 101));
-    let Reply::Placed { events, .. } = m.ok(Market::request(buy(3, 2, 7, 101))) else {
-        panic!()
-    };
-    let numbers: Vec<u64> = events
-        .iter()
-        .filter_map(|e| match e {
-            OrderEvent::Trade { trade, .. } => Some(*trade),
-            OrderEvent::StpCancelled(_) => None,
-        })
-        .collect();
-    assert_eq!(numbers, vec![1, 2]);
+    assert_eq!(m.trade_numbers(buy(3, 2, 7, 101)), vec![1, 2]);
     assert_eq!(
         newest(&mut m, 2, 2),
         vec![

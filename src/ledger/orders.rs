@@ -13,7 +13,9 @@
 use super::Ledger;
 use crate::book::{Events, Incoming, OrderId, Refusal, Side, Status, Stp, Tif};
 use crate::money::Units;
-use crate::outcome::{Depth, Entry, EntryKind, OrderEvent, OrderInfo, Outcome, Reject, Reply};
+use crate::outcome::{
+    Depth, Entry, EntryKind, OrderEvent, OrderEvents, OrderInfo, Outcome, Reject, Reply,
+};
 use crate::request::{AccountId, InstrumentId, Stamp};
 
 /// Most levels a `book` query returns per side.
@@ -220,10 +222,10 @@ impl Ledger {
         if let Some(slot) = events.rested {
             self.orders.insert(&self.books, instrument, slot);
         }
-        let mut answer = Vec::new();
+        let start = self.order_events.len();
         for c in &events.stp_cancelled {
             self.release_order(instrument, c.owner, c.side, c.price, c.qty);
-            answer.push(OrderEvent::StpCancelled(c.id));
+            self.order_events.push(OrderEvent::StpCancelled(c.id));
         }
         for f in &events.fills {
             let value = f.price * f.qty as i64;
@@ -263,7 +265,7 @@ impl Ledger {
                 value,
                 seller_balance,
             );
-            answer.push(OrderEvent::Trade {
+            self.order_events.push(OrderEvent::Trade {
                 trade,
                 maker: f.maker,
                 price: f.price,
@@ -283,7 +285,7 @@ impl Ledger {
             status: placed.status,
             filled: placed.filled,
             resting: placed.resting,
-            events: answer.into_boxed_slice(),
+            events: OrderEvents::new(start, self.order_events.len() - start),
         }
     }
 
