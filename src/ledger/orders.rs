@@ -378,10 +378,14 @@ impl Ledger {
             // Moved or resized without meeting any order (the common
             // move): the hold changes by the difference only, with the
             // answer `settle` would give.
+            // (The book kept the order in its slot: nothing left the book
+            // and nothing rested anew, so the order index stays as it is.)
             Ok(placed)
                 if placed.status == Status::Resting
                     && events.fills.is_empty()
-                    && events.stp_cancelled.is_empty() =>
+                    && events.stp_cancelled.is_empty()
+                    && events.left.is_empty()
+                    && events.rested.is_none() =>
             {
                 match now.side {
                     Side::Buy => {
@@ -399,7 +403,7 @@ impl Ledger {
                     status: placed.status,
                     filled: 0,
                     resting: placed.resting,
-                    events: Box::default(),
+                    events: OrderEvents::default(),
                 })
             }
             Ok(placed) => {
