@@ -8,9 +8,7 @@
 use std::path::Path;
 
 use super::error::JournalError;
-use super::scan::{list_segments, require_dir, Scanner};
-use super::snapshot::snapshot_floor;
-use crate::storage::OsStorage;
+use super::scan::Scanner;
 
 /// One frame of records, as written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,15 +25,8 @@ pub struct RawFrame {
 /// checks checksums and the chain as it goes, ends quietly at a torn tail
 /// and yields one `Err`, then stops, at corruption.
 pub fn read_frames(dir: impl AsRef<Path>, from_seq: u64) -> Result<RawFrames, JournalError> {
-    let dir = dir.as_ref();
-    require_dir(&OsStorage, dir)?;
     Ok(RawFrames {
-        scanner: Scanner::new(
-            OsStorage,
-            list_segments(&OsStorage, dir)?,
-            from_seq.saturating_sub(1),
-            snapshot_floor(&OsStorage, dir)?,
-        ),
+        scanner: Scanner::reading(dir.as_ref(), from_seq)?,
         from_seq,
         done: false,
     })

@@ -380,15 +380,8 @@ fn zero_tail<S: Storage>(storage: &S, torn: &TornTail) -> Result<(), JournalErro
 /// quietly at a torn tail (see [`Records::torn_tail`]); yields one `Err` and
 /// then stops at corruption.
 pub fn read_records(dir: impl AsRef<Path>, from_seq: u64) -> Result<Records, JournalError> {
-    let dir = dir.as_ref();
-    require_dir(&OsStorage, dir)?;
     Ok(Records {
-        scanner: Scanner::new(
-            OsStorage,
-            list_segments(&OsStorage, dir)?,
-            from_seq.saturating_sub(1),
-            snapshot_floor(&OsStorage, dir)?,
-        ),
+        scanner: Scanner::reading(dir.as_ref(), from_seq)?,
         from_seq,
         batch: Vec::new(),
         next: 0,

@@ -17,7 +17,7 @@ use super::format::{
     ChainHead, Frame, Parsed, BINCODE, FRAME_ALIGN, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES,
     GENESIS, SEGMENT_HEADER_BYTES,
 };
-use super::snapshot::read_up_to;
+use super::snapshot::{read_up_to, snapshot_floor};
 use crate::request::Stamped;
 use crate::storage::{OpenMode, OsStorage, Storage, StorageFile};
 
@@ -180,6 +180,21 @@ pub(crate) struct Scanner<S: Storage = OsStorage> {
     /// Set when the scan ended at a torn tail instead of clean end of data.
     pub torn: Option<TornTail>,
     pub bytes_read: u64,
+}
+
+impl Scanner<OsStorage> {
+    /// A read-only scan of the journal in `dir` that skips records below
+    /// `from_seq`: for the readers that are safe on a live journal
+    /// (`read_records`, `read_frames`).
+    pub fn reading(dir: &Path, from_seq: u64) -> Result<Scanner<OsStorage>, JournalError> {
+        require_dir(&OsStorage, dir)?;
+        Ok(Scanner::new(
+            OsStorage,
+            list_segments(&OsStorage, dir)?,
+            from_seq.saturating_sub(1),
+            snapshot_floor(&OsStorage, dir)?,
+        ))
+    }
 }
 
 impl<S: Storage> Scanner<S> {
