@@ -309,6 +309,11 @@ struct Leader<R: Release> {
     watch: Arc<Watch>,
 }
 
+/// How long a starting leader keeps retrying to read the end of its stream
+/// while the stream answers "unavailable", and how often.
+const TAIL_READ_WAIT: Duration = Duration::from_secs(30);
+const TAIL_READ_RETRY: Duration = Duration::from_millis(250);
+
 impl<R: Release> Leader<R> {
     async fn start(
         config: ReplicationConfig,
@@ -326,7 +331,24 @@ impl<R: Release> Leader<R> {
         let opened = async {
             let js = connect(&config).await?;
             let stream = leader_stream(&js, &config, meta).await?;
-            let tail = tail(&config, &stream).await?;
+            // Right after a quorum comes back (or a stream leader election)
+            // reads answer "temporarily unavailable" for a moment: a new
+            // leader retries them for a while instead of stopping at once.
+            let deadline = tokio::time::Instant::now() + TAIL_READ_WAIT;
+            let tail = loop {
+                match tail(&config, &stream).await {
+                    Err(ReplicationError::Unavailable(why))
+                        if tokio::time::Instant::now() < deadline =>
+                    {
+                        eprintln!(
+                            "ringledger: reading the end of stream {}: {why}; retrying",
+                            config.stream
+                        );
+                        tokio::time::sleep(TAIL_READ_RETRY).await;
+                    }
+                    read => break read?,
+                }
+            };
             Ok::<_, ReplicationError>((js, stream, tail))
         }
         .await;
