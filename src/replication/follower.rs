@@ -665,7 +665,11 @@ impl Follower {
     ) -> Result<(Ledger, JournalWriter, Takeover), ReplicationError> {
         let config = self.config.clone();
         for _ in 0..TAKEOVER_ATTEMPTS_MAX {
-            let end = self.rt.block_on(tail(&config, &self.stream))?;
+            // Right after a quorum returns, reads answer "temporarily
+            // unavailable" for a moment: retry them for a while.
+            let end = retry_unavailable("reading the end of the stream to take over", || {
+                self.rt.block_on(tail(&config, &self.stream))
+            })?;
             let applied = self.ledger.last_seq();
             if end.record_seq < applied {
                 return Err(ReplicationError::Config(format!(
