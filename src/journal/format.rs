@@ -115,6 +115,12 @@ pub(crate) fn u128_at(buf: &[u8], at: usize) -> u128 {
     u128::from_le_bytes(b)
 }
 
+/// The durable seq and parent the frame header at the start of `buf`
+/// records, unchecked (None: `buf` is shorter than a header).
+pub(crate) fn frame_links(buf: &[u8]) -> Option<(u64, u128)> {
+    (buf.len() >= FRAME_HEADER_BYTES).then(|| (u64_at(buf, 40), u128_at(buf, 48)))
+}
+
 /// The length field of the frame at `at`, if the buffer holds it.
 pub(crate) fn frame_length_at(buf: &[u8], at: usize) -> Option<usize> {
     let field = at + FRAME_LENGTH_AT;

@@ -185,3 +185,81 @@ mod tests {
         assert_eq!(frames(follower_dir.path()), frames(leader_dir.path()));
     }
 }
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+    use crate::journal::format::{encode_frame, finish_frame, frame_length_at};
+    use crate::journal::{ChainHead, Durability, JournalConfig, JournalWriter, GENESIS};
+    use crate::request::{Request, Stamp, Stamped};
+
+    fn deposits(amounts: &[i64]) -> Vec<Stamped> {
+        amounts
+            .iter()
+            .zip(1..)
+            .map(|(&amount, seq)| {
+                Stamped::new(
+                    Stamp {
+                        seq,
+                        ..Stamp::default()
+                    },
+                    Request::Deposit { account: 1, amount },
+                )
+            })
+            .collect()
+    }
+
+    /// A first frame holding `records` whose header claims `count`, with a
+    /// checksum that holds: what a forger (or a buggy leader) can send.
+    fn forged(records: &[Stamped], count: u32) -> Vec<u8> {
+        let mut frame = Vec::new();
+        encode_frame(records, 0, GENESIS, &mut frame).unwrap();
+        frame.truncate(frame_length_at(&frame, 0).unwrap());
+        finish_frame(&mut frame, count, 0, 1, 0, GENESIS);
+        frame
+    }
+
+    fn refused(frame: &[u8], batch: &[Stamped]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let config = JournalConfig {
+            segment_bytes: 4096,
+            durability: Durability::Async,
+        };
+        let mut writer = JournalWriter::open(dir.path(), config).unwrap();
+        let err = writer.append_frame(frame, batch).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+        assert_eq!(writer.chain_head(), ChainHead::GENESIS);
+        writer.close().unwrap();
+        assert_eq!(read_frames(dir.path(), 1).unwrap().count(), 0);
+        err.to_string()
+    }
+
+    #[test]
+    fn a_frame_holding_more_records_than_it_claims_is_refused() {
+        // Checksum, seqs and parent all fit the batch of three; a fourth
+        // record trails it, which every later scan of this journal would
+        // call corruption.
+        let batch = deposits(&[100, 200, 300]);
+        let frame = forged(&deposits(&[100, 200, 300, 400]), 3);
+        let why = refused(&frame, &batch);
+        assert!(why.contains("records"), "{why}");
+    }
+
+    #[test]
+    fn a_frame_of_other_records_with_the_same_seqs_is_refused() {
+        // The journal would hold a deposit of 999 where the ledger applied 200.
+        let batch = deposits(&[100, 200, 300]);
+        let frame = forged(&deposits(&[100, 999, 300]), 3);
+        let why = refused(&frame, &batch);
+        assert!(why.contains("records"), "{why}");
+    }
+
+    #[test]
+    fn a_frame_claiming_its_own_records_durable_is_refused() {
+        let batch = deposits(&[100]);
+        let mut frame = Vec::new();
+        encode_frame(&batch, 1, GENESIS, &mut frame).unwrap();
+        let why = refused(&frame, &batch);
+        assert!(why.contains("durable before it was written"), "{why}");
+    }
+}

@@ -37,8 +37,8 @@ use parking_lot::{Condvar, Mutex};
 
 use super::error::JournalError;
 use super::format::{
-    encode_clean_shutdown, encode_frame, parse_frame, segment_header, ChainHead, Parsed,
-    SEGMENT_HEADER_BYTES,
+    encode_clean_shutdown, encode_frame, frame_links, parse_frame, segment_header, ChainHead,
+    Parsed, SEGMENT_HEADER_BYTES,
 };
 use super::lock::DirLock;
 use super::scan::{list_segments, segment_name, Scanner};
@@ -415,10 +415,17 @@ impl<S: Storage> JournalWriter<S> {
     /// Writes `frame`, a frame another journal wrote (a leader's, received
     /// through replication), as it is, holding `batch`: its checksum, durable
     /// seq and parent included, so this journal's chain follows the other's
-    /// and has the same head at every seq. The frame must be a valid frame
-    /// of exactly `batch`'s records whose parent is this journal's head
+    /// and has the same head at every seq. The frame must be exactly the
+    /// frame of `batch`'s records whose parent is this journal's head
     /// ([`Self::chain_head`]): anything else is refused (`InvalidInput`) and
     /// nothing is written.
+    ///
+    /// The check is an encoding: `batch` is encoded after the frame's own
+    /// durable seq and parent, as [`Self::append`] would, and must give the
+    /// frame's very bytes. So the frame's checksum, count and records are
+    /// right by construction (a frame whose records are not `batch`'s, or
+    /// with bytes past the records it claims, cannot pass), it is hashed
+    /// once, and it is written from the buffer it was encoded into.
     ///
     /// The frame's durable seq speaks of the other journal's disk; it becomes
     /// true of this one first: if it is beyond what this writer knows
@@ -435,40 +442,37 @@ impl<S: Storage> JournalWriter<S> {
         self.check_usable()?;
         check_batch_seqs(batch, first, self.next_seq)?;
         let invalid = |m: String| Err(io::Error::new(io::ErrorKind::InvalidInput, m));
-        let parsed = match parse_frame(frame, 0) {
-            Parsed::Frame(parsed) if parsed.next == frame.len() => parsed,
-            Parsed::Frame(_) => return invalid("the bytes hold more than one frame".into()),
-            Parsed::End => return invalid("the frame is empty".into()),
-            Parsed::Bad(why) => return invalid(format!("not a valid frame: {why}")),
+        let Some((durable_seq, parent)) = frame_links(frame) else {
+            return invalid(format!("{} bytes are too short for a frame", frame.len()));
         };
-        let last = first + batch.len() as u64 - 1;
-        if parsed.is_mark() || parsed.first_seq != first || parsed.last_seq() != last {
-            return invalid(format!(
-                "the frame holds seqs {}..={} (count {}), the batch {first}..={last}",
-                parsed.first_seq,
-                parsed.last_seq(),
-                parsed.count
-            ));
+        let checksum = encode_frame(batch, durable_seq, parent, &mut self.frame)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if self.frame != frame {
+            return invalid(not_the_frame_of(frame, batch));
         }
-        if first != self.head.seq + 1 || parsed.parent != self.head.checksum {
+        if first != self.head.seq + 1 || parent != self.head.checksum {
             return invalid(format!(
-                "the frame (seqs from {first}) names parent {:032x}, but this journal's chain head is {} at seq {}: \
+                "the frame (seqs from {first}) names parent {parent:032x}, but this journal's chain head is {} at seq {}: \
                  it does not extend this journal",
-                parsed.parent, self.head, self.head.seq
+                self.head, self.head.seq
             ));
         }
-        if parsed.durable_seq > self.durable_seq() {
+        if durable_seq >= first {
+            return invalid(format!(
+                "the frame says seq {durable_seq} was durable before it was written, but it starts at seq {first}"
+            ));
+        }
+        if durable_seq > self.durable_seq() {
             self.sync()?;
             // Everything before the frame is durable now: synced just now,
             // or recovered (made durable at open), or in a snapshot.
             self.durable_seq = self.durable_seq.max(self.head.seq);
         }
-        self.frame.clear();
-        self.frame.extend_from_slice(frame);
         self.write_frame(first)?;
+        let last = first + batch.len() as u64 - 1;
         self.head = ChainHead {
             seq: last,
-            checksum: parsed.checksum,
+            checksum,
         };
         self.next_seq = Some(last + 1);
         if let Some(syncer) = &self.syncer {
@@ -882,6 +886,34 @@ fn check_batch_seqs(batch: &[Stamped], first: u64, next_seq: Option<u64>) -> io:
         }
     }
     Ok(())
+}
+
+/// Why `frame` is not the frame of `batch` (whose encoding it failed to
+/// match), for [`JournalWriter::append_frame`]'s refusal.
+fn not_the_frame_of(frame: &[u8], batch: &[Stamped]) -> String {
+    let first = batch.first().map_or(0, |s| s.stamp.seq);
+    let last = first + batch.len() as u64 - 1;
+    match parse_frame(frame, 0) {
+        Parsed::Frame(parsed) if parsed.next != frame.len() => {
+            "the bytes hold more than one frame".into()
+        }
+        Parsed::Frame(parsed)
+            if parsed.is_mark() || parsed.first_seq != first || parsed.last_seq() != last =>
+        {
+            format!(
+                "the frame holds seqs {}..={} (count {}), the batch {first}..={last}",
+                parsed.first_seq,
+                parsed.first_seq + u64::from(parsed.count).saturating_sub(1),
+                parsed.count
+            )
+        }
+        Parsed::Frame(_) => format!(
+            "the frame's bytes are not the encoding of the batch's records {first}..={last} \
+             (other records, or bytes past the ones it claims)"
+        ),
+        Parsed::End => "the frame is empty".into(),
+        Parsed::Bad(why) => format!("not a valid frame: {why}"),
+    }
 }
 
 /// `async` mode's background fdatasync: every [`ASYNC_SYNC_INTERVAL`] it
