@@ -7,9 +7,10 @@
 //! engine (ring occupancy, rebate backlog) are read by the exporter thread
 //! at scrape time, so nobody pays for them per request.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -293,27 +294,71 @@ pub fn serve(
         .spawn(move || {
             for stream in listener.incoming().flatten() {
                 if let Err(e) = answer(stream, &metrics, engine.as_ref()) {
-                    eprintln!("ringledger: a metrics request failed: {e}");
+                    // Not eprintln: with stderr gone it panics, and the
+                    // exporter would stop over a log line.
+                    let _ = writeln!(io::stderr(), "ringledger: a metrics request failed: {e}");
                 }
             }
         })?;
     Ok((bound, thread))
 }
 
-/// Answers one HTTP/1.x request and closes the connection.
-fn answer(stream: TcpStream, metrics: &Metrics, engine: Option<&EngineGauges>) -> io::Result<()> {
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    // Headers are read to their end so the client is not reset mid-send.
-    let mut header = String::new();
-    while reader.read_line(&mut header)? > 2 {
-        header.clear();
+/// The most a request head (request line and headers) may take: a
+/// scraper's is a few hundred bytes. The exporter stops reading past it.
+const HEAD_BYTES_MAX: usize = 16 * 1024;
+
+/// The longest a client may take to send its request head: the exporter
+/// serves one connection at a time, so a slow one delays the next scrape.
+const HEAD_TIME_MAX: Duration = Duration::from_secs(5);
+
+/// Reads a request head up to its blank line (or the client's end of
+/// sending), refusing one past [`HEAD_BYTES_MAX`] or [`HEAD_TIME_MAX`]: a
+/// head is read to its end so the client is not reset mid-send, but a
+/// client that never ends it must not hold memory or the exporter.
+fn read_head(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let deadline = Instant::now() + HEAD_TIME_MAX;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head_ends(&head) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("request head not sent within {HEAD_TIME_MAX:?}"),
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > HEAD_BYTES_MAX {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("request head longer than {HEAD_BYTES_MAX} bytes"),
+            ));
+        }
     }
+    Ok(head)
+}
+
+/// Whether `bytes` hold a whole request head: a blank line ends it.
+fn head_ends(bytes: &[u8]) -> bool {
+    bytes.windows(4).any(|w| w == b"\r\n\r\n") || bytes.windows(2).any(|w| w == b"\n\n")
+}
+
+/// Answers one HTTP/1.x request and closes the connection.
+fn answer(
+    mut stream: TcpStream,
+    metrics: &Metrics,
+    engine: Option<&EngineGauges>,
+) -> io::Result<()> {
+    let head = read_head(&mut stream)?;
+    let request_line =
+        String::from_utf8_lossy(head.split(|&b| b == b'\n').next().unwrap_or_default());
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next(), parts.next());
-    let mut stream = stream;
     match (method, path) {
         (Some("GET"), Some("/metrics")) => {
             let body = metrics.render(engine);

@@ -211,3 +211,26 @@ fn metrics_time_async_mode_background_fdatasyncs() {
     }
     run.stop();
 }
+
+#[test]
+fn a_request_head_without_end_is_cut_off_and_scrapes_go_on() {
+    let run = start(&["--durability", "none"]);
+    // A header line that never ends: the exporter must stop reading it
+    // (it used to buffer all of it, growing the process by what was sent).
+    let mut hostile = std::net::TcpStream::connect(&run.addr).unwrap();
+    hostile
+        .write_all(b"GET /metrics HTTP/1.1\r\nX-Endless: ")
+        .unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    let sent_mib = (0..256)
+        .take_while(|_| hostile.write_all(&chunk).is_ok())
+        .count();
+    assert!(
+        sent_mib < 256,
+        "the exporter took 256 MiB of one request head without closing it"
+    );
+    let (status, _, body) = get(&run.addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("ringledger_requests_total"), "{body}");
+    run.stop();
+}
