@@ -17,7 +17,7 @@ use ringledger::replication::{Publisher, ReplicationConfig, ReplicationError};
 use ringledger::LedgerConfig;
 use support::leader::{follow_to, meta, Leader, WAIT};
 use support::nats::{open_follower, Cluster};
-use support::prometheus::{get, parse, sample};
+use support::prometheus::{get, metrics_addr, parse, sample};
 
 fn config(cluster: &Cluster, stream: &str) -> ReplicationConfig {
     ReplicationConfig::new(cluster.url(), stream).replicas(3)
@@ -399,12 +399,7 @@ fn follow_metrics_answer_a_real_scrape() {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("ringledger: metrics on http://")
-        .and_then(|rest| rest.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("no metrics address on stderr: {line:?}"))
-        .to_string();
+    let addr = metrics_addr(&line);
     // Keep reading stderr, so the follower never blocks on a full pipe.
     let log = std::thread::spawn(move || {
         let mut rest = String::new();

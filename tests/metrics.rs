@@ -7,7 +7,7 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdout, Command, Stdio};
 
-use support::prometheus::{get, parse, sample};
+use support::prometheus::{get, histogram_count, metrics_addr, parse, sample};
 
 struct Run {
     child: Child,
@@ -28,12 +28,7 @@ fn start(args: &[&str]) -> Run {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("ringledger: metrics on http://")
-        .and_then(|rest| rest.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("no metrics address on stderr: {line:?}"))
-        .to_string();
+    let addr = metrics_addr(&line);
     let stdout = BufReader::new(child.stdout.take().unwrap());
     Run {
         child,
@@ -153,17 +148,9 @@ fn metrics_count_journal_bytes_and_fsyncs_in_sync_mode() {
         r#"{"op":"barrier"}"#,
     ]);
     let m = parse(&get(&run.addr, "/metrics").2);
-    let fsyncs = sample(&m, "ringledger_journal_fsync_seconds_count", &[]);
+    let fsyncs = histogram_count(&m, "ringledger_journal_fsync_seconds");
     // Each answered group waited for an fdatasync of its own.
     assert!(fsyncs >= 1.0, "{fsyncs}");
-    assert_eq!(
-        sample(
-            &m,
-            "ringledger_journal_fsync_seconds_bucket",
-            &[("le", "+Inf")]
-        ),
-        fsyncs
-    );
     let bytes = sample(&m, "ringledger_journal_bytes_written_total", &[]);
     assert!(bytes > 0.0, "{bytes}");
     run.send(&[r#"{"op":"deposit","account":1,"amount":"1.00"}"#]);
@@ -189,16 +176,8 @@ fn metrics_time_async_mode_background_fdatasyncs() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let m = parse(&get(&run.addr, "/metrics").2);
-        let fsyncs = sample(&m, "ringledger_journal_fsync_seconds_count", &[]);
+        let fsyncs = histogram_count(&m, "ringledger_journal_fsync_seconds");
         if fsyncs >= 1.0 {
-            assert_eq!(
-                sample(
-                    &m,
-                    "ringledger_journal_fsync_seconds_bucket",
-                    &[("le", "+Inf")]
-                ),
-                fsyncs
-            );
             assert!(sample(&m, "ringledger_journal_fsync_seconds_sum", &[]) > 0.0);
             break;
         }

@@ -93,3 +93,26 @@ pub fn sample(samples: &HashMap<Series, f64>, name: &str, labels: &[(&str, &str)
         .get(&(name.to_string(), labels.clone()))
         .unwrap_or_else(|| panic!("no sample {name}{labels:?}"))
 }
+
+/// The address a `--metrics 127.0.0.1:0` process bound, from the line it
+/// prints first on stderr (`ringledger: metrics on http://ADDR/metrics`).
+pub fn metrics_addr(stderr_line: &str) -> String {
+    stderr_line
+        .trim()
+        .strip_prefix("ringledger: metrics on http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address on stderr: {stderr_line:?}"))
+        .to_string()
+}
+
+/// A histogram's `_count`, checked against its `+Inf` bucket (every
+/// observation falls in it, so the two must agree).
+pub fn histogram_count(samples: &HashMap<Series, f64>, name: &str) -> f64 {
+    let count = sample(samples, &format!("{name}_count"), &[]);
+    assert_eq!(
+        sample(samples, &format!("{name}_bucket"), &[("le", "+Inf")]),
+        count,
+        "{name}: the +Inf bucket and the count disagree"
+    );
+    count
+}
