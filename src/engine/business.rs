@@ -132,11 +132,7 @@ impl Business {
                         break;
                     }
                     if room == 0 {
-                        // Credits are needed now: cut the rebate thread's
-                        // linger short.
-                        if let Some(rebater) = shared.rebater.get() {
-                            rebater.unpark();
-                        }
+                        shared.hurry_rebates();
                     }
                     let (ring, lane) = (&self.consumer, &self.credits);
                     ring.wait_until(|| lane.ready() || (room > 0 && ring.ready()));

@@ -305,6 +305,7 @@ pub(super) fn wait_for_rebates(shared: &Shared, limit: Duration) -> Result<(), E
     if caught_up() {
         return Ok(());
     }
+    shared.hurry_rebates();
     // A limit too large to represent is no limit.
     let deadline = Instant::now().checked_add(limit);
     let _registered = Registered::new(&shared.rebate_waiters);

@@ -187,9 +187,7 @@ struct Shared {
     /// clients are told it was.
     failure: Mutex<Option<(String, FailureKind)>>,
     failed: AtomicBool,
-    /// The rebate thread, set as it starts: the business thread unparks it
-    /// when the owed backlog is at its limit, instead of waiting out its
-    /// linger (see `rebater`).
+    /// The rebate thread, set as it starts, for `hurry_rebates`.
     rebater: OnceLock<std::thread::Thread>,
 }
 
@@ -263,6 +261,15 @@ impl Shared {
         }
     }
 
+    /// Cuts the rebate thread's linger short: for whoever needs the owed
+    /// credits now (the business thread at the backlog limit, a barrier,
+    /// shutdown) rather than when the linger ends.
+    fn hurry_rebates(&self) {
+        if let Some(rebater) = self.rebater.get() {
+            rebater.unpark();
+        }
+    }
+
     fn error(&self) -> EngineError {
         if self.failed.load(Ordering::Acquire) {
             match self.failure.lock().clone() {
@@ -309,6 +316,10 @@ pub struct EngineBuilder {
     accounts_hint: usize,
     rebate_policy: Box<dyn RebatePolicy>,
     rebate_backlog_max: usize,
+    /// How long the rebate thread waits for more jobs after a group (see
+    /// `rebater::LINGER`); tests lengthen it so that a missing wake-up hangs
+    /// instead of costing a few microseconds.
+    rebate_linger: Duration,
     clock: Arc<dyn Clock>,
     ledger: Option<Ledger>,
     journal: Option<(PathBuf, Durability)>,
@@ -338,6 +349,7 @@ impl Default for EngineBuilder {
             accounts_hint: 0,
             rebate_policy: Box::new(RateRebate::default()),
             rebate_backlog_max: REBATE_BACKLOG_MAX_DEFAULT,
+            rebate_linger: rebater::LINGER,
             clock: Arc::new(WallClock),
             ledger: None,
             journal: None,
@@ -749,6 +761,7 @@ impl EngineBuilder {
             jobs_rx,
             credits_tx,
             waker,
+            self.rebate_linger,
         )?;
         Ok(Engine {
             shared,
@@ -855,6 +868,9 @@ impl Engine {
         // Barriers still waiting see the engine stopped.
         self.shared.wake_rebate_waiters();
         let ledger = business.join();
+        // The business thread dropped its job sender: a lingering rebate
+        // thread sees that at once instead of when its linger ends.
+        self.shared.hurry_rebates();
         if let Some(rebater) = self.rebater.take() {
             let _ = rebater.join();
         }

@@ -166,6 +166,63 @@ fn rebate_backlog_stays_bounded_under_a_flood_and_every_rebate_is_credited_once(
     );
 }
 
+/// The rebate thread lingers after each group without asking to be woken;
+/// with an hour-long linger, deposits past the backlog limit, a barrier and
+/// shutdown get through only because each of them cuts the linger short
+/// (without that, this test hangs and fails at its deadline).
+#[test]
+fn a_lingering_rebate_thread_is_hurried_by_the_backlog_limit_a_barrier_and_shutdown() {
+    const DEPOSITS: i64 = 40;
+    let (done_tx, done) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let engine = EngineBuilder {
+            rebate_linger: Duration::from_secs(3_600),
+            ..Engine::builder()
+        }
+        .rebate_backlog_max(4)
+        .start()
+        .unwrap();
+        let mut client = engine.client().unwrap();
+        client
+            .call(Request::OpenAccount { account: 1 })
+            .unwrap()
+            .unwrap();
+        for _ in 0..DEPOSITS {
+            client
+                .call(Request::Deposit {
+                    account: 1,
+                    amount: 10_000,
+                })
+                .unwrap()
+                .unwrap();
+        }
+        let _ = done_tx.send("deposits");
+        client.barrier().unwrap();
+        // Below the backlog limit only a barrier hurries the thread, which
+        // lingers after the group the last barrier asked for.
+        client
+            .call(Request::Deposit {
+                account: 1,
+                amount: 10_000,
+            })
+            .unwrap()
+            .unwrap();
+        client.barrier().unwrap();
+        assert_eq!(balance(&mut client, 1), (DEPOSITS + 1) * 10_100);
+        let _ = done_tx.send("barrier");
+        drop(client);
+        assert_eq!(engine.shutdown().unwrap().pending_rebates_len(), 0);
+        let _ = done_tx.send("shutdown");
+    });
+    for step in ["deposits", "barrier", "shutdown"] {
+        assert_eq!(
+            done.recv_timeout(Duration::from_secs(60)),
+            Ok(step),
+            "stuck before the {step} were through"
+        );
+    }
+}
+
 #[test]
 fn owed_rebates_above_the_limit_at_start_are_all_credited() {
     use crate::request::{Stamp, Stamped};
