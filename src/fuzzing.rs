@@ -27,7 +27,7 @@ use crate::journal::format::{
 };
 use crate::journal::recover::rebuild;
 use crate::journal::scan::{decode_frame, segment_name};
-use crate::journal::snapshot::{decode_snapshot, snapshot_name};
+use crate::journal::snapshot::{check_snapshot, snapshot_name};
 use crate::journal::{lock_dir_in, read_meta_in, recover_locked, LOCK_FILE, META_FILE};
 use crate::journal::{ChainHead, GENESIS};
 use crate::ledger::LedgerConfig;
@@ -236,12 +236,12 @@ pub fn snapshot(bytes: &[u8]) {
             .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
         (data.to_vec(), seq)
     };
-    if let Ok(ledger) = decode_snapshot(&file, name_seq) {
+    if let Ok((ledger, _)) = check_snapshot(&file, name_seq) {
         ledger
             .check_invariants()
             .expect("a decoded snapshot passed its checks");
         let again = bincode::encode_to_vec(&ledger, BINCODE).expect("a Ledger encodes");
-        let reread = decode_snapshot(&sealed_snapshot(name_seq, &again), name_seq)
+        let (reread, _) = check_snapshot(&sealed_snapshot(name_seq, &again), name_seq)
             .expect("a Ledger re-encoded decodes");
         assert_eq!(reread.digest(), ledger.digest());
     }

@@ -257,23 +257,10 @@ fn decode_ledger(payload: &[u8]) -> Result<(Ledger, usize), bincode::error::Deco
     bincode::decode_from_slice(payload, BINCODE.with_limit::<{ usize::MAX }>())
 }
 
-/// A snapshot file's bytes as [`load_newest`] takes them: the Ledger, or
-/// why the file would be passed over (or stop recovery). The fuzz targets
-/// drive this; `name_seq` is the seq the file's name gives.
-pub(crate) fn decode_snapshot(bytes: &[u8], name_seq: u64) -> Result<Ledger, String> {
-    decode(Path::new(&snapshot_name(name_seq)), bytes, name_seq)
-        .map(|(ledger, _)| ledger)
-        .map_err(|rejected| match rejected {
-            Rejected::Skip(at, why) => format!("at byte {at}: {why}"),
-            Rejected::Fatal(e) => e.to_string(),
-        })
-}
-
 /// A snapshot's bytes from elsewhere (a replication bootstrap fetches them
-/// from JetStream's object store), checked exactly as recovery checks a
-/// snapshot file named for `name_seq`: the Ledger and the chain head at its
-/// seq, or why they cannot be trusted.
-#[cfg(feature = "nats")]
+/// from JetStream's object store; the `snapshot` fuzz target makes them up),
+/// checked exactly as recovery checks a snapshot file named for `name_seq`:
+/// the Ledger and the chain head at its seq, or why they cannot be trusted.
 pub(crate) fn check_snapshot(bytes: &[u8], name_seq: u64) -> Result<(Ledger, ChainHead), String> {
     decode(Path::new(&snapshot_name(name_seq)), bytes, name_seq).map_err(
         |rejected| match rejected {
@@ -434,7 +421,7 @@ mod tests {
     #[test]
     fn a_snapshot_claiming_a_huge_container_is_refused_without_reserving_it() {
         for entries in [1 << 61, 1 << 40, 1 << 20] {
-            let refused = decode_snapshot(&claiming(entries), 0)
+            let refused = check_snapshot(&claiming(entries), 0)
                 .map(|_| ())
                 .unwrap_err();
             assert!(refused.contains("does not decode"), "{entries}: {refused}");
