@@ -878,6 +878,37 @@ fn expiries_happen_in_time_order_and_only_when_due() {
     assert_eq!(d.instrument(ACME).reserved, 8, "no TTL, no expiry");
 }
 
+/// A hostile client on a frozen clock: it keeps one reservation id coming
+/// back (each time its closing has left the bounded window of closed ids,
+/// so the id may be used again) with the same ttl, so every one of its
+/// expiry entries names it at the same time. The Ledger's invariants (the
+/// expiry index's bound among them) hold throughout.
+#[test]
+fn a_reservation_id_reused_at_a_frozen_time_keeps_the_expiry_index_bounded() {
+    let mut d = Driver::with(LedgerConfig {
+        closed_reservations_max: 1,
+        ..LedgerConfig::default()
+    });
+    d.open(1, 1_000_000);
+    d.list("ACME", 1_000, 10);
+    for id in 1..=200 {
+        d.reserve(id, 1, 1, 500, false).unwrap();
+    }
+    for _ in 0..100 {
+        d.reserve(0, 1, 1, 1_000, false).unwrap();
+        d.send(Request::Cancel { reservation: 0 }).unwrap();
+        // Pushes id 0 out of the window of closed ids.
+        d.reserve(1_000, 1, 1, 0, false).unwrap();
+        d.send(Request::Cancel { reservation: 1_000 }).unwrap();
+    }
+    d.reserve(0, 1, 1, 1_000, false).unwrap();
+    for id in 1..=200 {
+        d.send(Request::Cancel { reservation: id }).unwrap();
+    }
+    d.now_ms += 1_000;
+    assert_eq!(d.instrument(ACME).reserved, 0, "id 0 expired");
+}
+
 #[test]
 fn time_never_goes_backwards_for_expiry() {
     let mut d = Driver::new();
