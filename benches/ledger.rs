@@ -6,41 +6,24 @@
 //! CPU time instead of wall time, which preemption on a busy machine does
 //! not inflate.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringledger::{InstrumentId, Ledger, LedgerConfig, Request, Stamp, Stamped, Symbol};
 
-struct Counting;
-static HEAP_BYTES: AtomicIsize = AtomicIsize::new(0);
+#[path = "common/clock.rs"]
+mod clock;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        HEAP_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HEAP_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        HEAP_BYTES.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
+use counting_alloc::HEAP_BYTES;
+
+/// The bench's clock: wall time, or (with `LEDGER_CPU_TIME=1`) this
+/// thread's CPU time.
+fn clock() -> Duration {
+    clock::clock("LEDGER_CPU_TIME")
 }
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
 
 const ACCOUNTS: u64 = 1_000_000;
 const PICKS: usize = 1 << 20;
@@ -157,25 +140,6 @@ fn timed(iters: u64, mut one: impl FnMut()) -> Duration {
         one();
     }
     clock() - start
-}
-
-/// The bench's clock: wall time, or (with `LEDGER_CPU_TIME=1`) this
-/// thread's CPU time.
-fn clock() -> Duration {
-    static CPU_TIME: OnceLock<bool> = OnceLock::new();
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    if !*CPU_TIME.get_or_init(|| std::env::var_os("LEDGER_CPU_TIME").is_some_and(|v| v == "1")) {
-        return EPOCH.get_or_init(Instant::now).elapsed();
-    }
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call's duration,
-    // and CLOCK_THREAD_CPUTIME_ID is supported on every Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn ledger_apply(c: &mut Criterion) {

@@ -10,10 +10,8 @@
 //! `ORDERBOOK_CPU_TIME=1 cargo bench --bench orderbook` times with the
 //! thread's CPU time instead of the wall clock.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringledger::bench::workload::{BOOK_MID, OPENING_BALANCE};
@@ -21,37 +19,12 @@ use ringledger::bench::{BookFlow, Op, Scenario, Workload};
 use ringledger::book::{Side, Stp, Tif};
 use ringledger::{InstrumentId, Ledger, LedgerConfig, Reply, Request, Stamp, Stamped};
 
-struct Counting;
-static HEAP_BYTES: AtomicIsize = AtomicIsize::new(0);
-/// Calls to `alloc` and `realloc`.
-static ALLOCATIONS: AtomicIsize = AtomicIsize::new(0);
+#[path = "common/clock.rs"]
+mod clock;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        HEAP_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HEAP_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        HEAP_BYTES.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+use counting_alloc::{ALLOCATIONS, HEAP_BYTES};
 
 const TRADERS: u64 = 100;
 const ACME: InstrumentId = InstrumentId(0);
@@ -135,20 +108,7 @@ const CHUNK: u64 = 64;
 /// The bench's clock: wall time, or (with `ORDERBOOK_CPU_TIME=1`) this
 /// thread's CPU time, which preemption on a busy machine does not inflate.
 fn clock() -> Duration {
-    static CPU_TIME: OnceLock<bool> = OnceLock::new();
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    if !*CPU_TIME.get_or_init(|| std::env::var_os("ORDERBOOK_CPU_TIME").is_some_and(|v| v == "1")) {
-        return EPOCH.get_or_init(Instant::now).elapsed();
-    }
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call's duration,
-    // and CLOCK_THREAD_CPUTIME_ID is supported on every Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    clock::clock("ORDERBOOK_CPU_TIME")
 }
 
 fn orderbook(c: &mut Criterion) {

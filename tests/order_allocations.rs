@@ -6,8 +6,7 @@
 //! counting allocator, so this file holds one test: nothing else runs in
 //! the process while it counts. Release builds only (see the test).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use ringledger::book::{Side, Stp, Tif};
 use ringledger::{
@@ -15,29 +14,10 @@ use ringledger::{
     Symbol,
 };
 
-struct Counting;
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+#[path = "../benches/common/counting_alloc.rs"]
+mod counting_alloc;
 
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+use counting_alloc::ALLOCATIONS;
 
 const ACME: InstrumentId = InstrumentId(0);
 
