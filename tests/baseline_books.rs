@@ -126,10 +126,9 @@ impl Pair {
                     balance: e.balance,
                 })
                 .collect();
-            let mut bank = self.bank.trade_history(account).unwrap();
-            // The Ledger's history also holds the set-up's entries; the
-            // bank's holds trades only, so it may reach further back.
-            bank.truncate(ledger.len());
+            let bank = self.bank.trade_history(account).unwrap();
+            // The Ledger's history also holds the set-up's entries, but
+            // always the same newest trades as the bank's (both keep 32).
             let unnumbered = |all: &[TradeEntry]| {
                 all.iter()
                     .map(|e| TradeEntry { trade: 0, ..*e })
