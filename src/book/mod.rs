@@ -1236,38 +1236,6 @@ impl<Context> Decode<Context> for SlotBook {
 
 bincode::impl_borrow_decode!(SlotBook);
 
-/// The same bytes as its [`SlotBook`].
-impl Encode for Book {
-    fn encode<E: bincode::enc::Encoder>(
-        &self,
-        encoder: &mut E,
-    ) -> Result<(), bincode::error::EncodeError> {
-        self.book.encode(encoder)
-    }
-}
-
-impl<Context> Decode<Context> for Book {
-    fn decode<D: bincode::de::Decoder<Context = Context>>(
-        decoder: &mut D,
-    ) -> Result<Book, bincode::error::DecodeError> {
-        let book = SlotBook::decode(decoder)?;
-        let mut index = HashTable::with_capacity(book.len());
-        for slot in book.slots() {
-            let id = book.id_at(slot);
-            if index
-                .find(hash(id), |&s| book.id_at(Slot(s)) == id)
-                .is_some()
-            {
-                return Err(bincode::error::DecodeError::Other("a saved order id twice"));
-            }
-            index.insert_unique(hash(id), slot.0, |&s| hash(book.id_at(Slot(s))));
-        }
-        Ok(Book { book, index })
-    }
-}
-
-bincode::impl_borrow_decode!(Book);
-
 /// The digest's encoding of one order; the tests' reference book uses the
 /// same one so that the two books' digests are comparable.
 pub fn digest_order(h: &mut xxhash_rust::xxh3::Xxh3, o: &OrderView) {
