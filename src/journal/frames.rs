@@ -67,7 +67,8 @@ impl Iterator for RawFrames {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{Durability, JournalConfig, JournalWriter};
+    use crate::journal::format::{encode_frame, finish_frame, frame_length_at};
+    use crate::journal::{ChainHead, Durability, JournalConfig, JournalWriter, GENESIS};
     use crate::request::{Request, Stamp, Stamped};
 
     fn batch(first: u64, len: u64) -> Vec<Stamped> {
@@ -90,14 +91,7 @@ mod tests {
     #[test]
     fn frames_are_read_back_as_the_writer_wrote_them() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = JournalWriter::open(
-            dir.path(),
-            JournalConfig {
-                segment_bytes: 4096,
-                durability: Durability::Async,
-            },
-        )
-        .unwrap();
+        let mut writer = async_writer(dir.path());
         let mut written = Vec::new();
         let mut seq = 1;
         for len in [3, 1, 40, 7, 60, 2] {
@@ -165,7 +159,7 @@ mod tests {
         assert!(why.contains("checksum"), "{why}");
         let why = refused(&mut follower, &sent[0].0, &batch(1, 2));
         assert!(why.contains("the batch 1..=2"), "{why}");
-        assert_eq!(follower.chain_head(), crate::journal::ChainHead::GENESIS);
+        assert_eq!(follower.chain_head(), ChainHead::GENESIS);
         assert_eq!(follower.next_seq(), None);
 
         for (frame, records, head) in &sent {
@@ -184,14 +178,6 @@ mod tests {
         };
         assert_eq!(frames(follower_dir.path()), frames(leader_dir.path()));
     }
-}
-
-#[cfg(test)]
-mod hostile {
-    use super::*;
-    use crate::journal::format::{encode_frame, finish_frame, frame_length_at};
-    use crate::journal::{ChainHead, Durability, JournalConfig, JournalWriter, GENESIS};
-    use crate::request::{Request, Stamp, Stamped};
 
     fn deposits(amounts: &[i64]) -> Vec<Stamped> {
         amounts
@@ -221,11 +207,7 @@ mod hostile {
 
     fn refused(frame: &[u8], batch: &[Stamped]) -> String {
         let dir = tempfile::tempdir().unwrap();
-        let config = JournalConfig {
-            segment_bytes: 4096,
-            durability: Durability::Async,
-        };
-        let mut writer = JournalWriter::open(dir.path(), config).unwrap();
+        let mut writer = async_writer(dir.path());
         let err = writer.append_frame(frame, batch).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
         assert_eq!(writer.chain_head(), ChainHead::GENESIS);
