@@ -27,8 +27,8 @@ use async_nats::jetstream::message::PublishMessage;
 use super::lease::{self, Lease, LeaseBucket, LeaseConfig};
 use super::snapshot_store::{bucket_name, SnapshotStore};
 use super::{
-    connect, leader_id, leader_stream, message_stamp, runtime, stream_meta, tail, unavailable,
-    ReplicationConfig, ReplicationError, HEADER_LAST_SEQ, HEADER_LEADER,
+    connect, leader_id, leader_stream, message_stamp, runtime, stream_meta, tail_at_start,
+    unavailable, ReplicationConfig, ReplicationError, HEADER_LAST_SEQ, HEADER_LEADER,
 };
 use crate::journal::{self, ChainHead, Durability, JournalConfig, JournalError, JournalWriter};
 use crate::ledger::Ledger;
@@ -665,11 +665,7 @@ impl Follower {
     ) -> Result<(Ledger, JournalWriter, Takeover), ReplicationError> {
         let config = self.config.clone();
         for _ in 0..TAKEOVER_ATTEMPTS_MAX {
-            // Right after a quorum returns, reads answer "temporarily
-            // unavailable" for a moment: retry them for a while.
-            let end = retry_unavailable("reading the end of the stream to take over", || {
-                self.rt.block_on(tail(&config, &self.stream))
-            })?;
+            let end = self.rt.block_on(tail_at_start(&config, &self.stream))?;
             let applied = self.ledger.last_seq();
             if end.record_seq < applied {
                 return Err(ReplicationError::Config(format!(

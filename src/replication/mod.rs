@@ -298,6 +298,36 @@ async fn message_stamp(
     }
 }
 
+/// How long a process about to lead keeps reading the end of its stream
+/// while the stream answers "unavailable", and how often it tries.
+const START_READ_WAIT: Duration = Duration::from_secs(30);
+const START_READ_RETRY: Duration = Duration::from_millis(250);
+
+/// [`tail`] for a process about to lead (a starting leader, a standby
+/// taking over): right after a quorum comes back, or while the stream
+/// elects a leader, reads answer "temporarily unavailable" for a moment, so
+/// they are retried for up to [`START_READ_WAIT`] instead of stopping the
+/// process. A running leader reads with [`tail`] alone: its own loop backs
+/// off and keeps refusing arrivals meanwhile.
+async fn tail_at_start(
+    config: &ReplicationConfig,
+    stream: &Stream,
+) -> Result<Tail, ReplicationError> {
+    let deadline = tokio::time::Instant::now() + START_READ_WAIT;
+    loop {
+        match tail(config, stream).await {
+            Err(ReplicationError::Unavailable(why)) if tokio::time::Instant::now() < deadline => {
+                eprintln!(
+                    "ringledger: reading the end of stream {}: {why}; retrying",
+                    config.stream
+                );
+                tokio::time::sleep(START_READ_RETRY).await;
+            }
+            read => return read,
+        }
+    }
+}
+
 async fn tail(config: &ReplicationConfig, stream: &Stream) -> Result<Tail, ReplicationError> {
     let info = stream
         .get_info()

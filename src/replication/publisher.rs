@@ -36,8 +36,8 @@ use tokio::sync::mpsc;
 
 use super::lease::Lease;
 use super::{
-    connect, leader_id, leader_stream, message_stamp, runtime, tail, ReplicationConfig,
-    ReplicationError, Takeover, HEADER_LAST_SEQ, HEADER_LEADER,
+    connect, leader_id, leader_stream, message_stamp, runtime, tail, tail_at_start,
+    ReplicationConfig, ReplicationError, Takeover, HEADER_LAST_SEQ, HEADER_LEADER,
 };
 use crate::journal::{self, Meta};
 
@@ -309,11 +309,6 @@ struct Leader<R: Release> {
     watch: Arc<Watch>,
 }
 
-/// How long a starting leader keeps retrying to read the end of its stream
-/// while the stream answers "unavailable", and how often.
-const TAIL_READ_WAIT: Duration = Duration::from_secs(30);
-const TAIL_READ_RETRY: Duration = Duration::from_millis(250);
-
 impl<R: Release> Leader<R> {
     async fn start(
         config: ReplicationConfig,
@@ -331,24 +326,7 @@ impl<R: Release> Leader<R> {
         let opened = async {
             let js = connect(&config).await?;
             let stream = leader_stream(&js, &config, meta).await?;
-            // Right after a quorum comes back (or a stream leader election)
-            // reads answer "temporarily unavailable" for a moment: a new
-            // leader retries them for a while instead of stopping at once.
-            let deadline = tokio::time::Instant::now() + TAIL_READ_WAIT;
-            let tail = loop {
-                match tail(&config, &stream).await {
-                    Err(ReplicationError::Unavailable(why))
-                        if tokio::time::Instant::now() < deadline =>
-                    {
-                        eprintln!(
-                            "ringledger: reading the end of stream {}: {why}; retrying",
-                            config.stream
-                        );
-                        tokio::time::sleep(TAIL_READ_RETRY).await;
-                    }
-                    read => break read?,
-                }
-            };
+            let tail = tail_at_start(&config, &stream).await?;
             Ok::<_, ReplicationError>((js, stream, tail))
         }
         .await;
