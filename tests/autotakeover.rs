@@ -10,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::nats::Cluster;
-use support::run::{deposit, stream_digest, Run};
+use support::run::{deposit, finish_with_balance, retry_deposits, Run};
 
 /// The lease's time to live in these tests: short, so failover is quick,
 /// yet several renewals long on a busy machine.
@@ -57,39 +57,12 @@ fn after_a_sigkill_the_standby_promotes_itself_and_retries_apply_exactly_once() 
 
     // The client retries everything not known answered, under the same
     // numbers, against the standby: it answers once it promoted itself.
-    for req in 2..2 + DEPOSITS {
-        let answer = b.call(&deposit(req));
-        if req == 2 {
-            // A figure, not a check (README, Replication: failover).
-            eprintln!(
-                "failover (--auto-takeover, lease {LEASE_MS} ms): SIGKILL to the standby's \
-                 first answer: {} ms",
-                killed.elapsed().as_millis()
-            );
-        }
-        if acknowledged.contains(&req) {
-            assert_eq!(answer["error"], "duplicate", "req {req}: {answer}");
-            assert!(
-                answer.get("original").is_none() || answer["original"] == "ok",
-                "req {req}: {answer}"
-            );
-        } else {
-            assert!(
-                answer["ok"] == true || answer["error"] == "duplicate",
-                "req {req}: {answer}"
-            );
-        }
-    }
-    assert_eq!(b.call(r#"{"op":"barrier"}"#)["ok"], true);
-    let balance = b.call(r#"{"op":"balance","account":1}"#);
+    let figure = format!(
+        "failover (--auto-takeover, lease {LEASE_MS} ms): SIGKILL to the standby's first answer"
+    );
+    retry_deposits(&mut b, 2..2 + DEPOSITS, &acknowledged, killed, &figure);
     // 200 deposits of 10.00 and 200 rebates of 0.10, each exactly once.
-    assert_eq!(balance["balance"], "2020.00", "{balance}");
-    let digest = b.call(r#"{"op":"digest"}"#)["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(b.finish());
-    assert_eq!(stream_digest(&cluster, "auto-killed"), digest);
+    finish_with_balance(b, "2020.00", &cluster, "auto-killed");
 }
 
 #[test]
@@ -117,18 +90,10 @@ fn a_leader_paused_past_its_lease_is_fenced_by_the_promoted_standby_and_never_pu
     assert!(!a.finish(), "a fenced leader exits non-zero");
 
     assert_eq!(b.call(&deposit(4))["ok"], true);
-    assert_eq!(b.call(r#"{"op":"barrier"}"#)["ok"], true);
-    let balance = b.call(r#"{"op":"balance","account":1}"#);
-    // Three deposits (2, 3, 4) and their rebates, once each.
-    assert_eq!(balance["balance"], "30.30", "{balance}");
-    let digest = b.call(r#"{"op":"digest"}"#)["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(b.finish());
-    // The stream holds B's history after A's: A's write after it resumed
-    // never reached it.
-    assert_eq!(stream_digest(&cluster, "auto-paused"), digest);
+    // Three deposits (2, 3, 4) and their rebates, once each; the stream
+    // holds B's history after A's: A's write after it resumed never
+    // reached it.
+    finish_with_balance(b, "30.30", &cluster, "auto-paused");
 }
 
 #[test]

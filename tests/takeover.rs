@@ -8,7 +8,7 @@ mod support;
 use std::time::Instant;
 
 use support::nats::Cluster;
-use support::run::{deposit, stream_digest, Run};
+use support::run::{deposit, finish_with_balance, retry_deposits, Run};
 
 #[test]
 fn a_paused_old_leader_is_fenced_and_never_publishes_again() {
@@ -34,17 +34,9 @@ fn a_paused_old_leader_is_fenced_and_never_publishes_again() {
     assert!(!a.finish(), "a fenced leader exits non-zero");
 
     assert_eq!(b.call(&deposit(4))["ok"], true);
-    assert_eq!(b.call(r#"{"op":"barrier"}"#)["ok"], true);
-    let balance = b.call(r#"{"op":"balance","account":1}"#);
-    // Three deposits (2, 3, 4) and their rebates, once each.
-    assert_eq!(balance["balance"], "30.30", "{balance}");
-    let digest = b.call(r#"{"op":"digest"}"#)["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(b.finish());
-    // The stream holds B's history only: A's refused write never reached it.
-    assert_eq!(stream_digest(&cluster, "paused"), digest);
+    // Three deposits (2, 3, 4) and their rebates, once each; the stream
+    // holds B's history only: A's refused write never reached it.
+    finish_with_balance(b, "30.30", &cluster, "paused");
 }
 
 #[test]
@@ -75,38 +67,13 @@ fn after_a_sigkill_every_acknowledged_request_is_applied_once_and_so_is_every_re
     // numbers, against the new leader (started by hand at once here: an
     // operator or orchestrator would take longer to notice).
     let mut b = Run::start(&cluster, "killed", b_dir.path(), &["--takeover"]);
-    for req in 2..2 + DEPOSITS {
-        let answer = b.call(&deposit(req));
-        if req == 2 {
-            // A figure, not a check (README, Replication: failover).
-            eprintln!(
-                "failover (manual --takeover): SIGKILL to the new leader's first answer: {} ms",
-                killed.elapsed().as_millis()
-            );
-        }
-        if acknowledged.contains(&req) {
-            // Its first answer may have left the session's window; if it
-            // is still there, it was ok.
-            assert_eq!(answer["error"], "duplicate", "req {req}: {answer}");
-            assert!(
-                answer.get("original").is_none() || answer["original"] == "ok",
-                "req {req}: {answer}"
-            );
-        } else {
-            assert!(
-                answer["ok"] == true || answer["error"] == "duplicate",
-                "req {req}: {answer}"
-            );
-        }
-    }
-    assert_eq!(b.call(r#"{"op":"barrier"}"#)["ok"], true);
-    let balance = b.call(r#"{"op":"balance","account":1}"#);
+    retry_deposits(
+        &mut b,
+        2..2 + DEPOSITS,
+        &acknowledged,
+        killed,
+        "failover (manual --takeover): SIGKILL to the new leader's first answer",
+    );
     // 200 deposits of 10.00 and 200 rebates of 0.10, each exactly once.
-    assert_eq!(balance["balance"], "2020.00", "{balance}");
-    let digest = b.call(r#"{"op":"digest"}"#)["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(b.finish());
-    assert_eq!(stream_digest(&cluster, "killed"), digest);
+    finish_with_balance(b, "2020.00", &cluster, "killed");
 }

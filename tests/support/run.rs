@@ -91,6 +91,58 @@ impl Drop for Run {
     }
 }
 
+/// A client's retry after its leader was SIGKILLed at `killed`: every
+/// deposit in `reqs` is sent again, under the same number, to `to` (the new
+/// leader). One acknowledged before the kill is a `duplicate` whose first
+/// answer, if still remembered, was ok; any other is applied now or was
+/// applied before. Prints the time from the kill to the first answer as
+/// `figure` (README, Replication: failover).
+pub fn retry_deposits(
+    to: &mut Run,
+    reqs: std::ops::Range<u64>,
+    acknowledged: &[u64],
+    killed: Instant,
+    figure: &str,
+) {
+    let first = reqs.start;
+    for req in reqs {
+        let answer = to.call(&deposit(req));
+        if req == first {
+            // A figure, not a check.
+            eprintln!("{figure}: {} ms", killed.elapsed().as_millis());
+        }
+        if acknowledged.contains(&req) {
+            // Its first answer may have left the session's window; if it
+            // is still there, it was ok.
+            assert_eq!(answer["error"], "duplicate", "req {req}: {answer}");
+            assert!(
+                answer.get("original").is_none() || answer["original"] == "ok",
+                "req {req}: {answer}"
+            );
+        } else {
+            assert!(
+                answer["ok"] == true || answer["error"] == "duplicate",
+                "req {req}: {answer}"
+            );
+        }
+    }
+}
+
+/// Waits for every rebate on `leader`, checks account 1's `balance`, stops
+/// it cleanly, and checks that the stream holds exactly its history (a
+/// follower of `stream` reaches its digest).
+pub fn finish_with_balance(mut leader: Run, balance: &str, cluster: &Cluster, stream: &str) {
+    assert_eq!(leader.call(r#"{"op":"barrier"}"#)["ok"], true);
+    let answer = leader.call(r#"{"op":"balance","account":1}"#);
+    assert_eq!(answer["balance"], balance, "{answer}");
+    let digest = leader.call(r#"{"op":"digest"}"#)["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(leader.finish());
+    assert_eq!(stream_digest(cluster, stream), digest);
+}
+
 pub fn deposit(req: u64) -> String {
     format!(r#"{{"op":"deposit","account":1,"amount":"10.00","req":{req}}}"#)
 }
