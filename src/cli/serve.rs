@@ -142,7 +142,7 @@ pub fn serve(
         metrics,
     };
     let (queues, receivers): (Vec<_>, Vec<_>) = (0..gateways)
-        .map(|_| mpsc::channel::<Message>(GATEWAY_QUEUE_MAX))
+        .map(|_| mpsc::channel::<(Message, Routed)>(GATEWAY_QUEUE_MAX))
         .unzip();
     let (drained, gateways_done) = oneshot::channel::<()>();
     thread::scope(|scope| {
@@ -221,7 +221,7 @@ impl Shared<'_> {
 /// the gateways drain, and flushes their answers out.
 async fn intake(
     mut subscription: async_nats::Subscriber,
-    queues: Vec<mpsc::Sender<Message>>,
+    queues: Vec<mpsc::Sender<(Message, Routed)>>,
     shared: &Shared<'_>,
     gateways_done: oneshot::Receiver<()>,
 ) {
@@ -231,9 +231,13 @@ async fn intake(
             _ = shared.stopping.notified() => None,
         };
         let Some(message) = message else { break };
-        let lane = lane_key(&message);
-        let gateway = (hash(&lane) % queues.len() as u64) as usize;
-        if queues[gateway].send(message).await.is_err() {
+        let routed = routed(&message);
+        let lane_hash = match &routed {
+            Ok(lane) => hash(lane),
+            Err(_) => hash(&inbox_lane(&message)),
+        };
+        let gateway = (lane_hash % queues.len() as u64) as usize;
+        if queues[gateway].send((message, routed)).await.is_err() {
             break;
         }
     }
@@ -278,16 +282,48 @@ fn route(payload: &[u8]) -> Option<Route> {
     }
 }
 
-/// A request's lane, read without judging the request: anything unusual
-/// goes to the inbox lane, whose gateway answers it as `run` would.
-fn lane_key(message: &Message) -> Lane {
-    if let Some(Route {
-        session: Some(Value::String(name)),
-        ..
-    }) = route(&message.payload)
-    {
-        return Lane::Session(name);
+/// A request's lane, or why it is refused before `run`'s code sees it (an
+/// oversized message, a bad `session`, a `req` without one). Read once, by
+/// the intake; anything else unusual (not JSON, no session) goes to the
+/// inbox lane, whose gateway answers it as `run` would.
+type Routed = Result<Lane, (ErrorCode, String)>;
+
+fn routed(message: &Message) -> Routed {
+    if message.payload.len() > REQUEST_BYTES_MAX {
+        return Err((
+            ErrorCode::Malformed,
+            format!(
+                "the request is {} bytes; at most {REQUEST_BYTES_MAX} are accepted",
+                message.payload.len()
+            ),
+        ));
     }
+    match route(&message.payload) {
+        Some(Route {
+            session: Some(Value::String(name)),
+            ..
+        }) => match SessionName::new(&name) {
+            Ok(_) => Ok(Lane::Session(name)),
+            Err(why) => Err((ErrorCode::Malformed, why)),
+        },
+        Some(Route {
+            session: Some(_), ..
+        }) => Err((
+            ErrorCode::Malformed,
+            "field `session` must be a string".into(),
+        )),
+        Some(Route { req: Some(_), .. }) => Err((
+            ErrorCode::Malformed,
+            "a numbered request (`req`) needs `session` beside it: request numbers live in a \
+             named session"
+                .into(),
+        )),
+        _ => Ok(inbox_lane(message)),
+    }
+}
+
+/// The lane of a request without a session: its connection's inbox.
+fn inbox_lane(message: &Message) -> Lane {
     let inbox = message
         .reply
         .as_ref()
@@ -329,7 +365,7 @@ impl<'a> Gateway<'a> {
     /// everything in flight (the engine worked on them meanwhile). Returns
     /// once the intake closed this gateway's queue and everything taken in
     /// is answered, or the engine failed.
-    fn run(mut self, mut requests: mpsc::Receiver<Message>) {
+    fn run(mut self, mut requests: mpsc::Receiver<(Message, Routed)>) {
         loop {
             let in_flight = self.streams.values().any(|s| !s.replies.is_empty());
             let message = if in_flight {
@@ -345,7 +381,7 @@ impl<'a> Gateway<'a> {
                 }
             };
             let served = match message {
-                Some(message) => self.take(message),
+                Some((message, routed)) => self.take(message, routed),
                 None => self.answer_all(),
             };
             if let Err(e) = served {
@@ -357,7 +393,7 @@ impl<'a> Gateway<'a> {
     }
 
     /// Takes one request in, or answers it at once if it is not one.
-    fn take(&mut self, message: Message) -> Result<(), EngineError> {
+    fn take(&mut self, message: Message, routed: Routed) -> Result<(), EngineError> {
         let Some(reply) = message.reply.clone() else {
             let subject = Subject::from(self.shared.errors_subject.as_str());
             let refusal = refusal_json(
@@ -371,45 +407,9 @@ impl<'a> Gateway<'a> {
             self.refuse(subject, &refusal);
             return Ok(());
         };
-        if message.payload.len() > REQUEST_BYTES_MAX {
-            let refusal = refusal_json(
-                ErrorCode::Malformed,
-                format!(
-                    "the request is {} bytes; at most {REQUEST_BYTES_MAX} are accepted",
-                    message.payload.len()
-                ),
-            );
-            self.refuse(reply, &refusal);
-            return Ok(());
-        }
-        let lane = match route(&message.payload) {
-            Some(Route {
-                session: Some(Value::String(name)),
-                ..
-            }) => match SessionName::new(&name) {
-                Ok(_) => Lane::Session(name),
-                Err(why) => return self.refuse_ok(reply, ErrorCode::Malformed, why),
-            },
-            Some(Route {
-                session: Some(_), ..
-            }) => {
-                return self.refuse_ok(
-                    reply,
-                    ErrorCode::Malformed,
-                    "field `session` must be a string".into(),
-                )
-            }
-            Some(Route { req: Some(_), .. }) => {
-                return self.refuse_ok(
-                    reply,
-                    ErrorCode::Malformed,
-                    "a numbered request (`req`) needs `session` beside it: request numbers \
-                     live in a named session"
-                        .into(),
-                )
-            }
-            // Not JSON, or no session: `run`'s code answers as it would.
-            _ => lane_key(&message),
+        let lane = match routed {
+            Ok(lane) => lane,
+            Err((code, why)) => return self.refuse_ok(reply, code, why),
         };
         if !self.streams.contains_key(&lane) {
             let client = match &lane {
