@@ -921,10 +921,14 @@ fn serve(
     let config = ReplicationConfig::new(url, stream).replicas(replication.replicas);
     let builder = match durability {
         DurabilityArg::Replicated => durability_builder(journal_dir, durability, replication),
-        DurabilityArg::Journal(durability) if !replication.takeover => {
+        DurabilityArg::Journal(durability)
+            if !replication.takeover && !replication.auto_takeover =>
+        {
             Ok(Engine::builder().journal(journal_dir, durability))
         }
-        DurabilityArg::Journal(_) => Err("--takeover goes with --durability replicated".into()),
+        DurabilityArg::Journal(_) => {
+            Err("--takeover and --auto-takeover go with --durability replicated".into())
+        }
     };
     let builder = match builder {
         Ok(builder) => builder,

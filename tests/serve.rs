@@ -538,3 +538,22 @@ fn a_paused_leader_resumed_after_a_takeover_is_fenced_unsubscribes_and_exits() {
     });
     assert!(b.stop());
 }
+
+#[test]
+fn serve_refuses_auto_takeover_without_replicated_durability() {
+    // No server is needed: the flags are refused before any is asked (an
+    // engine that ignored --auto-takeover would lead without a lease).
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringledger"))
+        .args(["serve", "--nats", "nats://127.0.0.1:1", "--stream", "s"])
+        .args(["--durability", "async", "--auto-takeover", "--journal-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--auto-takeover go with --durability replicated"),
+        "{stderr}"
+    );
+}
