@@ -48,6 +48,12 @@ pub const LEASE_TTL_DEFAULT: Duration = Duration::from_secs(5);
 /// reasonable requests.
 pub const LEASE_TTL_MIN: Duration = Duration::from_millis(500);
 
+/// The longest lease accepted: a dead leader holds failover up for a whole
+/// lease, so a longer one is a mistake, not a choice (and one beyond
+/// JetStream's `max_age`, i64 nanoseconds, is refused by the server in a way
+/// that looks like an outage).
+pub const LEASE_TTL_MAX: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The key holding the leader's id.
 const LEASE_KEY: &str = "leader";
 
@@ -77,6 +83,13 @@ impl LeaseConfig {
         if self.ttl < LEASE_TTL_MIN {
             return Err(ReplicationError::Config(format!(
                 "a lease of {:?} is too short: use at least {LEASE_TTL_MIN:?}",
+                self.ttl
+            )));
+        }
+        if self.ttl > LEASE_TTL_MAX {
+            return Err(ReplicationError::Config(format!(
+                "a lease of {:?} is too long: use at most {LEASE_TTL_MAX:?} (a dead leader holds \
+                 failover up for a whole lease)",
                 self.ttl
             )));
         }
@@ -451,6 +464,28 @@ impl Keeper {
                 }
                 Err(_) => next = Instant::now(),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_ttl_out_of_range_is_refused_before_any_server_is_asked() {
+        for ms in [0, 1, 499, 86_400_001, 9_223_372_036_854_775_807, u64::MAX] {
+            let refused = LeaseConfig::new(Duration::from_millis(ms)).check();
+            assert!(
+                matches!(refused, Err(ReplicationError::Config(_))),
+                "{ms} ms: {refused:?}"
+            );
+        }
+        for ms in [500, 5_000, 86_400_000] {
+            assert!(
+                LeaseConfig::new(Duration::from_millis(ms)).check().is_ok(),
+                "{ms} ms"
+            );
         }
     }
 }
