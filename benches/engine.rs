@@ -14,6 +14,10 @@ use ringledger::journal::Durability;
 use ringledger::ring::WaitStrategy;
 use ringledger::{Engine, JournalThread, Request};
 
+/// As the `ringledger` binary: large allocations on huge pages.
+#[global_allocator]
+static ALLOCATOR: ringledger::HugePages = ringledger::HugePages;
+
 const ACCOUNTS: u64 = 10_000;
 const WINDOW: usize = 512;
 

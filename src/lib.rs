@@ -13,6 +13,7 @@ pub mod engine;
 pub mod external;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod huge_pages;
 pub mod journal;
 pub mod ledger;
 pub mod metrics;
@@ -28,6 +29,7 @@ pub mod simulator;
 pub mod storage;
 
 pub use engine::{Client, Engine, EngineBuilder, EngineError, EngineGauges, JournalThread};
+pub use huge_pages::HugePages;
 pub use ledger::{Applied, Ledger, LedgerConfig};
 pub use money::{Scale, Units};
 pub use outcome::{

@@ -1,10 +1,14 @@
-//! A counting allocator around the system one, installed as the global
+//! A counting allocator around the one the `ringledger` binary installs
+//! (the system allocator with huge pages for large allocations: see
+//! `ringledger::HugePages`), installed as the global
 //! allocator of the crate that includes this file (`#[path]`): the
 //! benches read the heap bytes in use (`benches/ledger.rs`,
 //! `benches/orderbook.rs`), `tests/order_allocations.rs` the number of
 //! allocations.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+use ringledger::HugePages as System;
 use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 
 /// Bytes allocated and not yet freed.
@@ -16,7 +20,7 @@ pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
 struct Counting;
 
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
+// SAFETY: forwards every call to the binary's allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         HEAP_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
