@@ -10,14 +10,16 @@
 //! Linux hands out transparent huge pages either always or only where the
 //! program asked for them (`madvise`, the usual default: see
 //! `/sys/kernel/mm/transparent_hugepage/enabled`). [`HugePages`] wraps the
-//! system allocator and, for every allocation of at least
-//! [`HUGE_ALLOCATION_MIN`] bytes, asks for huge pages over the 2 MiB-aligned
-//! part of it (`madvise(MADV_HUGEPAGE)`) before anything touches it, so its
-//! pages are huge from the first fault. Smaller allocations, and every
+//! system allocator and makes every allocation of at least
+//! [`HUGE_ALLOCATION_MIN`] bytes (one huge page) aligned to a huge page,
+//! asking for huge pages over it (`madvise(MADV_HUGEPAGE)`) before anything
+//! touches it, so its pages are huge from the first fault. Smaller allocations, and every
 //! other system, go to the system allocator unchanged. The cost: a
 //! large allocation's resident memory grows 2 MiB at a time, and where
 //! the kernel is set to defragment on demand (`defrag` = `madvise`) a first
-//! touch may wait for it to compact memory.
+//! touch may wait for it to compact memory; growing a large allocation
+//! always copies it (as the system allocator does for any alignment beyond
+//! `malloc`'s, such as the account lines' cache-line alignment).
 //!
 //! The `ringledger` binary and the benches install it as the global
 //! allocator; a program embedding the library chooses for itself:
@@ -34,12 +36,10 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
-/// Allocations at least this large are advised to use huge pages: twice a
-/// huge page, so that every one contains at least one whole aligned huge
-/// page wherever the system allocator places it.
-pub const HUGE_ALLOCATION_MIN: usize = 4 << 20;
+/// Allocations at least this large go on huge pages: one huge page.
+pub const HUGE_ALLOCATION_MIN: usize = HUGE_PAGE;
 
-/// The size of a transparent huge page on x86-64 and most aarch64 kernels.
+/// The size of a transparent huge page on x86-64 (and most aarch64 kernels).
 const HUGE_PAGE: usize = 2 << 20;
 
 /// The system allocator, with huge pages for large allocations (see the
@@ -48,66 +48,105 @@ const HUGE_PAGE: usize = 2 << 20;
 pub struct HugePages;
 
 impl HugePages {
+    /// The layout a large allocation is really made with: aligned to a huge
+    /// page, so that all of it but its tail sits on whole huge pages. The
+    /// same function of the caller's layout every time, so `dealloc` and
+    /// `realloc` hand the system allocator back the layout it allocated.
+    fn huge(layout: Layout) -> Option<Layout> {
+        if layout.size() < HUGE_ALLOCATION_MIN {
+            return None;
+        }
+        Layout::from_size_align(layout.size(), layout.align().max(HUGE_PAGE)).ok()
+    }
+
     /// Asks for huge pages over the whole aligned huge pages inside
     /// `[start, start + len)`. Advice only: a kernel without transparent
     /// huge pages, or set to `never`, refuses it and nothing changes.
     fn advise(start: *mut u8, len: usize) {
-        if len < HUGE_ALLOCATION_MIN || start.is_null() {
+        if start.is_null() {
             return;
         }
         let first = (start as usize).next_multiple_of(HUGE_PAGE);
-        let end = (start as usize + len) & !(HUGE_PAGE - 1);
+        let end = (start as usize).saturating_add(len) & !(HUGE_PAGE - 1);
         if end <= first {
             return;
         }
         #[cfg(target_os = "linux")]
         // SAFETY: `[first, end)` lies inside an allocation the system
-        // allocator just made (or grew) for us, so it is mapped memory of
-        // this process; MADV_HUGEPAGE changes only how its pages are backed,
-        // never their contents, and fails harmlessly (EINVAL) where huge
-        // pages are not supported.
+        // allocator just made for us and nothing has touched yet, so it is
+        // mapped memory of this process; MADV_HUGEPAGE changes only how its
+        // pages are backed, never their contents, and fails harmlessly
+        // (EINVAL) where huge pages are not supported.
         unsafe {
             libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
         }
     }
 }
 
-// SAFETY: every call goes to the system allocator with the caller's own
-// arguments, so its contract is the system allocator's; `advise` only adds
-// advice about pages the returned allocation owns.
+// SAFETY: small allocations go to the system allocator unchanged. A large
+// one is made by the system allocator with a stricter alignment (`huge`),
+// which satisfies the caller's, and is freed or reallocated with that same
+// layout, recomputed from the caller's; `advise` only adds advice about
+// pages the returned allocation owns.
 unsafe impl GlobalAlloc for HugePages {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as our caller's.
-        let ptr = unsafe { System.alloc(layout) };
-        Self::advise(ptr, layout.size());
+        let Some(huge) = Self::huge(layout) else {
+            // SAFETY: same contract as our caller's.
+            return unsafe { System.alloc(layout) };
+        };
+        // SAFETY: `huge` has the caller's non-zero size.
+        let ptr = unsafe { System.alloc(huge) };
+        Self::advise(ptr, huge.size());
         ptr
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if Self::huge(layout).is_none() {
+            // SAFETY: same contract as our caller's.
+            return unsafe { System.alloc_zeroed(layout) };
+        }
+        // Advised before the zeroing touches it, so its pages are huge.
         // SAFETY: same contract as our caller's.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        Self::advise(ptr, layout.size());
+        let ptr = unsafe { self.alloc(layout) };
+        if !ptr.is_null() {
+            // SAFETY: `ptr` holds `layout.size()` writable bytes.
+            unsafe { ptr.write_bytes(0, layout.size()) };
+        }
         ptr
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
+        // SAFETY: `ptr` was allocated by `alloc` with this layout, so by the
+        // system allocator with the layout `huge` gives (or this one).
+        unsafe { System.dealloc(ptr, Self::huge(layout).unwrap_or(layout)) }
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: same contract as our caller's.
-        let ptr = unsafe { System.realloc(ptr, layout, new_size) };
-        // A grown allocation may have moved, or gained pages the advice
-        // did not cover yet.
-        if new_size > layout.size() {
-            Self::advise(ptr, new_size);
+        // SAFETY: the caller guarantees `new_size`, rounded up to the
+        // alignment, does not overflow `isize`.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        if Self::huge(layout).is_none() && Self::huge(new_layout).is_none() {
+            // SAFETY: same contract as our caller's.
+            return unsafe { System.realloc(ptr, layout, new_size) };
         }
-        ptr
+        // To or from a huge layout: a new allocation (advised before the
+        // copy touches it) and a copy, as the system allocator itself does
+        // for any alignment beyond malloc's.
+        // SAFETY: `new_layout` has a non-zero size (the caller's contract).
+        let moved = unsafe { self.alloc(new_layout) };
+        if !moved.is_null() {
+            // SAFETY: both blocks hold at least the smaller size, and a
+            // fresh allocation never overlaps a live one.
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, moved, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        moved
     }
 }
 
@@ -176,19 +215,68 @@ mod tests {
         // SAFETY: allocated above with this layout.
         unsafe { HugePages.dealloc(ptr, layout) };
         let huge = huge.expect("/proc/self/smaps is readable");
-        // At least the 2 MiB-aligned interior but one page (memory may be
-        // too fragmented for a page or two on a busy machine).
+        // All of it but a page (memory may be too fragmented for one on a
+        // busy machine).
         assert!(
-            huge >= len - 3 * HUGE_PAGE,
+            huge >= len - HUGE_PAGE,
             "only {huge} of {len} bytes are on huge pages"
         );
     }
 
     #[test]
+    fn growing_and_shrinking_across_the_threshold_keeps_the_contents() {
+        let mut ptr = std::ptr::null_mut::<u8>();
+        let mut size = 0;
+        for new_size in [1000, 3 << 20, 9 << 20, 5 << 20, 100, 4 << 20] {
+            // SAFETY: allocated (or reallocated) here with `size` and
+            // alignment 8, and every write stays inside `new_size` bytes.
+            unsafe {
+                let layout = Layout::from_size_align(size, 8).unwrap();
+                ptr = if ptr.is_null() {
+                    HugePages.alloc(Layout::from_size_align(new_size, 8).unwrap())
+                } else {
+                    HugePages.realloc(ptr, layout, new_size)
+                };
+                assert!(!ptr.is_null());
+                assert_eq!(ptr as usize % 8, 0);
+                if new_size >= HUGE_ALLOCATION_MIN {
+                    assert_eq!(
+                        ptr as usize % HUGE_PAGE,
+                        0,
+                        "{new_size} bytes not on a huge page"
+                    );
+                }
+                for i in (0..size.min(new_size)).step_by(4093) {
+                    assert_eq!(
+                        *ptr.add(i),
+                        (i % 251) as u8,
+                        "byte {i} after {size} -> {new_size}"
+                    );
+                }
+                for i in (0..new_size).step_by(4093) {
+                    *ptr.add(i) = (i % 251) as u8;
+                }
+            }
+            size = new_size;
+        }
+        // SAFETY: allocated above with this size and alignment.
+        unsafe { HugePages.dealloc(ptr, Layout::from_size_align(size, 8).unwrap()) };
+        // SAFETY: a non-zero size; freed with the same layout.
+        unsafe {
+            let layout = Layout::from_size_align(8 << 20, 64).unwrap();
+            let zeroed = HugePages.alloc_zeroed(layout);
+            assert!((0..layout.size())
+                .step_by(4096)
+                .all(|i| *zeroed.add(i) == 0));
+            HugePages.dealloc(zeroed, layout);
+        }
+    }
+
+    #[test]
     fn small_and_unaligned_ranges_are_left_alone() {
-        // Nothing to advise: too small, or no whole aligned huge page.
+        // Nothing to advise: no address, or no whole aligned huge page.
         HugePages::advise(std::ptr::null_mut(), 64 << 20);
-        HugePages::advise(HUGE_PAGE as *mut u8, HUGE_ALLOCATION_MIN - 1);
+        HugePages::advise((HUGE_PAGE + 1) as *mut u8, HUGE_PAGE);
         let mut v: Vec<u8> = Vec::with_capacity(1024);
         v.push(1);
         HugePages::advise(v.as_mut_ptr(), v.capacity());
