@@ -73,14 +73,21 @@ fn a_second_writer_fences_the_first() {
     let dir_b = tempfile::tempdir().unwrap();
     let mut a = Leader::open(dir_a.path(), 7);
     let publisher_a = Publisher::start(&config, meta(), Some(dir_a.path()), 0, None, ()).unwrap();
-    let stored = a.publish_steps(&publisher_a, 10);
+    let mut frames = Vec::new();
+    for _ in 0..10 {
+        let last = a.step();
+        frames.push(a.writer.last_frame().to_vec());
+        publisher_a.publish(a.writer.last_frame(), last, ());
+    }
+    let stored = a.ledger.last_seq();
     publisher_a.wait_stored(stored, WAIT).unwrap();
 
-    // B has caught up with the same records (as a follower that takes over
-    // would have) and extends the stream.
+    // B has caught up with the same frames (as a follower that takes over
+    // would have: byte for byte, so its chain is A's) and extends the
+    // stream.
     let mut b = Leader::open(dir_b.path(), 7);
-    for _ in 0..10 {
-        b.step();
+    for frame in &frames {
+        b.step_as(frame);
     }
     assert_eq!(b.ledger.digest(), a.ledger.digest());
     let publisher_b =

@@ -118,6 +118,21 @@ impl Leader {
         self.ledger.last_seq()
     }
 
+    /// Journals and applies the next batch as another journal framed it
+    /// (`frame`, which must hold exactly that batch), byte for byte, as a
+    /// follower does: the chain then matches the other journal's even
+    /// where the frame's durable seq (timing-dependent with an async
+    /// journal) differs from what this writer would have written.
+    pub fn step_as(&mut self, frame: &[u8]) -> u64 {
+        let batch = self.workload.batch();
+        self.writer.append_frame(frame, &batch).unwrap();
+        let owed = &mut self.workload.owed;
+        self.ledger.apply_batch(&batch, |_, applied| {
+            owed.extend(applied.rebate);
+        });
+        self.ledger.last_seq()
+    }
+
     pub fn publish_steps(&mut self, publisher: &Publisher<()>, batches: usize) -> u64 {
         for _ in 0..batches {
             let last = self.step();
