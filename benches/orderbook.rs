@@ -3,7 +3,9 @@
 //! funded traders, and the mix 9% GTC places, 3% IOC places, 6% cancels,
 //! 82% moves (amends of price), from the same generator as `ringledger
 //! bench --scenario orderbook` (`ringledger::bench::BookFlow`). Reports the
-//! mix, and moves, GTC places and cancels alone, per request; and the heap
+//! mix (with its generator's cost, and without: `mix_ledger_only` applies
+//! recorded requests), and moves, GTC places and cancels alone, per
+//! request; and the heap
 //! bytes per resting order (a counting allocator around the system one).
 //!
 //! Run with `cargo bench --bench orderbook`; on a busy machine,
@@ -102,6 +104,9 @@ fn run(b: &mut Bench, count: u64, mut make: impl FnMut(&mut BookFlow) -> Op) -> 
     clock() - start
 }
 
+/// Requests of the mix recorded for `mix_ledger_only` (about 17 MiB).
+const MIX_RECORDED: usize = 1 << 18;
+
 /// Requests per timed chunk of the place and cancel benches.
 const CHUNK: u64 = 64;
 
@@ -187,6 +192,54 @@ fn orderbook(c: &mut Criterion) {
     g.bench_function("mix_9gtc_3ioc_6cancel_82move", |bench| {
         bench.iter_custom(|iters| run(&mut b, iters, BookFlow::next_op))
     });
+    // The same mix without the generator: its requests are recorded from
+    // the bench's state once (untimed), then applied again from that state
+    // (a clone of the Ledger) as often as criterion asks, starting over
+    // from a fresh clone whenever the recording runs out. The Ledger sees
+    // exactly the requests, and so does the same work, as above.
+    let start = b.ledger.clone();
+    let recorded: Vec<Stamped> = (0..MIX_RECORDED)
+        .map(|_| {
+            let op = b.flow.next_op();
+            b.seq += 1;
+            let stamped = Stamped::new(
+                Stamp {
+                    seq: b.seq,
+                    time_ms: 0,
+                    session: 0,
+                    req: 0,
+                },
+                op.request(ACME),
+            );
+            let outcome = b.ledger.apply(&stamped).outcome;
+            b.flow.answered(&op, op.rests_after(&outcome));
+            stamped
+        })
+        .collect();
+    let mut replaying = start.clone();
+    let mut next = 0;
+    g.bench_function("mix_ledger_only", |bench| {
+        bench.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                if next == recorded.len() {
+                    replaying = start.clone();
+                    next = 0;
+                }
+                let chunk = left.min(recorded.len() - next);
+                let began = clock();
+                for stamped in &recorded[next..next + chunk] {
+                    std::hint::black_box(replaying.apply(stamped));
+                }
+                timed += clock() - began;
+                next += chunk;
+                left -= chunk;
+            }
+            timed
+        })
+    });
+    drop((start, replaying, recorded));
     g.bench_function("move", |bench| {
         bench.iter_custom(|iters| run(&mut b, iters, |flow| flow.move_one(0)))
     });
