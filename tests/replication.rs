@@ -405,3 +405,80 @@ fn follow_to_end(config: &ReplicationConfig, dir: &Path) -> Ledger {
         .unwrap();
     follower.close().unwrap()
 }
+
+/// Waits for a barrier (every rebate owed credited and stored) on a thread
+/// of its own, so that a barrier that never returns fails the test instead
+/// of hanging it. True if it returned within `limit`.
+fn barrier_within(engine: &Engine, limit: Duration) -> bool {
+    let mut client = engine.client().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(client.barrier());
+    });
+    match done_rx.recv_timeout(limit) {
+        Ok(result) => {
+            result.unwrap();
+            true
+        }
+        // Left parked: the engine's shutdown wakes it.
+        Err(_) => false,
+    }
+}
+
+fn balance(client: &mut ringledger::Client, account: u64) -> i64 {
+    match client.call(Request::Balance { account }).unwrap() {
+        Ok(ringledger::Reply::Balance { balance, .. }) => balance,
+        other => panic!("expected a balance, got {other:?}"),
+    }
+}
+
+#[test]
+fn credits_refused_during_an_outage_settle_once_their_frame_is_stored() {
+    let mut cluster = Cluster::start(3);
+    let config = config(&cluster, "credits");
+    let dir = tempfile::tempdir().unwrap();
+    let engine = replicated_engine(&config, dir.path());
+    let mut client = engine.session("credits").unwrap();
+    client
+        .call_numbered(Request::OpenAccount { account: 1 }, 1)
+        .unwrap()
+        .unwrap();
+
+    // No quorum: the deposit is applied and journaled here, and answered
+    // `unavailable`; so is the frame of its rebate credit, applied a moment
+    // later.
+    cluster.kill(0);
+    cluster.kill(1);
+    let deposit = Request::Deposit {
+        account: 1,
+        amount: 10_000,
+    };
+    assert_eq!(
+        client.call_numbered(deposit, 2).unwrap(),
+        Err(Reject::Unavailable)
+    );
+    assert!(
+        !barrier_within(&engine, Duration::from_secs(5)),
+        "a credit counted as settled while the stream could not store it"
+    );
+
+    // A quorum again: both frames are published and stored. Nothing else
+    // is sent, so no later outcome settles the credit on its way.
+    cluster.restart(0);
+    cluster.restart(1);
+    cluster.wait_ready();
+    assert!(
+        barrier_within(&engine, Duration::from_secs(60)),
+        "the barrier never saw the credit of a frame stored after its refusal"
+    );
+    match client.call_numbered(deposit, 2).unwrap() {
+        Err(Reject::Duplicate { .. }) => {}
+        other => panic!("the retry of the stored deposit: {other:?}"),
+    }
+    assert_eq!(balance(&mut client, 1), 10_100);
+    drop(client);
+    let ledger = engine.shutdown().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let follower = follow_to(&config, follower_dir.path(), ledger.last_seq());
+    assert_eq!(follower.digest(), ledger.digest());
+}

@@ -4,6 +4,8 @@
 //! answered there, once JetStream acknowledged the frame, never before.
 //! Refused frames answer `unavailable` (no quorum: the frame is published
 //! when the stream is back) or `not_leader` (fenced: the engine stops).
+//! Rebate credits count as settled when their frame is stored, whether its
+//! outcomes were answered then or refused before.
 
 use std::sync::Arc;
 
@@ -35,9 +37,18 @@ struct Answering {
 
 impl Release for Answering {
     type Item = Group;
+    /// The running count of credits applied through the frame.
+    type Settles = u64;
 
-    fn stored(&mut self, (outcomes, credits): Group) {
+    fn settles(&(_, credits): &Group) -> u64 {
+        credits
+    }
+
+    fn settle(&mut self, credits: u64) {
         self.shared.publish_credits(credits);
+    }
+
+    fn stored(&mut self, (outcomes, _): Group) {
         self.responses.adopt_new_clients(&self.shared);
         for (client, outcome) in outcomes {
             self.responses.send(client, outcome);

@@ -67,10 +67,22 @@ pub enum Status {
 /// replication thread, in frame order.
 pub trait Release: Send + 'static {
     type Item: Send + 'static;
+    /// What a frame makes final once the stream stores it, whether its item
+    /// was released then or refused before (a frame refused while the stream
+    /// was unavailable is still published when it is back).
+    type Settles: Send + 'static;
+
+    /// What the frame of `item` settles, taken as the frame is handed over.
+    fn settles(item: &Self::Item) -> Self::Settles;
 
     fn stored(&mut self, item: Self::Item);
 
     fn refused(&mut self, item: Self::Item, why: &ReplicationError);
+
+    /// Every stored frame's [`Self::Settles`], in frame order, just before
+    /// its item's `stored` (if it was not refused before). Not called for a
+    /// frame stored by a run that no longer leads.
+    fn settle(&mut self, settles: Self::Settles);
 
     /// After a run of `stored`/`refused` calls, before the thread waits
     /// again (e.g. to wake the clients just answered).
@@ -80,16 +92,25 @@ pub trait Release: Send + 'static {
 /// For callers that only wait ([`Publisher::wait_stored`]).
 impl Release for () {
     type Item = ();
+    type Settles = ();
+
+    fn settles(_: &()) {}
 
     fn stored(&mut self, _: ()) {}
+
+    fn settle(&mut self, _: ()) {}
 
     fn refused(&mut self, _: (), _: &ReplicationError) {}
 }
 
-struct Outgoing<T> {
+struct Outgoing<R: Release> {
     frame: Bytes,
     last_seq: u64,
-    item: Option<T>,
+    /// None once released or refused (or for a frame read back from the
+    /// journal at start, which has none).
+    item: Option<R::Item>,
+    /// None for a frame read back from the journal at start.
+    settles: Option<R::Settles>,
 }
 
 struct Watch {
@@ -118,7 +139,7 @@ impl Watch {
 
 /// The leader's handle on its replication thread.
 pub struct Publisher<R: Release> {
-    frames: Option<mpsc::UnboundedSender<Outgoing<R::Item>>>,
+    frames: Option<mpsc::UnboundedSender<Outgoing<R>>>,
     watch: Arc<Watch>,
     thread: Option<JoinHandle<R>>,
 }
@@ -214,6 +235,7 @@ impl<R: Release> Publisher<R> {
             let _ = frames.send(Outgoing {
                 frame: Bytes::copy_from_slice(frame),
                 last_seq,
+                settles: Some(R::settles(&item)),
                 item: Some(item),
             });
         }
@@ -300,10 +322,10 @@ struct Leader<R: Release> {
     confirmed: u64,
     /// Frames not yet confirmed, oldest first; the first `sent` of them are
     /// in flight.
-    unconfirmed: VecDeque<Outgoing<R::Item>>,
+    unconfirmed: VecDeque<Outgoing<R>>,
     sent: usize,
     acks: FuturesOrdered<AckFuture>,
-    frames: mpsc::UnboundedReceiver<Outgoing<R::Item>>,
+    frames: mpsc::UnboundedReceiver<Outgoing<R>>,
     frames_open: bool,
     release: R,
     watch: Arc<Watch>,
@@ -314,7 +336,7 @@ impl<R: Release> Leader<R> {
         config: ReplicationConfig,
         meta: Meta,
         resume: Resume<'_>,
-        frames: mpsc::UnboundedReceiver<Outgoing<R::Item>>,
+        frames: mpsc::UnboundedReceiver<Outgoing<R>>,
         release: R,
         watch: Arc<Watch>,
     ) -> Result<Leader<R>, (ReplicationError, R)> {
@@ -431,6 +453,7 @@ impl<R: Release> Leader<R> {
                 frame: Bytes::from(frame.bytes),
                 last_seq: frame.last_seq,
                 item: None,
+                settles: None,
             });
         }
         while !self.unconfirmed.is_empty() {
@@ -457,7 +480,7 @@ impl<R: Release> Leader<R> {
                 self.refuse_all_fenced();
                 // Fenced for good: refuse what still arrives, then stop.
                 while let Some(outgoing) = self.frames.recv().await {
-                    self.refuse(outgoing, true);
+                    self.refuse(outgoing);
                     self.release.flush();
                 }
                 return self.release;
@@ -582,22 +605,19 @@ impl<R: Release> Leader<R> {
         self.sent = self.sent.saturating_sub(1);
         self.confirmed = stream_seq;
         self.watch.stored(outgoing.last_seq);
+        // Fail closed: stored, but acknowledged (or settled) only under a
+        // lease that still holds (a standby may lead once it expired). The
+        // item is refused instead; a retry with the same req finds it
+        // applied.
+        if !self.lease_holds() {
+            self.refuse(outgoing);
+            return;
+        }
+        if let Some(settles) = outgoing.settles {
+            self.release.settle(settles);
+        }
         if let Some(item) = outgoing.item {
-            // Fail closed: stored, but acknowledged only under a lease that
-            // still holds (a standby may lead once it expired). The item is
-            // refused instead; a retry with the same req finds it applied.
-            if self.lease_holds() {
-                self.release.stored(item);
-            } else {
-                self.refuse(
-                    Outgoing {
-                        frame: Bytes::new(),
-                        last_seq: outgoing.last_seq,
-                        item: Some(item),
-                    },
-                    false,
-                );
-            }
+            self.release.stored(item);
         }
     }
 
@@ -703,12 +723,14 @@ impl<R: Release> Leader<R> {
 
     fn refuse_all_fenced(&mut self) {
         for outgoing in std::mem::take(&mut self.unconfirmed) {
-            self.refuse(outgoing, false);
+            self.refuse(outgoing);
         }
         self.release.flush();
     }
 
-    fn refuse(&mut self, outgoing: Outgoing<R::Item>, flush: bool) {
+    /// Refuses a frame's item (`NotLeader`); the frame is dropped, never
+    /// settled.
+    fn refuse(&mut self, outgoing: Outgoing<R>) {
         if let Some(item) = outgoing.item {
             let why = match &*self.watch.status.lock() {
                 Status::Fenced(why) => why.clone(),
@@ -716,9 +738,6 @@ impl<R: Release> Leader<R> {
             };
             self.release
                 .refused(item, &ReplicationError::NotLeader(why));
-        }
-        if flush {
-            self.release.flush();
         }
     }
 }
