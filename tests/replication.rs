@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ringledger::journal::{self, Durability};
-use ringledger::replication::{Publisher, ReplicationConfig, ReplicationError, Status};
+use ringledger::replication::{Publisher, Release, ReplicationConfig, ReplicationError, Status};
 use ringledger::{Engine, EngineError, Ledger, LedgerConfig, Outcome, Reject, Request};
 use support::leader::{follow_to, meta, Leader, Workload, WAIT};
 use support::nats::Cluster;
@@ -209,6 +209,80 @@ fn follow_command_applies_the_stream_and_stops_cleanly_on_sigterm() {
         stderr.contains(&format!("stopped at seq {end}")) && stderr.contains(&digest),
         "expected seq {end} and {digest} in:\n{stderr}"
     );
+}
+
+/// What a publisher did with each item, in order.
+#[derive(Clone, Default)]
+struct Log(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Log {
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Release for Log {
+    type Item = u64;
+    type Settles = u64;
+
+    fn settles(item: &u64) -> u64 {
+        *item
+    }
+
+    fn settle(&mut self, item: u64) {
+        self.0.lock().unwrap().push(format!("settled {item}"));
+    }
+
+    fn stored(&mut self, item: u64) {
+        self.0.lock().unwrap().push(format!("stored {item}"));
+    }
+
+    fn refused(&mut self, item: u64, why: &ReplicationError) {
+        let why = match why {
+            ReplicationError::Unavailable(why) if why.contains("backlog is full") => "backlog",
+            _ => "other",
+        };
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("refused {item}: {why}"));
+    }
+}
+
+#[test]
+fn items_passed_without_a_frame_are_refused_after_every_item_handed_before_them() {
+    let cluster = Cluster::start(3);
+    let config = config(&cluster, "pass");
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = Leader::open(dir.path(), 17);
+    let log = Log::default();
+    let publisher =
+        Publisher::start(&config, meta(), Some(dir.path()), 0, None, log.clone()).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..100 {
+        let last = leader.step();
+        publisher.publish(leader.writer.last_frame(), last, 2 * i);
+        publisher.pass(2 * i + 1);
+        expected.extend([
+            format!("settled {}", 2 * i),
+            format!("stored {}", 2 * i),
+            format!("refused {}: backlog", 2 * i + 1),
+        ]);
+    }
+    publisher
+        .wait_stored(leader.ledger.last_seq(), WAIT)
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while log.lines().len() < expected.len() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(log.lines(), expected);
+    drop(publisher);
+
+    // Nothing but frames reached the stream.
+    let follower_dir = tempfile::tempdir().unwrap();
+    let follower = follow_to(&config, follower_dir.path(), leader.ledger.last_seq());
+    assert_eq!(follower.digest(), leader.ledger.digest());
 }
 
 fn replicated_engine(config: &ReplicationConfig, dir: &Path) -> Engine {
@@ -478,6 +552,107 @@ fn credits_refused_during_an_outage_settle_once_their_frame_is_stored() {
     assert_eq!(balance(&mut client, 1), 10_100);
     drop(client);
     let ledger = engine.shutdown().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let follower = follow_to(&config, follower_dir.path(), ledger.last_seq());
+    assert_eq!(follower.digest(), ledger.digest());
+}
+
+#[test]
+fn a_long_outage_sheds_requests_past_the_backlog_bound_and_retries_apply_once() {
+    const BOUND: u64 = 2_000;
+    const BATCH_MAX: u64 = 256;
+    const REBATES_OWED_MAX: u64 = 256;
+    const DEPOSITS: u64 = 3 * BOUND;
+    const WINDOW: u64 = 1_000;
+    let mut cluster = Cluster::start(3);
+    let config = config(&cluster, "backlog");
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::builder()
+        .journal(dir.path(), Durability::Async)
+        .replicated(config.clone())
+        .replication_backlog_max(BOUND as usize)
+        .batch_max(BATCH_MAX as usize)
+        .rebate_backlog_max(REBATES_OWED_MAX as usize)
+        .start()
+        .unwrap();
+    let gauges = engine.gauges();
+    let mut client = engine.session("backlog").unwrap();
+    client
+        .call_numbered(Request::OpenAccount { account: 1 }, 1)
+        .unwrap()
+        .unwrap();
+    let deposit = Request::Deposit {
+        account: 1,
+        amount: 100,
+    };
+
+    // No quorum for the whole flood: every deposit is answered
+    // `unavailable` (the first ones applied and waiting in the backlog,
+    // the rest shed), each within the stream's timeouts.
+    cluster.kill(0);
+    cluster.kill(1);
+    let reqs = 2..2 + DEPOSITS;
+    for window in reqs.clone().collect::<Vec<_>>().chunks(WINDOW as usize) {
+        for &req in window {
+            client.send_numbered(deposit, req).unwrap();
+        }
+        for &req in window {
+            let outcome = client
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap()
+                .unwrap_or_else(|| panic!("deposit {req} was not answered within 30 s"));
+            assert_eq!(outcome, Err(Reject::Unavailable), "deposit {req}");
+        }
+        // The backlog holds at most the bound, the batch that crossed it
+        // and the credits of the rebates owed then.
+        let peak = gauges.replication_backlog_peak();
+        assert!(
+            peak <= BOUND + BATCH_MAX + REBATES_OWED_MAX,
+            "{peak} records waited for the stream (bound {BOUND})"
+        );
+    }
+    assert!(
+        gauges.replication_backlog() >= BOUND,
+        "the flood never filled the backlog: {} records",
+        gauges.replication_backlog()
+    );
+
+    // A quorum again: every request resent with its number is applied
+    // exactly once (a duplicate if it was applied during the outage).
+    cluster.restart(0);
+    cluster.restart(1);
+    cluster.wait_ready();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    for req in reqs {
+        loop {
+            match client.call_numbered(deposit, req).unwrap() {
+                Ok(_) => break,
+                Err(Reject::Duplicate { original, .. }) => {
+                    // `original` is forgotten beyond the session's window.
+                    assert!(original.is_none_or(|o| o.as_str() == "ok"), "{original:?}");
+                    break;
+                }
+                Err(Reject::Unavailable) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "deposit {req} never acknowledged"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(other) => panic!("deposit {req}: {other:?}"),
+            }
+        }
+    }
+    assert!(
+        barrier_within(&engine, Duration::from_secs(60)),
+        "the rebates were never settled"
+    );
+    // 1.00 each, and its rebate of 0.01, once.
+    assert_eq!(balance(&mut client, 1), 101 * DEPOSITS as i64);
+    assert_eq!(gauges.replication_backlog(), 0);
+    drop(client);
+    let ledger = engine.shutdown().unwrap();
+    assert_eq!(ledger.pending_rebates_len(), 0);
     let follower_dir = tempfile::tempdir().unwrap();
     let follower = follow_to(&config, follower_dir.path(), ledger.last_seq());
     assert_eq!(follower.digest(), ledger.digest());

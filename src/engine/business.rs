@@ -10,6 +10,13 @@
 //! batch takes at most as many gateway requests as the backlog has room for
 //! (any of them may be a deposit). At the limit it takes none, and waits for
 //! credits while the gateways' requests wait in the ring.
+//!
+//! Shedding: while the stages downstream say they cannot keep up (the
+//! replication backlog is full, see `Stage::shedding`), a batch still
+//! drains gateway requests but answers each `unavailable` without applying
+//! or journaling it: its number stays unused, so a retry later is applied
+//! exactly once. Rebate credits are applied and journaled as usual. The
+//! answers go downstream like any other, after the earlier ones.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,7 +30,7 @@ use super::stages::Stage;
 use super::{Clock, EngineError, Envelope, PanicGuard, Shared};
 use crate::journal;
 use crate::ledger::Ledger;
-use crate::outcome::{Outcome, Reply};
+use crate::outcome::{Outcome, Reject, Reply};
 use crate::rebate::RebateJob;
 use crate::request::{Request, Stamp, Stamped};
 use crate::ring::Consumer;
@@ -99,13 +106,19 @@ impl Business {
                 break;
             }
             envelopes.clear();
+            let shedding = self.downstream.shedding();
             // Credits first: each one shrinks the backlog, making room for
             // gateway requests in this same batch.
             let credits = self
                 .credits
                 .drain(self.batch_max, |envelope| envelopes.push(envelope));
             let backlog = dispatched - answered - credits as u64;
-            let room = self.rebate_backlog_max.saturating_sub(backlog);
+            // Shed requests owe no rebate: no room needed for them.
+            let room = if shedding {
+                u64::MAX
+            } else {
+                self.rebate_backlog_max.saturating_sub(backlog)
+            };
             let take = (self.batch_max - credits).min(room.try_into().unwrap_or(usize::MAX));
             let drained = credits
                 + if take > 0 {
@@ -165,7 +178,9 @@ impl Business {
             }
             time_ms = time_ms.max(self.clock.now_ms());
             let first = inputs.len();
-            inputs.extend(envelopes.iter().map(|e| {
+            // Shedding: only the credits are applied.
+            let applied = if shedding { credits } else { drained };
+            inputs.extend(envelopes[..applied].iter().map(|e| {
                 seq += 1;
                 Stamped::new(
                     Stamp {
@@ -210,6 +225,11 @@ impl Business {
                 held.push((envelope.client, applied.outcome));
             });
             event_buffers.hand_over(ledger, &mut held[first_held..]);
+            held.extend(
+                envelopes[applied..]
+                    .iter()
+                    .map(|e| (e.client, Err(Reject::Unavailable))),
+            );
             if dispatched - answered > backlog_peak {
                 backlog_peak = dispatched - answered;
                 shared
@@ -222,8 +242,8 @@ impl Business {
             // (no system call), cheaper than holding the outcomes. Inline
             // sync writes wait for an fdatasync each, so there inputs gather
             // until the ring runs dry (plus a linger) or a batch's worth is
-            // held.
-            if (group_every_batch || inputs.len() >= self.batch_max)
+            // held (inputs, or outcomes: shed requests have no input).
+            if (group_every_batch || inputs.len() >= self.batch_max || held.len() >= self.batch_max)
                 && !self
                     .downstream
                     .take(&shared, &mut inputs, &mut held, answered)

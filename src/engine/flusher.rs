@@ -133,14 +133,18 @@ impl Flusher {
         outcomes: &mut Vec<(u32, Outcome)>,
         credits_applied: u64,
     ) {
-        let Some(last) = inputs.last().map(|s| s.stamp.seq) else {
+        if inputs.is_empty() && outcomes.is_empty() {
             return;
-        };
+        }
+        if let Some(last) = inputs.last() {
+            self.sent = last.stamp.seq;
+        }
+        // Outcomes with no inputs (answered without being applied) go too:
+        // their answers follow the ones sent before them.
         let mut group = self.recycled.try_recv().unwrap_or_default();
         std::mem::swap(&mut group.inputs, inputs);
         std::mem::swap(&mut group.outcomes, outcomes);
         group.credits_applied = credits_applied;
-        self.sent = last;
         if let Some(groups) = &self.groups {
             // A send fails only if the flusher stopped on an error, which
             // `failed` reports.

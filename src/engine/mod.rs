@@ -133,6 +133,27 @@ impl EngineGauges {
         let dispatched = self.shared.rebates_dispatched.load(Ordering::Acquire);
         dispatched.saturating_sub(answered)
     }
+
+    /// Journal records handed to the replication thread that the stream has
+    /// not stored yet (0 without replication); see
+    /// [`EngineBuilder::replication_backlog_max`].
+    #[cfg(feature = "nats")]
+    pub fn replication_backlog(&self) -> u64 {
+        self.shared
+            .replication_backlog
+            .get()
+            .map_or(0, crate::replication::Backlog::records)
+    }
+
+    /// The most records [`Self::replication_backlog`] has held, as seen
+    /// each time a frame was handed over.
+    #[cfg(feature = "nats")]
+    pub fn replication_backlog_peak(&self) -> u64 {
+        self.shared
+            .replication_backlog
+            .get()
+            .map_or(0, crate::replication::Backlog::peak_records)
+    }
 }
 
 /// What gateways put in the ring: a request plus who sent it under which number.
@@ -189,6 +210,9 @@ struct Shared {
     failed: AtomicBool,
     /// The rebate thread, set as it starts, for `hurry_rebates`.
     rebater: OnceLock<std::thread::Thread>,
+    /// The replication backlog, set as replication starts (for gauges).
+    #[cfg(feature = "nats")]
+    replication_backlog: OnceLock<crate::replication::Backlog>,
 }
 
 /// Which [`EngineError`] a failed engine answers with.
@@ -334,6 +358,8 @@ pub struct EngineBuilder {
     takeover: bool,
     #[cfg(feature = "nats")]
     auto_takeover: Option<crate::replication::LeaseConfig>,
+    #[cfg(feature = "nats")]
+    replication_backlog_max: usize,
 }
 
 impl Default for EngineBuilder {
@@ -364,6 +390,8 @@ impl Default for EngineBuilder {
             takeover: false,
             #[cfg(feature = "nats")]
             auto_takeover: None,
+            #[cfg(feature = "nats")]
+            replication_backlog_max: REPLICATION_BACKLOG_MAX_DEFAULT,
         }
     }
 }
@@ -542,6 +570,24 @@ impl EngineBuilder {
         self
     }
 
+    /// With [`Self::replicated`]: most journal records handed to the
+    /// replication thread and not yet stored by the stream (default
+    /// [`REPLICATION_BACKLOG_MAX_DEFAULT`]). They wait in memory while the
+    /// stream has no quorum (their requests are answered `unavailable`, and
+    /// published once it is back). Past the bound the engine sheds load: it
+    /// answers every gateway request `unavailable` at once, without applying
+    /// or journaling it (a retry later with the same `req` is applied once);
+    /// rebate credits are still applied, so the backlog may pass the bound
+    /// by one batch and the credits owed then (at most
+    /// [`Self::rebate_backlog_max`]). Shedding stops once the backlog is
+    /// down to half the bound. Checking costs the business thread one
+    /// atomic load per batch.
+    #[cfg(feature = "nats")]
+    pub fn replication_backlog_max(mut self, records: usize) -> Self {
+        self.replication_backlog_max = records;
+        self
+    }
+
     /// With [`Self::replicated`]: automatic promotion under a leader lease
     /// in JetStream's key-value store (see [`crate::replication::lease`]).
     /// [`Self::start`] first stands by: it follows the stream into this
@@ -569,6 +615,14 @@ impl EngineBuilder {
         if self.rebate_backlog_max == 0 {
             return Err(EngineError::Config(
                 "rebate_backlog_max must be at least 1: every deposit owes a rebate".into(),
+            ));
+        }
+        #[cfg(feature = "nats")]
+        if self.replication_backlog_max == 0 {
+            return Err(EngineError::Config(
+                "replication_backlog_max must be at least 1: every frame waits for the stream \
+                 until it is stored"
+                    .into(),
             ));
         }
         #[cfg(feature = "nats")]
@@ -706,6 +760,8 @@ impl EngineBuilder {
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
             rebater: OnceLock::new(),
+            #[cfg(feature = "nats")]
+            replication_backlog: OnceLock::new(),
         });
         let waker = consumer.waker();
         let downstream: Box<dyn stages::Stage> = match journal {
@@ -729,6 +785,7 @@ impl EngineBuilder {
                             &dir,
                             ledger.last_seq(),
                             takeover.take(),
+                            self.replication_backlog_max as u64,
                             Arc::clone(&shared),
                         )?;
                         Box::new(stages::Journal::new(dir, writer, replicate))
@@ -786,6 +843,12 @@ const BUSINESS_SPIN_BUDGET: Duration = Duration::from_micros(30);
 /// Default of [`EngineBuilder::rebate_backlog_max`]: a few milliseconds of
 /// deposits at full speed, about 2 MB of queued jobs.
 pub const REBATE_BACKLOG_MAX_DEFAULT: usize = 1 << 16;
+
+/// Default of [`EngineBuilder::replication_backlog_max`]: 1,048,576 journal
+/// records waiting for the stream, about 40 to 90 MB of frames (a record
+/// is 36 to 86 bytes of bincode, plus a 64-byte header per frame of up to
+/// `batch_max` records).
+pub const REPLICATION_BACKLOG_MAX_DEFAULT: usize = 1 << 20;
 
 /// Snapshots kept by default: the newest and the previous one.
 pub const SNAPSHOTS_KEPT_DEFAULT: usize = 2;

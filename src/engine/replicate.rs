@@ -6,6 +6,14 @@
 //! when the stream is back) or `not_leader` (fenced: the engine stops).
 //! Rebate credits count as settled when their frame is stored, whether its
 //! outcomes were answered then or refused before.
+//!
+//! The frames waiting for the stream (the replication backlog) are bounded:
+//! once more than `backlog_max` records wait, [`Replicate::shedding`] tells
+//! the business thread to answer gateway requests `unavailable` without
+//! applying or journaling them, until the backlog falls to half the bound.
+//! Those answers take the same road as the others
+//! ([`Publisher::pass`]), so each client hears them after the answers to
+//! its earlier requests.
 
 use std::sync::Arc;
 
@@ -76,6 +84,11 @@ impl Release for Answering {
 
 pub(super) struct Replicate {
     publisher: Option<Publisher<Answering>>,
+    /// The last journal seq handed to the publisher.
+    handed_seq: u64,
+    /// Most records the backlog may hold before requests are shed.
+    backlog_max: u64,
+    shedding: bool,
 }
 
 impl Replicate {
@@ -87,6 +100,7 @@ impl Replicate {
         dir: &std::path::Path,
         last_seq: u64,
         takeover: Option<Takeover>,
+        backlog_max: u64,
         shared: Arc<Shared>,
     ) -> Result<Replicate, EngineError> {
         // A lost lease stops the engine even while nothing is in flight.
@@ -95,7 +109,7 @@ impl Replicate {
             lease.on_lost(move |why| shared.fail_fenced(why));
         }
         let answering = Answering {
-            shared,
+            shared: Arc::clone(&shared),
             responses: Responses::new(),
         };
         let publisher = Publisher::start(config, meta, Some(dir), last_seq, takeover, answering)
@@ -104,8 +118,12 @@ impl Replicate {
                 ReplicationError::Unavailable(_) => EngineError::Unavailable(e.to_string()),
                 e => EngineError::Config(e.to_string()),
             })?;
+        let _ = shared.replication_backlog.set(publisher.backlog());
         Ok(Replicate {
             publisher: Some(publisher),
+            handed_seq: last_seq,
+            backlog_max,
+            shedding: false,
         })
     }
 }
@@ -121,7 +139,28 @@ impl AfterJournal for Replicate {
     ) {
         if let Some(publisher) = &self.publisher {
             publisher.publish(frame, last_seq, (std::mem::take(held), credits_applied));
+            self.handed_seq = last_seq;
         }
+    }
+
+    fn passed(&mut self, _: &Shared, held: &mut Vec<(u32, Outcome)>, credits_applied: u64) {
+        if let Some(publisher) = &self.publisher {
+            publisher.pass((std::mem::take(held), credits_applied));
+        }
+    }
+
+    /// One atomic load: the records the stream stored so far.
+    fn shedding(&mut self) -> bool {
+        let Some(publisher) = &self.publisher else {
+            return false;
+        };
+        let backlog = self.handed_seq.saturating_sub(publisher.stored_seq());
+        self.shedding = if self.shedding {
+            backlog > self.backlog_max / 2
+        } else {
+            backlog > self.backlog_max
+        };
+        self.shedding
     }
 
     fn finish(&mut self) {

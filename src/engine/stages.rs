@@ -14,6 +14,11 @@
 //! Whoever answers also counts the rebate credits as settled (barriers wait
 //! for that): a credit is settled exactly when an acknowledged request would
 //! be, in every mode.
+//!
+//! A group may hold outcomes and no inputs: requests answered without being
+//! applied (shed while the replication backlog is full, see
+//! [`Stage::shedding`]). Such outcomes still go down the chain, with no
+//! frame, so that each client gets its answers in the order it sent.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -28,9 +33,10 @@ use crate::request::Stamped;
 /// The first stage after the business thread.
 pub(super) trait Stage: Send {
     /// Takes an applied group, leaving `inputs` and `held` empty (capacity
-    /// kept where it can). `credits_applied`: the running count of rebate
-    /// credits applied through this group. False if the engine must stop
-    /// (the failure is recorded in `shared`); nothing held is released then.
+    /// kept where it can); either may be empty. `credits_applied`: the
+    /// running count of rebate credits applied through this group. False if
+    /// the engine must stop (the failure is recorded in `shared`); nothing
+    /// held is released then.
     fn take(
         &mut self,
         shared: &Shared,
@@ -42,6 +48,15 @@ pub(super) trait Stage: Send {
     /// Whether groups should gather across batches until the ring runs dry
     /// (each take waits for an fdatasync on the business thread).
     fn gathers(&self) -> bool {
+        false
+    }
+
+    /// Whether the business thread should answer gateway requests
+    /// `unavailable` now without applying them (rebate credits are still
+    /// applied), because the stages after it cannot keep up and what they
+    /// hold would grow without bound. Asked once per batch: it costs an
+    /// atomic load or two at most.
+    fn shedding(&mut self) -> bool {
         false
     }
 
@@ -67,6 +82,15 @@ pub(super) trait AfterJournal: Send {
         held: &mut Vec<(u32, Outcome)>,
         credits_applied: u64,
     );
+
+    /// Outcomes with nothing journaled for them, after everything handed
+    /// before them.
+    fn passed(&mut self, shared: &Shared, held: &mut Vec<(u32, Outcome)>, credits_applied: u64);
+
+    /// See [`Stage::shedding`].
+    fn shedding(&mut self) -> bool {
+        false
+    }
 
     /// Lets this stage finish what it was given.
     fn finish(&mut self) {}
@@ -127,6 +151,10 @@ impl AfterJournal for Answer {
     ) {
         self.release(shared, held, credits_applied);
     }
+
+    fn passed(&mut self, shared: &Shared, held: &mut Vec<(u32, Outcome)>, credits_applied: u64) {
+        self.release(shared, held, credits_applied);
+    }
 }
 
 /// The journal, written on the business thread: one frame per group (async:
@@ -157,6 +185,10 @@ impl<Next: AfterJournal> Stage for Journal<Next> {
         credits_applied: u64,
     ) -> bool {
         let Some(last_seq) = inputs.last().map(|s| s.stamp.seq) else {
+            // Nothing to journal (never an empty frame), maybe outcomes.
+            if !held.is_empty() {
+                self.next.passed(shared, held, credits_applied);
+            }
             return true;
         };
         if let Err(e) = self.writer.commit(inputs) {
@@ -181,6 +213,10 @@ impl<Next: AfterJournal> Stage for Journal<Next> {
 
     fn gathers(&self) -> bool {
         self.writer.durability() == Durability::Sync
+    }
+
+    fn shedding(&mut self) -> bool {
+        self.next.shedding()
     }
 
     fn sync(&mut self, shared: &Shared) -> Result<Option<(PathBuf, ChainHead)>, ()> {

@@ -455,3 +455,94 @@ fn a_barrier_in_sync_mode_returns_only_once_the_credits_are_fdatasynced() {
         engine.shutdown().unwrap();
     }
 }
+
+/// A frame's last seq (None: passed with no frame) and its outcomes.
+type HandedGroup = (Option<u64>, Vec<(u32, Outcome)>);
+
+/// What the journal stage hands on.
+#[derive(Clone, Default)]
+struct Handed(Arc<Mutex<Vec<HandedGroup>>>);
+
+impl stages::AfterJournal for Handed {
+    fn journaled(
+        &mut self,
+        _: &Shared,
+        frame: &[u8],
+        last_seq: u64,
+        held: &mut Vec<(u32, Outcome)>,
+        _: u64,
+    ) {
+        assert!(!frame.is_empty());
+        self.0
+            .lock()
+            .unwrap()
+            .push((Some(last_seq), std::mem::take(held)));
+    }
+
+    fn passed(&mut self, _: &Shared, held: &mut Vec<(u32, Outcome)>, _: u64) {
+        self.0.lock().unwrap().push((None, std::mem::take(held)));
+    }
+}
+
+#[test]
+fn the_journal_stage_hands_on_outcomes_without_inputs_and_writes_no_frame_for_them() {
+    use stages::Stage;
+
+    let engine = Engine::builder().start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let writer = JournalWriter::open(
+        dir.path(),
+        JournalConfig {
+            durability: Durability::Async,
+            segment_bytes: journal::SEGMENT_BYTES_DEFAULT,
+        },
+    )
+    .unwrap();
+    let handed = Handed::default();
+    let mut stage = stages::Journal::new(dir.path().to_path_buf(), writer, handed.clone());
+    let stamped = |seq| {
+        crate::request::Stamped::new(
+            crate::request::Stamp {
+                seq,
+                time_ms: 0,
+                session: 0,
+                req: 0,
+            },
+            Request::OpenAccount { account: seq },
+        )
+    };
+    let shed: Outcome = Err(crate::Reject::Unavailable);
+    let applied: Outcome = Ok(Reply::Done);
+
+    let mut inputs = vec![stamped(1)];
+    let mut held = vec![(0, applied.clone())];
+    assert!(stage.take(&engine.shared, &mut inputs, &mut held, 0));
+    // Shed requests: outcomes and nothing to journal.
+    let mut held = vec![(0, shed.clone()), (1, shed.clone())];
+    assert!(stage.take(&engine.shared, &mut inputs, &mut held, 0));
+    assert!(held.is_empty(), "outcomes were left behind: {held:?}");
+    // Nothing at all: nothing handed on.
+    assert!(stage.take(&engine.shared, &mut inputs, &mut held, 0));
+
+    let (_, writer) = Box::new(stage).finish().unwrap();
+    assert_eq!(writer.chain_head().seq, 1, "no frame for outcomes alone");
+    assert_eq!(
+        *handed.0.lock().unwrap(),
+        vec![
+            (Some(1), vec![(0, applied)]),
+            (None, vec![(0, shed.clone()), (1, shed)]),
+        ]
+    );
+    drop(writer);
+    engine.shutdown().unwrap();
+}
+
+#[cfg(feature = "nats")]
+#[test]
+fn a_replication_backlog_bound_of_zero_is_refused() {
+    match Engine::builder().replication_backlog_max(0).start() {
+        Err(EngineError::Config(why)) => assert!(why.contains("replication_backlog_max"), "{why}"),
+        Err(e) => panic!("expected a configuration error, got {e}"),
+        Ok(_) => panic!("a bound of 0 records was accepted"),
+    }
+}

@@ -48,7 +48,7 @@ use async_nats::ServerAddr;
 
 pub use self::follower::{stand_by, take_over, FollowProgress, Follower, Takeover};
 pub use self::lease::{Lease, LeaseConfig};
-pub use self::publisher::{Publisher, Release, Status};
+pub use self::publisher::{Backlog, Publisher, Release, Status};
 use crate::journal::{JournalError, Meta};
 
 /// Replicas of a stream unless `--replicas` says otherwise: one, for the

@@ -14,6 +14,12 @@
 //! otherwise the unconfirmed frames are published again. While the stream
 //! cannot be read, items are refused `Unavailable` and their frames wait to
 //! be published when it comes back: the local journal already holds them.
+//!
+//! Those waiting frames are the leader's replication backlog (journal
+//! records handed over and not yet stored, see [`Backlog`]). It lives in
+//! memory, so the thread handing frames over bounds it: past its bound it
+//! stops handing frames and hands items alone ([`Publisher::pass`]), which
+//! are refused in their turn, after every item handed before them.
 
 use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
@@ -64,7 +70,7 @@ pub enum Status {
 
 /// What happens to each frame's item: released once its frame is stored, or
 /// refused with the reason it could not be confirmed. Runs on the
-/// replication thread, in frame order.
+/// replication thread, in the order items were handed over.
 pub trait Release: Send + 'static {
     type Item: Send + 'static;
     /// What a frame makes final once the stream stores it, whether its item
@@ -111,6 +117,16 @@ struct Outgoing<R: Release> {
     item: Option<R::Item>,
     /// None for a frame read back from the journal at start.
     settles: Option<R::Settles>,
+    /// Items handed over after this frame and before the next one, with no
+    /// frame of their own: refused right after this frame's item is released.
+    passes: Vec<R::Item>,
+}
+
+/// What the thread handing frames over sends the replication thread.
+enum Handed<R: Release> {
+    Frame(Outgoing<R>),
+    /// An item with no frame (see [`Publisher::pass`]).
+    Pass(R::Item),
 }
 
 struct Watch {
@@ -118,6 +134,11 @@ struct Watch {
     changed: Condvar,
     /// The last journal seq the stream is known to store.
     stored_seq: AtomicU64,
+    /// The last journal seq handed to the replication thread (written only
+    /// by the thread handing frames over).
+    handed_seq: AtomicU64,
+    /// The largest backlog seen as a frame was handed over.
+    backlog_peak: AtomicU64,
 }
 
 impl Watch {
@@ -137,9 +158,33 @@ impl Watch {
     }
 }
 
+/// A read-only view of a leader's replication backlog: journal records
+/// handed to the replication thread and not yet stored by the stream. Each
+/// record waits there inside its frame (the records' bincode, 36 to 86
+/// bytes each, plus a 64-byte header per frame), so the backlog is about
+/// the memory the waiting frames take.
+#[derive(Clone)]
+pub struct Backlog {
+    watch: Arc<Watch>,
+}
+
+impl Backlog {
+    /// Records handed over and not yet stored, now.
+    pub fn records(&self) -> u64 {
+        let handed = self.watch.handed_seq.load(Ordering::Acquire);
+        handed.saturating_sub(self.watch.stored_seq.load(Ordering::Acquire))
+    }
+
+    /// The most records ever waiting, as seen each time a frame was handed
+    /// over (the backlog only grows then).
+    pub fn peak_records(&self) -> u64 {
+        self.watch.backlog_peak.load(Ordering::Relaxed)
+    }
+}
+
 /// The leader's handle on its replication thread.
 pub struct Publisher<R: Release> {
-    frames: Option<mpsc::UnboundedSender<Outgoing<R>>>,
+    frames: Option<mpsc::UnboundedSender<Handed<R>>>,
     watch: Arc<Watch>,
     thread: Option<JoinHandle<R>>,
 }
@@ -168,6 +213,8 @@ impl<R: Release> Publisher<R> {
             status: Mutex::new(Status::Leading),
             changed: Condvar::new(),
             stored_seq: AtomicU64::new(0),
+            handed_seq: AtomicU64::new(last_seq),
+            backlog_peak: AtomicU64::new(0),
         });
         let (frames_tx, frames_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -229,15 +276,39 @@ impl<R: Release> Publisher<R> {
     /// `last_seq`) to the replication thread. Never waits. `item` is released
     /// when the frame is stored, or refused.
     pub fn publish(&self, frame: &[u8], last_seq: u64, item: R::Item) {
+        debug_assert!(!frame.is_empty(), "a frame holds records");
         if let Some(frames) = &self.frames {
+            self.watch.handed_seq.store(last_seq, Ordering::Release);
+            let backlog = last_seq.saturating_sub(self.stored_seq());
+            if backlog > self.watch.backlog_peak.load(Ordering::Relaxed) {
+                self.watch.backlog_peak.store(backlog, Ordering::Relaxed);
+            }
             // A send fails only once the thread has stopped (it panicked):
             // `status` and `wait_stored` then never report the item stored.
-            let _ = frames.send(Outgoing {
+            let _ = frames.send(Handed::Frame(Outgoing {
                 frame: Bytes::copy_from_slice(frame),
                 last_seq,
                 settles: Some(R::settles(&item)),
                 item: Some(item),
-            });
+                passes: Vec::new(),
+            }));
+        }
+    }
+
+    /// Hands over an item with no frame (nothing was journaled for it, e.g.
+    /// requests shed while the backlog is full). Never waits. It is refused
+    /// `Unavailable`, right after every item handed before it is released,
+    /// so answers keep the order their requests came in.
+    pub fn pass(&self, item: R::Item) {
+        if let Some(frames) = &self.frames {
+            let _ = frames.send(Handed::Pass(item));
+        }
+    }
+
+    /// The replication backlog, for gauges and tests.
+    pub fn backlog(&self) -> Backlog {
+        Backlog {
+            watch: Arc::clone(&self.watch),
         }
     }
 
@@ -325,7 +396,7 @@ struct Leader<R: Release> {
     unconfirmed: VecDeque<Outgoing<R>>,
     sent: usize,
     acks: FuturesOrdered<AckFuture>,
-    frames: mpsc::UnboundedReceiver<Outgoing<R>>,
+    frames: mpsc::UnboundedReceiver<Handed<R>>,
     frames_open: bool,
     release: R,
     watch: Arc<Watch>,
@@ -336,7 +407,7 @@ impl<R: Release> Leader<R> {
         config: ReplicationConfig,
         meta: Meta,
         resume: Resume<'_>,
-        frames: mpsc::UnboundedReceiver<Outgoing<R>>,
+        frames: mpsc::UnboundedReceiver<Handed<R>>,
         release: R,
         watch: Arc<Watch>,
     ) -> Result<Leader<R>, (ReplicationError, R)> {
@@ -454,6 +525,7 @@ impl<R: Release> Leader<R> {
                 last_seq: frame.last_seq,
                 item: None,
                 settles: None,
+                passes: Vec::new(),
             });
         }
         while !self.unconfirmed.is_empty() {
@@ -479,8 +551,11 @@ impl<R: Release> Leader<R> {
             if matches!(*self.watch.status.lock(), Status::Fenced(_)) {
                 self.refuse_all_fenced();
                 // Fenced for good: refuse what still arrives, then stop.
-                while let Some(outgoing) = self.frames.recv().await {
-                    self.refuse(outgoing);
+                while let Some(handed) = self.frames.recv().await {
+                    match handed {
+                        Handed::Frame(outgoing) => self.refuse(outgoing),
+                        Handed::Pass(item) => self.refuse_pass(item),
+                    }
                     self.release.flush();
                 }
                 return self.release;
@@ -540,8 +615,9 @@ impl<R: Release> Leader<R> {
                     Some(Err(e)) => self.fail(unavailable_publish(&self.config, e)),
                     None => {}
                 },
-                outgoing = self.frames.recv(), if self.frames_open => match outgoing {
-                    Some(outgoing) => self.unconfirmed.push_back(outgoing),
+                handed = self.frames.recv(), if self.frames_open => match handed {
+                    Some(Handed::Frame(outgoing)) => self.unconfirmed.push_back(outgoing),
+                    Some(Handed::Pass(item)) => self.take_pass(item),
                     None => self.frames_open = false,
                 },
                 else => {}
@@ -619,6 +695,38 @@ impl<R: Release> Leader<R> {
         if let Some(item) = outgoing.item {
             self.release.stored(item);
         }
+        for item in outgoing.passes {
+            self.refuse_pass(item);
+        }
+    }
+
+    /// An item with no frame: refused once every item handed before it is
+    /// released. Items are released in the order they were handed (a
+    /// refusal takes every waiting one, a store the oldest), so the newest
+    /// frame still holds its item exactly when some item is unreleased.
+    fn take_pass(&mut self, item: R::Item) {
+        match self.unconfirmed.back_mut() {
+            Some(newest) if newest.item.is_some() => newest.passes.push(item),
+            _ => {
+                self.refuse_pass(item);
+                self.release.flush();
+            }
+        }
+    }
+
+    fn refuse_pass(&mut self, item: R::Item) {
+        let waiting = self
+            .watch
+            .handed_seq
+            .load(Ordering::Acquire)
+            .saturating_sub(self.watch.stored_seq.load(Ordering::Acquire));
+        self.release.refused(
+            item,
+            &ReplicationError::Unavailable(format!(
+                "the replication backlog is full: {waiting} records wait for stream {}",
+                self.config.stream
+            )),
+        );
     }
 
     /// Whether this run may still publish and acknowledge: always without a
@@ -698,11 +806,16 @@ impl<R: Release> Leader<R> {
             match tokio::time::timeout_at(deadline, self.frames.recv()).await {
                 Err(_) => break,
                 Ok(None) => self.frames_open = false,
-                Ok(Some(mut outgoing)) => {
+                Ok(Some(Handed::Frame(mut outgoing))) => {
                     if let Some(item) = outgoing.item.take() {
                         self.release.refused(item, &why);
                     }
                     self.unconfirmed.push_back(outgoing);
+                    self.release.flush();
+                }
+                // Every item handed before it was refused already.
+                Ok(Some(Handed::Pass(item))) => {
+                    self.refuse_pass(item);
                     self.release.flush();
                 }
             }
@@ -712,10 +825,18 @@ impl<R: Release> Leader<R> {
         }
     }
 
+    /// Refuses every waiting item (their frames stay, to be published when
+    /// the stream is back).
     fn refuse_waiting(&mut self, why: &ReplicationError) {
-        for outgoing in &mut self.unconfirmed {
-            if let Some(item) = outgoing.item.take() {
+        for i in 0..self.unconfirmed.len() {
+            let outgoing = &mut self.unconfirmed[i];
+            let item = outgoing.item.take();
+            let passes = std::mem::take(&mut outgoing.passes);
+            if let Some(item) = item {
                 self.release.refused(item, why);
+            }
+            for item in passes {
+                self.refuse_pass(item);
             }
         }
         self.release.flush();
@@ -728,8 +849,8 @@ impl<R: Release> Leader<R> {
         self.release.flush();
     }
 
-    /// Refuses a frame's item (`NotLeader`); the frame is dropped, never
-    /// settled.
+    /// Refuses a frame's item (`NotLeader`) and the items passed after it;
+    /// the frame is dropped, never settled.
     fn refuse(&mut self, outgoing: Outgoing<R>) {
         if let Some(item) = outgoing.item {
             let why = match &*self.watch.status.lock() {
@@ -738,6 +859,9 @@ impl<R: Release> Leader<R> {
             };
             self.release
                 .refused(item, &ReplicationError::NotLeader(why));
+        }
+        for item in outgoing.passes {
+            self.refuse_pass(item);
         }
     }
 }
