@@ -122,11 +122,23 @@ impl Accounts {
 
     /// Records `entry` in the history of the account in `slot`, dropping
     /// its oldest entry if it holds `max` already.
-    #[inline]
+    #[cfg(test)]
     pub fn push_history(&mut self, slot: usize, entry: &Entry, max: u32) {
         self.lines[slot]
             .history
             .push(&mut self.histories, Record::new(entry), max);
+    }
+
+    /// Records a balance change in the history of the account in `slot`, as
+    /// [`Self::push_history`] would record its entry. The account's id is
+    /// not needed (a history is the account's own, and an entry gets the id
+    /// back when read), so a caller that knows only the slot does not have
+    /// to read the id table, a cache miss of its own at a million accounts.
+    #[inline]
+    pub fn push_change(&mut self, slot: usize, change: Change, max: u32) {
+        self.lines[slot]
+            .history
+            .push(&mut self.histories, Record::of(change), max);
     }
 
     /// The history of the account in `slot`: (entries kept, whether older
@@ -352,6 +364,18 @@ impl Accounts {
     }
 }
 
+/// A balance change as a history records it: an [`Entry`] without the
+/// account (see [`Accounts::push_change`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Change {
+    pub seq: u64,
+    pub time_ms: u64,
+    pub kind: EntryKind,
+    pub amount: Units,
+    pub balance: Units,
+    pub trade: Option<u64>,
+}
+
 /// One history entry as stored: 40 bytes (the public [`Entry`] is 56). The
 /// account is implied by whose ring holds it; the kind rides in the top byte
 /// of the sequence number, which stays below 2^56 (centuries at 10M
@@ -381,19 +405,32 @@ impl Record {
         trade: 0,
     };
 
+    #[cfg(test)]
     fn new(entry: &Entry) -> Record {
-        debug_assert!(entry.seq < 1 << KIND_SHIFT);
-        debug_assert_eq!(
-            entry.trade.is_some(),
-            matches!(entry.kind, EntryKind::Buy | EntryKind::Sell)
-        );
-        debug_assert_ne!(entry.trade, Some(0), "trades are numbered from 1");
-        Record {
-            seq_and_kind: entry.seq | (kind_code(entry.kind) << KIND_SHIFT),
+        Record::of(Change {
+            seq: entry.seq,
             time_ms: entry.time_ms,
+            kind: entry.kind,
             amount: entry.amount,
             balance: entry.balance,
-            trade: entry.trade.unwrap_or(0),
+            trade: entry.trade,
+        })
+    }
+
+    #[inline]
+    fn of(change: Change) -> Record {
+        debug_assert!(change.seq < 1 << KIND_SHIFT);
+        debug_assert_eq!(
+            change.trade.is_some(),
+            matches!(change.kind, EntryKind::Buy | EntryKind::Sell)
+        );
+        debug_assert_ne!(change.trade, Some(0), "trades are numbered from 1");
+        Record {
+            seq_and_kind: change.seq | (kind_code(change.kind) << KIND_SHIFT),
+            time_ms: change.time_ms,
+            amount: change.amount,
+            balance: change.balance,
+            trade: change.trade.unwrap_or(0),
         }
     }
 

@@ -44,7 +44,7 @@ use std::num::NonZeroU64;
 use bincode::{Decode, Encode};
 use rustc_hash::FxHashMap;
 
-use self::accounts::Accounts;
+use self::accounts::{Accounts, Change};
 use self::closed_reservations::ClosedReservations;
 use self::expiries::Expiries;
 use self::order_index::OrderIndex;
@@ -574,7 +574,7 @@ impl Ledger {
             .checked_add(amount)
             .ok_or(Reject::Overflow("the balance with the deposit's rebate"))?;
         self.totals.deposited += i128::from(amount);
-        self.set_balance(stamp, (account, index), EntryKind::Deposit, amount, balance);
+        self.set_balance(stamp, index, EntryKind::Deposit, amount, balance);
         Ok(Reply::Moved { balance })
     }
 
@@ -583,13 +583,7 @@ impl Ledger {
         positive(amount)?;
         let balance = self.debitable(index, amount)?;
         self.totals.withdrawn += i128::from(amount);
-        self.set_balance(
-            stamp,
-            (account, index),
-            EntryKind::Withdrawal,
-            amount,
-            balance,
-        );
+        self.set_balance(stamp, index, EntryKind::Withdrawal, amount, balance);
         Ok(Reply::Moved { balance })
     }
 
@@ -616,18 +610,12 @@ impl Ledger {
             .ok_or(Reject::Overflow("the receiving balance"))?;
         self.set_balance(
             stamp,
-            (from, from_index),
+            from_index,
             EntryKind::TransferOut,
             amount,
             from_balance,
         );
-        self.set_balance(
-            stamp,
-            (to, to_index),
-            EntryKind::TransferIn,
-            amount,
-            to_balance,
-        );
+        self.set_balance(stamp, to_index, EntryKind::TransferIn, amount, to_balance);
         Ok(Reply::Done)
     }
 
@@ -644,26 +632,27 @@ impl Ledger {
         Ok(cash.balance - amount)
     }
 
+    /// Sets the balance of the account in slot `index` and records the
+    /// change in its history.
     fn set_balance(
         &mut self,
         stamp: &Stamp,
-        (account, index): (AccountId, usize),
+        index: usize,
         kind: EntryKind,
         amount: Units,
         balance: Units,
     ) {
         let history_max = self.config.history_per_account_max;
         self.accounts.lines[index].cash.balance = balance;
-        let entry = Entry {
+        let change = Change {
             seq: stamp.seq,
             time_ms: stamp.time_ms,
-            account,
             kind,
             amount,
             balance,
             trade: None,
         };
-        self.accounts.push_history(index, &entry, history_max);
+        self.accounts.push_change(index, change, history_max);
     }
 
     fn balance(&self, account: AccountId) -> Outcome {
@@ -828,16 +817,9 @@ impl Ledger {
     fn confirm(&mut self, stamp: &Stamp, reservation: ReservationId) -> Outcome {
         let open = self.take_open(reservation)?;
         let index = open.account_index as usize;
-        let account_id = self.accounts.ids[index];
         let balance = self.accounts.lines[index].cash.balance - open.cost;
         self.accounts.lines[index].cash.held -= open.cost;
-        self.set_balance(
-            stamp,
-            (account_id, index),
-            EntryKind::Purchase,
-            open.cost,
-            balance,
-        );
+        self.set_balance(stamp, index, EntryKind::Purchase, open.cost, balance);
         let listed = &mut self.instruments[open.instrument.0 as usize];
         listed.reserved -= open.qty;
         listed.sold += open.qty;
@@ -925,13 +907,7 @@ impl Ledger {
         }
         if amount > 0 {
             self.totals.rebated += i128::from(amount);
-            self.set_balance(
-                stamp,
-                (job.account, index),
-                EntryKind::Rebate,
-                amount,
-                balance,
-            );
+            self.set_balance(stamp, index, EntryKind::Rebate, amount, balance);
         }
         Ok(Reply::RebateCredited { credited: true })
     }

@@ -10,11 +10,12 @@
 //! arrival, so every fill it makes is paid from available, and only what
 //! rests is held afterwards.
 
+use super::accounts::Change;
 use super::Ledger;
 use crate::book::{Events, Incoming, OrderId, Refusal, Side, Status, Stp, Tif};
 use crate::money::Units;
 use crate::outcome::{
-    Depth, Entry, EntryKind, OrderEvent, OrderEvents, OrderInfo, Outcome, Reject, Reply,
+    Depth, EntryKind, OrderEvent, OrderEvents, OrderInfo, Outcome, Reject, Reply,
 };
 use crate::request::{AccountId, InstrumentId, Stamp};
 
@@ -249,22 +250,8 @@ impl Ledger {
             let seller_balance = self.accounts.lines[s].cash.balance + value;
             self.trades += 1;
             let trade = self.trades;
-            self.trade_entry(
-                stamp,
-                trade,
-                (buyer, b),
-                EntryKind::Buy,
-                value,
-                buyer_balance,
-            );
-            self.trade_entry(
-                stamp,
-                trade,
-                (seller, s),
-                EntryKind::Sell,
-                value,
-                seller_balance,
-            );
+            self.trade_entry(stamp, trade, b, EntryKind::Buy, value, buyer_balance);
+            self.trade_entry(stamp, trade, s, EntryKind::Sell, value, seller_balance);
             self.order_events.push(OrderEvent::Trade {
                 trade,
                 maker: f.maker,
@@ -295,23 +282,22 @@ impl Ledger {
         &mut self,
         stamp: &Stamp,
         trade: u64,
-        (account, index): (AccountId, usize),
+        index: usize,
         kind: EntryKind,
         amount: Units,
         balance: Units,
     ) {
         let history_max = self.config.history_per_account_max;
         self.accounts.lines[index].cash.balance = balance;
-        let entry = Entry {
+        let change = Change {
             seq: stamp.seq,
             time_ms: stamp.time_ms,
-            account,
             kind,
             amount,
             balance,
             trade: Some(trade),
         };
-        self.accounts.push_history(index, &entry, history_max);
+        self.accounts.push_change(index, change, history_max);
     }
 
     /// Releases the hold of an order leaving the book untraded.
