@@ -22,7 +22,8 @@
 //! `malloc`'s, such as the account lines' cache-line alignment).
 //!
 //! The `ringledger` binary and the benches install it as the global
-//! allocator; a program embedding the library chooses for itself:
+//! allocator (`RINGLEDGER_HUGE_PAGES=0` in the environment turns the huge
+//! pages off); a program embedding the library chooses for itself:
 //!
 //! ```
 //! #[global_allocator]
@@ -35,12 +36,68 @@
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Allocations at least this large go on huge pages: one huge page.
 pub const HUGE_ALLOCATION_MIN: usize = HUGE_PAGE;
 
 /// The size of a transparent huge page on x86-64 (and most aarch64 kernels).
 const HUGE_PAGE: usize = 2 << 20;
+
+/// The environment variable that turns huge pages off (`0`, `off` or
+/// `never`), for comparing with and without them, or for a machine where
+/// their memory cost matters more. Read once, at the first allocation, and
+/// never again, so an allocation is always freed as it was made.
+pub const HUGE_PAGES_ENV: &str = "RINGLEDGER_HUGE_PAGES";
+
+const HUGE_PAGES_ENV_C: &std::ffi::CStr = c"RINGLEDGER_HUGE_PAGES";
+
+/// Whether huge pages are on: 0 not decided yet, 1 on, 2 off.
+static STATE: AtomicU8 = AtomicU8::new(0);
+
+/// Whether large allocations go on huge pages (see [`HUGE_PAGES_ENV`]).
+pub fn huge_pages_on() -> bool {
+    match STATE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let on = !env_says_off();
+            // Every thread that decides reads the same environment, so
+            // they agree; the first store is the one that counts.
+            let _ = STATE.compare_exchange(
+                0,
+                if on { 1 } else { 2 },
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            STATE.load(Ordering::Relaxed) == 1
+        }
+    }
+}
+
+/// Reads the environment without allocating (this runs inside the
+/// allocator): `getenv` hands back a pointer into the environment block.
+fn env_says_off() -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: the name is a NUL-terminated constant; `getenv` returns
+        // null or a pointer to a NUL-terminated string in the environment,
+        // read here at once (nothing in this program changes the
+        // environment while allocating).
+        unsafe {
+            let value = libc::getenv(HUGE_PAGES_ENV_C.as_ptr());
+            if value.is_null() {
+                return false;
+            }
+            matches!(
+                std::ffi::CStr::from_ptr(value).to_bytes(),
+                b"0" | b"off" | b"never" | b"false" | b"no"
+            )
+        }
+    }
+    #[cfg(not(unix))]
+    false
+}
 
 /// The system allocator, with huge pages for large allocations (see the
 /// module documentation).
@@ -53,7 +110,7 @@ impl HugePages {
     /// same function of the caller's layout every time, so `dealloc` and
     /// `realloc` hand the system allocator back the layout it allocated.
     fn huge(layout: Layout) -> Option<Layout> {
-        if layout.size() < HUGE_ALLOCATION_MIN {
+        if layout.size() < HUGE_ALLOCATION_MIN || !huge_pages_on() {
             return None;
         }
         Layout::from_size_align(layout.size(), layout.align().max(HUGE_PAGE)).ok()
@@ -270,6 +327,58 @@ mod tests {
                 .all(|i| *zeroed.add(i) == 0));
             HugePages.dealloc(zeroed, layout);
         }
+    }
+
+    /// Run by `the_environment_turns_huge_pages_off` in a child process
+    /// whose environment says off.
+    #[test]
+    #[ignore = "run in a child process with RINGLEDGER_HUGE_PAGES=0"]
+    fn child_with_huge_pages_off() {
+        assert!(!huge_pages_on());
+        let layout = Layout::from_size_align(16 << 20, 8).unwrap();
+        assert_eq!(HugePages::huge(layout), None);
+        // SAFETY: a non-zero size; freed with the same layout.
+        unsafe {
+            let ptr = HugePages.alloc(layout);
+            assert!(!ptr.is_null());
+            ptr.write_bytes(7, layout.size());
+            HugePages.dealloc(ptr, layout);
+        }
+    }
+
+    #[test]
+    fn the_environment_turns_huge_pages_off() {
+        for off in ["0", "off"] {
+            let status = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "huge_pages::tests::child_with_huge_pages_off",
+                    "--ignored",
+                    "--quiet",
+                ])
+                .env(HUGE_PAGES_ENV, off)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "{HUGE_PAGES_ENV}={off}: {status}");
+        }
+        // And the child's check can fail: on by default.
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "huge_pages::tests::child_with_huge_pages_off",
+                "--ignored",
+                "--quiet",
+            ])
+            .env_remove(HUGE_PAGES_ENV)
+            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(
+            !status.success(),
+            "huge pages were off without the variable"
+        );
     }
 
     #[test]
