@@ -346,39 +346,40 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_environment_turns_huge_pages_off() {
-        for off in ["0", "off"] {
-            let status = std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "huge_pages::tests::child_with_huge_pages_off",
-                    "--ignored",
-                    "--quiet",
-                ])
-                .env(HUGE_PAGES_ENV, off)
-                .stdout(std::process::Stdio::null())
-                .status()
-                .unwrap();
-            assert!(status.success(), "{HUGE_PAGES_ENV}={off}: {status}");
-        }
-        // And the child's check can fail: on by default.
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
+    /// Runs `child_with_huge_pages_off` in a child process with
+    /// `RINGLEDGER_HUGE_PAGES` set to `value` (or unset): whether it passed.
+    fn child_passes(value: Option<&str>) -> bool {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
             .args([
                 "--exact",
                 "huge_pages::tests::child_with_huge_pages_off",
                 "--ignored",
                 "--quiet",
             ])
-            .env_remove(HUGE_PAGES_ENV)
-            .stderr(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(
-            !status.success(),
-            "huge pages were off without the variable"
-        );
+            .stderr(std::process::Stdio::null());
+        match value {
+            Some(value) => child.env(HUGE_PAGES_ENV, value),
+            None => child.env_remove(HUGE_PAGES_ENV),
+        };
+        child.status().unwrap().success()
+    }
+
+    #[test]
+    fn the_environment_turns_huge_pages_off() {
+        for off in ["0", "off", "never"] {
+            assert!(
+                child_passes(Some(off)),
+                "{HUGE_PAGES_ENV}={off} left them on"
+            );
+        }
+        // And the child's check can fail: on without the variable, or
+        // with any other value.
+        for on in [None, Some("1"), Some("")] {
+            assert!(!child_passes(on), "{HUGE_PAGES_ENV}={on:?} turned them off");
+        }
+        assert_eq!(HUGE_PAGES_ENV_C.to_str(), Ok(HUGE_PAGES_ENV));
     }
 
     #[test]
