@@ -80,10 +80,10 @@ pub fn huge_pages_on() -> bool {
 fn env_says_off() -> bool {
     #[cfg(unix)]
     {
-        // SAFETY: the name is a NUL-terminated constant; `getenv` returns
-        // null or a pointer to a NUL-terminated string in the environment,
-        // read here at once (nothing in this program changes the
-        // environment while allocating).
+        // `getenv` returns null or a pointer to a NUL-terminated string in
+        // the environment, read here at once (nothing in this program
+        // changes the environment while allocating).
+        // SAFETY: the name is a NUL-terminated constant; see above.
         unsafe {
             let value = libc::getenv(HUGE_PAGES_ENV_C.as_ptr());
             if value.is_null() {
@@ -128,24 +128,26 @@ impl HugePages {
         if end <= first {
             return;
         }
+        // `[first, end)` lies inside an allocation the system allocator just
+        // made for us and nothing has touched yet; MADV_HUGEPAGE changes
+        // only how its pages are backed, never their contents, and fails
+        // harmlessly (EINVAL) where huge pages are not supported.
         #[cfg(target_os = "linux")]
-        // SAFETY: `[first, end)` lies inside an allocation the system
-        // allocator just made for us and nothing has touched yet, so it is
-        // mapped memory of this process; MADV_HUGEPAGE changes only how its
-        // pages are backed, never their contents, and fails harmlessly
-        // (EINVAL) where huge pages are not supported.
+        // SAFETY: mapped memory of this process, advice only (see above).
         unsafe {
             libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
         }
     }
 }
 
-// SAFETY: small allocations go to the system allocator unchanged. A large
-// one is made by the system allocator with a stricter alignment (`huge`),
-// which satisfies the caller's, and is freed or reallocated with that same
-// layout, recomputed from the caller's; `advise` only adds advice about
-// pages the returned allocation owns.
+// Small allocations go to the system allocator unchanged. A large one is
+// made by the system allocator with a stricter alignment (`huge`), which
+// satisfies the caller's, and is freed or reallocated with that same layout,
+// recomputed from the caller's; `advise` only adds advice about pages the
+// returned allocation owns.
+// SAFETY: every block is made and freed by the system allocator, as above.
 unsafe impl GlobalAlloc for HugePages {
+    // SAFETY: callers keep `GlobalAlloc`'s contract, which this passes on.
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let Some(huge) = Self::huge(layout) else {
@@ -158,6 +160,7 @@ unsafe impl GlobalAlloc for HugePages {
         ptr
     }
 
+    // SAFETY: callers keep `GlobalAlloc`'s contract, which this passes on.
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if Self::huge(layout).is_none() {
@@ -174,6 +177,7 @@ unsafe impl GlobalAlloc for HugePages {
         ptr
     }
 
+    // SAFETY: callers keep `GlobalAlloc`'s contract, which this passes on.
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` was allocated by `alloc` with this layout, so by the
@@ -181,6 +185,7 @@ unsafe impl GlobalAlloc for HugePages {
         unsafe { System.dealloc(ptr, Self::huge(layout).unwrap_or(layout)) }
     }
 
+    // SAFETY: callers keep `GlobalAlloc`'s contract, which this passes on.
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: the caller guarantees `new_size`, rounded up to the
