@@ -10,6 +10,14 @@ use super::*;
 use crate::outcome::Reply;
 use crate::rebate::RebateJob;
 
+/// Deposits `amount` into `account`, which must be accepted.
+fn deposit(client: &mut Client, account: u64, amount: i64) {
+    client
+        .call(Request::Deposit { account, amount })
+        .unwrap()
+        .unwrap();
+}
+
 fn balance(client: &mut Client, account: u64) -> i64 {
     match client.call(Request::Balance { account }).unwrap() {
         Ok(Reply::Balance { balance, .. }) => balance,
@@ -188,25 +196,13 @@ fn a_lingering_rebate_thread_is_hurried_by_the_backlog_limit_a_barrier_and_shutd
             .unwrap()
             .unwrap();
         for _ in 0..DEPOSITS {
-            client
-                .call(Request::Deposit {
-                    account: 1,
-                    amount: 10_000,
-                })
-                .unwrap()
-                .unwrap();
+            deposit(&mut client, 1, 10_000);
         }
         let _ = done_tx.send("deposits");
         client.barrier().unwrap();
         // Below the backlog limit only a barrier hurries the thread, which
         // lingers after the group the last barrier asked for.
-        client
-            .call(Request::Deposit {
-                account: 1,
-                amount: 10_000,
-            })
-            .unwrap()
-            .unwrap();
+        deposit(&mut client, 1, 10_000);
         client.barrier().unwrap();
         assert_eq!(balance(&mut client, 1), (DEPOSITS + 1) * 10_100);
         let _ = done_tx.send("barrier");
@@ -306,13 +302,7 @@ fn barriers_park_until_the_credits_they_wait_for_land() {
         .call(Request::OpenAccount { account: 1 })
         .unwrap()
         .unwrap();
-    client
-        .call(Request::Deposit {
-            account: 1,
-            amount: 10_000,
-        })
-        .unwrap()
-        .unwrap();
+    deposit(&mut client, 1, 10_000);
     let barriers: Vec<_> = (0..3)
         .map(|_| {
             let mut client = engine.client().unwrap();
@@ -361,13 +351,7 @@ fn a_parked_barrier_wakes_with_the_failure_when_the_engine_fails() {
         .call(Request::OpenAccount { account: 1 })
         .unwrap()
         .unwrap();
-    client
-        .call(Request::Deposit {
-            account: 1,
-            amount: 100,
-        })
-        .unwrap()
-        .unwrap();
+    deposit(&mut client, 1, 100);
     let barrier = thread::spawn(move || client.barrier());
     let shared = Arc::clone(&engine.shared);
     wait_for("a parked barrier", || {
@@ -433,13 +417,7 @@ fn a_barrier_in_sync_mode_returns_only_once_the_credits_are_fdatasynced() {
             .unwrap()
             .unwrap();
         for round in 1..=ROUNDS {
-            client
-                .call(Request::Deposit {
-                    account: 1,
-                    amount: 10_000,
-                })
-                .unwrap()
-                .unwrap();
+            deposit(&mut client, 1, 10_000);
             client.barrier().unwrap();
             // Seq 1 opened the account; each round adds a deposit and its credit.
             let credit_seq = 1 + 2 * round;
