@@ -175,6 +175,52 @@ impl Cluster {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+        self.wait_placement(&rt, deadline);
+    }
+
+    /// Waits until a stream with a replica on every live server can be
+    /// placed: account info answers as soon as there is a meta leader, but
+    /// until that leader knows every peer, creating a replicated stream
+    /// fails with "no suitable peers for placement" (seen in CI). Creates
+    /// and deletes a small memory stream until it works.
+    fn wait_placement(&self, rt: &tokio::runtime::Runtime, deadline: Instant) {
+        let live: Vec<_> = self.nodes.iter().filter(|n| n.child.is_some()).collect();
+        let Some(first) = live.first() else {
+            return;
+        };
+        let url = format!("nats://127.0.0.1:{}", first.client_port);
+        let create = format!(
+            r#"{{"name":"ready-probe","subjects":["ready-probe"],"num_replicas":{},"storage":"memory"}}"#,
+            live.len()
+        );
+        loop {
+            let placed = rt.block_on(async {
+                let client = async_nats::ConnectOptions::new()
+                    .connection_timeout(Duration::from_secs(1))
+                    .request_timeout(Some(Duration::from_secs(2)))
+                    .connect(url.as_str())
+                    .await
+                    .ok()?;
+                let answer = client
+                    .request("$JS.API.STREAM.CREATE.ready-probe", create.clone().into())
+                    .await
+                    .ok()?;
+                let created = String::from_utf8_lossy(&answer.payload).to_string();
+                let _ = client
+                    .request("$JS.API.STREAM.DELETE.ready-probe", "".into())
+                    .await;
+                (!created.contains("\"error\"")).then_some(())
+            });
+            if placed.is_some() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no replicated stream could be placed on {url} within {READY_WITHIN:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
